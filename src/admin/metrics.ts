@@ -1,0 +1,111 @@
+// Prometheus metrics: what the proxy and the monitor count, exposed at GET /metrics.
+
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NodeHealth, NodeObservation } from '../monitor/observation';
+import { roleOf } from '../monitor/observation';
+import type { RelayCounters } from '../proxy/relay';
+import type { ListenerKind, Refusal, Routes } from '../routing/routes';
+
+export interface MetricsSources {
+  counters: RelayCounters;
+  clientsByListener(): Map<string, number>;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly refusals: Counter<'listener' | 'reason'>;
+  private readonly established: Counter<'listener' | 'route' | 'node'>;
+  private readonly heartbeat: Histogram<'node'>;
+  private readonly nodeUp: Gauge<'node'>;
+  private readonly nodeRole: Gauge<'node' | 'role'>;
+  private readonly verifiedPrimary: Gauge<'node'>;
+  private readonly splitBrain: Gauge;
+
+  constructor(sources: MetricsSources, nodeNames: readonly string[]) {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'pgfloat_client_connections',
+      help: 'Client connections open now, by listener',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        const counts = sources.clientsByListener();
+        for (const listener of ['readWrite', 'readOnly']) this.set({ listener }, counts.get(listener) ?? 0);
+      },
+    });
+    this.established = new Counter({
+      name: 'pgfloat_sessions_established_total',
+      help: 'Client sessions that completed startup, by listener, route and node',
+      labelNames: ['listener', 'route', 'node'],
+      registers,
+    });
+    this.refusals = new Counter({
+      name: 'pgfloat_client_refusals_total',
+      help: 'Clients refused by pgfloat with an ErrorResponse, by listener and reason',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    new Counter({
+      name: 'pgfloat_relayed_bytes_total',
+      help: 'Bytes relayed between clients and servers, by direction',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        // Counted as plain numbers on the hot path; copied into the counter only when scraped.
+        this.reset();
+        this.inc({ direction: 'client_to_server' }, sources.counters.clientToServerBytes);
+        this.inc({ direction: 'server_to_client' }, sources.counters.serverToClientBytes);
+      },
+    });
+    this.heartbeat = new Histogram({
+      name: 'pgfloat_heartbeat_seconds',
+      help: 'Heartbeat round-trip time per node (answered heartbeats only)',
+      labelNames: ['node'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.nodeUp = new Gauge({ name: 'pgfloat_node_up', help: '1 when the node answers heartbeats', labelNames: ['node'], registers });
+    this.nodeRole = new Gauge({
+      name: 'pgfloat_node_role',
+      help: '1 for the role the node was last seen in (primary, standby, unknown)',
+      labelNames: ['node', 'role'],
+      registers,
+    });
+    this.verifiedPrimary = new Gauge({
+      name: 'pgfloat_verified_primary',
+      help: '1 for the node read-write clients are routed to',
+      labelNames: ['node'],
+      registers,
+    });
+    this.splitBrain = new Gauge({ name: 'pgfloat_split_brain', help: '1 while more than one node claims to be primary', registers });
+    for (const node of nodeNames) {
+      this.nodeUp.set({ node }, 0);
+      this.verifiedPrimary.set({ node }, 0);
+    }
+    for (const listener of ['readWrite', 'readOnly']) {
+      for (const reason of ['no-primary', 'split-brain', 'no-standby', 'backend-unreachable']) this.refusals.inc({ listener, reason }, 0);
+    }
+  }
+
+  onHeartbeat(health: NodeHealth, observation: NodeObservation): void {
+    if (observation.reachable && observation.latencyMs !== undefined) {
+      this.heartbeat.observe({ node: health.node }, observation.latencyMs / 1000);
+    }
+    this.nodeUp.set({ node: health.node }, health.status === 'up' ? 1 : 0);
+    const role = roleOf(health);
+    for (const r of ['primary', 'standby', 'unknown']) this.nodeRole.set({ node: health.node, role: r }, r === role ? 1 : 0);
+  }
+
+  onRoutes(routes: Routes, nodeNames: readonly string[]): void {
+    for (const node of nodeNames) this.verifiedPrimary.set({ node }, routes.primary === node ? 1 : 0);
+    this.splitBrain.set(routes.readWriteRefusal?.reason === 'split-brain' ? 1 : 0);
+  }
+
+  onRefused(listener: ListenerKind, refusal: Refusal): void {
+    this.refusals.inc({ listener, reason: refusal.reason });
+  }
+
+  onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void {
+    this.established.inc({ listener, route, node });
+  }
+}

@@ -1,0 +1,128 @@
+// The configuration file's schema: every key, its type and its default (README "Configuration" mirrors it).
+
+import { z } from 'zod';
+import { parseAddress, type ListenAddress } from './address';
+
+const address = z.union([z.string(), z.number().int()]).transform((value, ctx): ListenAddress => {
+  const parsed = parseAddress(String(value));
+  if (typeof parsed === 'string') {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const positiveMs = z.number().int().positive();
+const nodeName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,63}$/, 'node names use letters, digits, "_", "." and "-" (at most 63)');
+
+const node = z
+  .object({
+    name: nodeName,
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(5432),
+  })
+  .strict();
+
+const pattern = z.string().min(1);
+
+const routingRule = z
+  .object({
+    user: pattern.optional(),
+    database: pattern.optional(),
+    applicationName: pattern.optional(),
+    route: z.enum(['readWrite', 'readOnly']),
+  })
+  .strict()
+  .refine((rule) => rule.user ?? rule.database ?? rule.applicationName, {
+    message: 'a rule needs at least one of user, database, applicationName',
+  });
+
+export const configSchema = z
+  .object({
+    listen: z
+      .object({
+        readWrite: address.default('127.0.0.1:6432'),
+        readOnly: address.nullable().default('127.0.0.1:6433'),
+      })
+      .strict()
+      .default({}),
+    admin: z
+      .object({
+        listen: address.nullable().default('127.0.0.1:8008'),
+      })
+      .strict()
+      .default({}),
+    nodes: z
+      .array(node)
+      .min(1, 'at least one node is required')
+      .superRefine((nodes, ctx) => {
+        const seen = new Set<string>();
+        nodes.forEach((n, index) => {
+          if (seen.has(n.name)) {
+            ctx.addIssue({ code: z.ZodIssueCode.custom, path: [index, 'name'], message: `duplicate node name "${n.name}"` });
+          }
+          seen.add(n.name);
+        });
+      }),
+    monitor: z
+      .object({
+        user: z.string().min(1).default('postgres'),
+        password: z.string().default(''),
+        database: z.string().min(1).default('postgres'),
+        intervalMs: positiveMs.default(500),
+        timeoutMs: positiveMs.default(1000),
+        failuresBeforeDown: z.number().int().min(1).default(3),
+      })
+      .strict()
+      .default({}),
+    state: z
+      .object({
+        dir: z.string().min(1).default('./.pgfloat/state'),
+      })
+      .strict()
+      .default({}),
+    readOnly: z
+      .object({
+        fallbackToPrimary: z.boolean().default(true),
+        maxLagBytes: z.number().int().nonnegative().nullable().default(null),
+      })
+      .strict()
+      .default({}),
+    routing: z
+      .object({
+        rules: z.array(routingRule).default([]),
+      })
+      .strict()
+      .default({}),
+    tls: z
+      .object({
+        cert: z.string().min(1),
+        key: z.string().min(1),
+      })
+      .strict()
+      .nullable()
+      .default(null),
+    proxy: z
+      .object({
+        startupTimeoutMs: positiveMs.default(10_000),
+        connectTimeoutMs: positiveMs.default(5_000),
+        maxClientConnections: z.number().int().positive().default(10_000),
+        keepaliveIdleMs: positiveMs.default(30_000),
+      })
+      .strict()
+      .default({}),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type NodeConfig = Config['nodes'][number];
+export type RoutingRule = Config['routing']['rules'][number];

@@ -1,0 +1,20 @@
+// The process-wide structured logger; secrets are redacted by key wherever they appear.
+
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+export const REDACTED_KEYS = ['password', '*.password', '*.*.password', 'token', '*.token', 'connectionString'];
+
+export function createLogger(level: string = process.env.PGFLOAT_LOG_LEVEL ?? 'info', destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
+    level,
+    base: { app: 'pgfloat' },
+    redact: { paths: REDACTED_KEYS, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination ? pino(options, destination) : pino(options);
+}
+
+/** A logger that drops everything, for library use and tests that do not look at logs. */
+export const silentLogger: Logger = pino({ level: 'silent' });

@@ -1,0 +1,101 @@
+// Heartbeats every node on a fixed interval and turns the answers into health verdicts.
+
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log';
+import { NodeProbe, type ProbeCredentials, type ProbeTarget } from './node-probe';
+import type { HealthStatus, NodeHealth, NodeObservation } from './observation';
+
+export interface MonitorOptions extends ProbeCredentials {
+  intervalMs: number;
+  timeoutMs: number;
+  failuresBeforeDown: number;
+}
+
+export interface MonitorEvents {
+  /** Every heartbeat result, with the node's health after it. */
+  heartbeat: [health: NodeHealth, observation: NodeObservation];
+}
+
+export class Monitor extends EventEmitter<MonitorEvents> {
+  private readonly probes: NodeProbe[];
+  private readonly health = new Map<string, NodeHealth>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private running = false;
+  private stopped = false;
+
+  constructor(
+    targets: readonly ProbeTarget[],
+    private readonly options: MonitorOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.probes = targets.map((t) => new NodeProbe(t, options, options.timeoutMs));
+    for (const t of targets) this.health.set(t.name, { node: t.name, status: 'unknown', consecutiveFailures: 0 });
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    for (const probe of this.probes) void this.loop(probe);
+  }
+
+  stop(): void {
+    this.running = false;
+    this.stopped = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    for (const probe of this.probes) probe.close();
+  }
+
+  snapshot(): NodeHealth[] {
+    return [...this.health.values()].map((h) => ({ ...h }));
+  }
+
+  /** Heartbeats every node now and resolves when all have answered (startup and tests use it). */
+  async probeAll(): Promise<NodeHealth[]> {
+    await Promise.all(this.probes.map((p) => this.probeOnce(p)));
+    return this.snapshot();
+  }
+
+  private async loop(probe: NodeProbe): Promise<void> {
+    while (this.running) {
+      const started = Date.now();
+      await this.probeOnce(probe);
+      if (!this.running) return;
+      // A fixed cadence from the start of each heartbeat, so a slow answer does not stretch the interval.
+      const wait = Math.max(0, this.options.intervalMs - (Date.now() - started));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          resolve();
+        }, wait);
+        this.timers.add(timer);
+      });
+    }
+  }
+
+  private async probeOnce(probe: NodeProbe): Promise<void> {
+    const observation = await probe.heartbeat();
+    if (this.stopped) return;
+    const previous = this.health.get(probe.target.name)!;
+    const next = this.nextHealth(previous, observation);
+    this.health.set(next.node, next);
+    if (next.status !== previous.status) {
+      const fields = { node: next.node, from: previous.status, to: next.status, error: observation.error };
+      if (next.status === 'up') this.log.info(fields, 'node health changed');
+      else this.log.warn(fields, 'node health changed');
+    }
+    this.emit('heartbeat', next, observation);
+  }
+
+  private nextHealth(previous: NodeHealth, observation: NodeObservation): NodeHealth {
+    if (observation.reachable) {
+      return { node: previous.node, status: 'up', consecutiveFailures: 0, last: observation, lastReachable: observation };
+    }
+    const failures = previous.consecutiveFailures + 1;
+    let status: HealthStatus = failures >= this.options.failuresBeforeDown ? 'down' : 'suspect';
+    // A node never seen answering stays unknown until it is declared down.
+    if (status === 'suspect' && previous.status === 'unknown') status = 'unknown';
+    return { ...previous, status, consecutiveFailures: failures, last: observation };
+  }
+}

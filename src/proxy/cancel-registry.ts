@@ -1,0 +1,46 @@
+// Maps each session's BackendKeyData to the server that issued it, so CancelRequests reach that server.
+
+import { connect } from 'node:net';
+import { cancelRequest } from '../protocol/startup';
+
+export interface BackendAddress {
+  node: string;
+  host: string;
+  port: number;
+}
+
+export class CancelRegistry {
+  private readonly byKey = new Map<string, BackendAddress>();
+
+  private static key(processId: number, secretKey: Buffer): string {
+    return `${processId}:${secretKey.toString('hex')}`;
+  }
+
+  register(processId: number, secretKey: Buffer, backend: BackendAddress): string {
+    const key = CancelRegistry.key(processId, secretKey);
+    this.byKey.set(key, backend);
+    return key;
+  }
+
+  unregister(key: string): void {
+    this.byKey.delete(key);
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  /**
+   * Forwards a cancel to the owning server. Unknown keys are dropped without a word, as
+   * PostgreSQL does, so a client cannot probe which keys exist.
+   */
+  forward(processId: number, secretKey: Buffer, timeoutMs: number): BackendAddress | undefined {
+    const backend = this.byKey.get(CancelRegistry.key(processId, secretKey));
+    if (backend === undefined) return undefined;
+    const socket = connect({ host: backend.host, port: backend.port });
+    socket.setTimeout(timeoutMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('connect', () => socket.end(cancelRequest(processId, secretKey)));
+    return backend;
+  }
+}

@@ -1,0 +1,298 @@
+// One client connection: the startup handshake, routing, the server connection, then the relay.
+
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SecureContext } from 'node:tls';
+import type { Logger } from '../log';
+import { SqlState } from '../protocol/codes';
+import { errorResponse, GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
+import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
+import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
+import type { ListenerKind, Refusal } from '../routing/routes';
+import type { Router } from '../routing/router';
+import type { RoutingRules } from '../routing/rules';
+import type { CancelRegistry } from './cancel-registry';
+import { forward, type RelayCounters } from './relay';
+import type { SessionRegistry, TrackedSession } from './session-registry';
+import { upgradeToTls } from './tls';
+
+export interface BackendNode {
+  name: string;
+  host: string;
+  port: number;
+}
+
+export interface SessionEnvironment {
+  router: Router;
+  rules: RoutingRules;
+  nodes: ReadonlyMap<string, BackendNode>;
+  cancels: CancelRegistry;
+  sessions: SessionRegistry;
+  counters: RelayCounters;
+  secureContext: SecureContext | undefined;
+  startupTimeoutMs: number;
+  connectTimeoutMs: number;
+  keepaliveIdleMs: number;
+  log: Logger;
+  onRefused(listener: ListenerKind, refusal: Refusal): void;
+  onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
+}
+
+type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'closed';
+
+const STARTUP_MESSAGES = new Set([MessageType.backendKeyData, MessageType.readyForQuery, MessageType.errorResponse]);
+const EMPTY = Buffer.alloc(0);
+let nextSessionId = 1;
+
+export class ClientSession implements TrackedSession {
+  readonly id = nextSessionId++;
+  node: string | undefined;
+  route: ListenerKind | undefined;
+  user: string | undefined;
+  database: string | undefined;
+  applicationName: string | undefined;
+
+  private phase: Phase = 'startup';
+  private client: Duplex;
+  private server: Socket | undefined;
+  private pending: Buffer = EMPTY;
+  private encrypted = false;
+  private negotiatedGss = false;
+  private cancelKey: string | undefined;
+  private startupTimer: NodeJS.Timeout | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly raw: Socket,
+    readonly listener: ListenerKind,
+    private readonly env: SessionEnvironment,
+  ) {
+    this.client = raw;
+    this.log = env.log.child({ session: this.id, listener, remote: `${raw.remoteAddress}:${raw.remotePort}` });
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, env.keepaliveIdleMs);
+    raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));
+    raw.on('close', () => this.close('client closed'));
+    raw.on('data', this.onStartupData);
+    this.startupTimer = setTimeout(() => {
+      this.refuse({
+        reason: 'startup-timeout',
+        code: SqlState.protocolViolation,
+        message: `timeout: no complete startup packet within ${env.startupTimeoutMs} ms`,
+      });
+    }, env.startupTimeoutMs);
+    env.sessions.add(this);
+  }
+
+  /** Ends the session now, telling the client why when that can be said cleanly. */
+  terminate(refusal: Refusal): void {
+    if (this.phase === 'closed') return;
+    this.log.info({ node: this.node, reason: refusal.reason }, 'terminating session');
+    if (this.phase === 'relaying') {
+      // Mid-stream the client may be inside a message from the server; an ErrorResponse could
+      // corrupt it, so the connection is cut (the client sees an unexpected EOF, as on a server crash).
+      this.close(refusal.message);
+    } else {
+      this.refuse(refusal);
+    }
+  }
+
+  private readonly onStartupData = (chunk: Buffer): void => {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.processStartup();
+  };
+
+  private processStartup(): void {
+    while (this.phase === 'startup' && this.pending.length > 0) {
+      const result = parseStartupPacket(this.pending);
+      if (result.status === 'incomplete') return;
+      if (result.status === 'invalid') {
+        this.refuse({ reason: result.code === SqlState.featureNotSupported ? 'unsupported-protocol' : 'protocol-violation', code: result.code, message: result.message });
+        return;
+      }
+      this.pending = this.pending.subarray(result.length);
+      this.handlePacket(result.packet);
+    }
+  }
+
+  private handlePacket(packet: StartupPacket): void {
+    switch (packet.kind) {
+      case 'ssl-request':
+        return this.negotiateSsl();
+      case 'gssenc-request':
+        if (this.negotiatedGss || this.encrypted) return this.refuse(protocolViolation('duplicate GSSENCRequest'));
+        this.negotiatedGss = true;
+        this.client.write(GSSENC_NOT_SUPPORTED);
+        return;
+      case 'cancel-request': {
+        const target = this.env.cancels.forward(packet.processId, packet.secretKey, this.env.connectTimeoutMs);
+        this.log.debug({ pid: packet.processId, node: target?.node ?? null }, target ? 'cancel request forwarded' : 'cancel request for unknown key dropped');
+        return this.close('cancel request handled');
+      }
+      case 'startup':
+        void this.routeAndConnect(packet);
+        return;
+    }
+  }
+
+  private negotiateSsl(): void {
+    if (this.encrypted) return this.refuse(protocolViolation('SSLRequest received on an encrypted connection'));
+    if (this.pending.length > 0) {
+      // Bytes sent after SSLRequest but before the handshake could be injected by a man in the
+      // middle (CVE-2021-23214); PostgreSQL refuses them, and so do we.
+      return this.refuse(protocolViolation('received unencrypted data after SSL request'));
+    }
+    if (this.env.secureContext === undefined) {
+      this.client.write(SSL_NOT_SUPPORTED);
+      return;
+    }
+    this.raw.write(SSL_ACCEPTED);
+    this.raw.removeListener('data', this.onStartupData);
+    const tlsSocket = upgradeToTls(this.raw, this.env.secureContext);
+    this.encrypted = true;
+    this.client = tlsSocket;
+    tlsSocket.on('error', (err) => this.fail(`TLS error: ${err.message}`));
+    tlsSocket.on('close', () => this.close('client closed'));
+    tlsSocket.on('data', this.onStartupData);
+  }
+
+  private async routeAndConnect(packet: Extract<StartupPacket, { kind: 'startup' }>): Promise<void> {
+    this.phase = 'connecting';
+    this.client.pause();
+    this.client.removeListener('data', this.onStartupData);
+    const params = packet.parameters;
+    this.user = params.get('user')!;
+    this.database = params.get('database') ?? this.user;
+    this.applicationName = params.get('application_name') ?? '';
+    this.route = this.env.rules.resolve(this.listener, {
+      user: this.user,
+      database: this.database,
+      applicationName: this.applicationName,
+    });
+    const decision = await this.env.router.decide(this.route);
+    if (this.phase !== 'connecting') return; // the client went away while we waited
+    if (!decision.ok) return this.refuse(decision.refusal);
+    const node = this.env.nodes.get(decision.node)!;
+    this.node = node.name;
+    this.env.sessions.attach(this, node.name);
+    this.connectServer(node, packet.raw);
+  }
+
+  private connectServer(node: BackendNode, startup: Buffer): void {
+    const server = connect({ host: node.host, port: node.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: this.env.keepaliveIdleMs });
+    this.server = server;
+    const connectTimer = setTimeout(() => {
+      server.destroy(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`));
+    }, this.env.connectTimeoutMs);
+    server.once('connect', () => {
+      clearTimeout(connectTimer);
+      if (this.phase !== 'connecting') return;
+      this.phase = 'authenticating';
+      this.startRelay(node, startup);
+    });
+    server.on('error', (err) => {
+      clearTimeout(connectTimer);
+      if (this.phase === 'connecting') {
+        this.refuse({
+          reason: 'backend-unreachable',
+          code: SqlState.connectionFailure,
+          message: `could not connect to ${this.route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${err.message}`,
+        });
+      } else {
+        this.fail(`server socket error: ${err.message}`);
+      }
+    });
+    server.on('close', () => this.closeAfterFlush('server closed'));
+  }
+
+  private startRelay(node: BackendNode, startup: Buffer): void {
+    const server = this.server!;
+    const { counters } = this.env;
+    server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
+    this.pending = EMPTY;
+    const scanner = new MessageScanner(STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
+    forward(this.client, server, (n) => (counters.clientToServerBytes += n));
+    forward(server, this.client, (n) => (counters.serverToClientBytes += n), (chunk) => {
+      try {
+        scanner.push(chunk);
+      } catch (err) {
+        if (!(err instanceof FramingError)) throw err;
+        this.log.warn({ node: node.name, err: err.message }, 'unexpected bytes from server during startup; relaying as is');
+        return false;
+      }
+      return this.phase === 'authenticating';
+    });
+    this.client.resume();
+  }
+
+  private onServerStartupMessage(node: BackendNode, type: number, body: Buffer): void {
+    if (type === MessageType.backendKeyData && body.length >= 8) {
+      this.cancelKey = this.env.cancels.register(body.readInt32BE(0), body.subarray(4), { node: node.name, host: node.host, port: node.port });
+    } else if (type === MessageType.readyForQuery && this.phase === 'authenticating') {
+      this.phase = 'relaying';
+      clearTimeout(this.startupTimer);
+      this.env.onEstablished(this.listener, this.route!, node.name);
+      this.log.debug({ node: node.name, user: this.user, database: this.database }, 'session established');
+    } else if (type === MessageType.errorResponse && this.phase === 'authenticating') {
+      const { code, message } = errorMessageOf(body);
+      this.log.debug({ node: node.name, user: this.user, code, message }, 'server refused session startup');
+    }
+  }
+
+  /** Sends an ErrorResponse to the client and closes; used for every refusal pgfloat makes itself. */
+  private refuse(refusal: Refusal): void {
+    if (this.phase === 'closed') return;
+    const logFields = { reason: refusal.reason, code: refusal.code, user: this.user, database: this.database, route: this.route };
+    this.log.info(logFields, `refused client: ${refusal.message}`);
+    this.env.onRefused(this.listener, refusal);
+    const client = this.client;
+    this.shutdown();
+    if (!client.destroyed && client.writable) {
+      client.end(errorResponse({ code: refusal.code, message: refusal.message, detail: refusal.detail }));
+      lingerThenDestroy(client);
+    } else {
+      client.destroy();
+    }
+  }
+
+  /** The server side ended: let the client read what the server said last, then close. */
+  private closeAfterFlush(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.log.debug({ node: this.node, reason }, 'session closed');
+    const client = this.client;
+    this.shutdown();
+    client.end();
+    lingerThenDestroy(client);
+  }
+
+  private fail(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.log.debug({ node: this.node, reason }, 'session failed');
+    this.close(reason);
+  }
+
+  private close(reason: string): void {
+    if (this.phase === 'closed') return;
+    if (reason !== 'client closed' && reason !== 'cancel request handled') this.log.debug({ node: this.node, reason }, 'session closed');
+    const client = this.client;
+    this.shutdown();
+    client.destroy();
+  }
+
+  private shutdown(): void {
+    this.phase = 'closed';
+    clearTimeout(this.startupTimer);
+    if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
+    this.server?.destroy();
+    this.env.sessions.remove(this);
+  }
+}
+
+function protocolViolation(message: string): Refusal {
+  return { reason: 'protocol-violation', code: SqlState.protocolViolation, message };
+}
+
+/** A peer that never reads its last bytes must not keep the socket forever. */
+function lingerThenDestroy(socket: Duplex): void {
+  setTimeout(() => socket.destroy(), 5000).unref();
+}

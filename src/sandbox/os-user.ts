@@ -1,0 +1,38 @@
+// PostgreSQL refuses to run as root: picks (or creates) an unprivileged OS user to run it as.
+
+import { execFileSync } from 'node:child_process';
+
+export interface RunAs {
+  uid: number;
+  gid: number;
+  name: string;
+}
+
+let cached: RunAs | undefined | null = null;
+
+function lookup(name: string): RunAs | undefined {
+  try {
+    const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    return { uid, gid, name };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Undefined when we are not root: then PostgreSQL runs as ourselves. */
+export function unprivilegedUser(): RunAs | undefined {
+  if (cached !== null) return cached;
+  if (process.getuid?.() !== 0) return (cached = undefined);
+  let user = lookup('postgres') ?? lookup('pgfloat');
+  if (user === undefined) {
+    try {
+      execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'pgfloat'], { stdio: 'ignore' });
+    } catch {
+      // another process may have created it at the same moment; the lookup below decides
+    }
+    user = lookup('pgfloat');
+    if (user === undefined) throw new Error('running as root and cannot create an unprivileged user "pgfloat" (useradd failed)');
+  }
+  return (cached = user);
+}
