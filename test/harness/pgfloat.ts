@@ -1,0 +1,75 @@
+// Runs a pgfloat instance in-process in front of a test cluster, on port 0 listeners.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfigObject } from '../../src/config/load';
+import type { Config } from '../../src/config/schema';
+import { createLogger, silentLogger, type Logger } from '../../src/log';
+import { Pgfloat } from '../../src/runtime/pgfloat';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
+import type { Teardown } from './cluster';
+
+export interface RunningPgfloat {
+  instance: Pgfloat;
+  config: Config;
+  /** Connection strings through the proxy. */
+  readWriteUrl(database?: string): string;
+  readOnlyUrl(database?: string): string;
+  readWritePort: number;
+  readOnlyPort: number;
+  adminUrl: string;
+}
+
+export type ConfigOverrides = Record<string, unknown>;
+
+export async function startPgfloat(
+  t: Teardown,
+  cluster: Pick<LocalCluster, 'nodes'>,
+  overrides: ConfigOverrides = {},
+  options: { password?: string; user?: string; log?: Logger } = {},
+): Promise<RunningPgfloat> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'pgfloat-state-'));
+  const config = parseConfigObject(
+    {
+      listen: { readWrite: '127.0.0.1:0', readOnly: '127.0.0.1:0' },
+      admin: { listen: '127.0.0.1:0' },
+      nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
+      monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2, password: options.password ?? '' },
+      state: { dir: stateDir },
+      ...overrides,
+    },
+    'test',
+  );
+  const log = options.log ?? (process.env.PGFLOAT_TEST_LOG ? createLogger(process.env.PGFLOAT_TEST_LOG) : silentLogger);
+  const instance = new Pgfloat(config, log);
+  await instance.start();
+  t.teardown(async () => {
+    await instance.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  const rw = instance.address('readWrite')!;
+  const ro = instance.address('readOnly');
+  const admin = instance.address('admin');
+  const user = encodeURIComponent(options.user ?? 'postgres');
+  const password = options.password === undefined ? '' : `:${encodeURIComponent(options.password)}`;
+  return {
+    instance,
+    config,
+    readWriteUrl: (db = 'postgres') => `postgres://${user}${password}@127.0.0.1:${rw.port}/${db}`,
+    readOnlyUrl: (db = 'postgres') => `postgres://${user}${password}@127.0.0.1:${ro?.port ?? 0}/${db}`,
+    readWritePort: rw.port,
+    readOnlyPort: ro?.port ?? 0,
+    adminUrl: admin ? `http://127.0.0.1:${admin.port}` : '',
+  };
+}
+
+/** Polls `check` until it returns true (or throws after `timeoutMs`); for state that settles asynchronously. */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
