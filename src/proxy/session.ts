@@ -12,7 +12,7 @@ import type { ListenerKind, Refusal } from '../routing/routes';
 import type { Router } from '../routing/router';
 import type { RoutingRules } from '../routing/rules';
 import type { CancelRegistry } from './cancel-registry';
-import { forward, type RelayCounters } from './relay';
+import { forwardClientToServer, ServerToClientPump, type RelayCounters } from './relay';
 import type { SessionRegistry, TrackedSession } from './session-registry';
 import { upgradeToTls } from './tls';
 
@@ -179,7 +179,15 @@ export class ClientSession implements TrackedSession {
   }
 
   private connectServer(node: BackendNode, startup: Buffer): void {
-    const server = connect({ host: node.host, port: node.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: this.env.keepaliveIdleMs });
+    const pump = new ServerToClientPump(this.env.counters);
+    const server = connect({
+      host: node.host,
+      port: node.port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: this.env.keepaliveIdleMs,
+      onread: pump.onread,
+    });
     this.server = server;
     const connectTimer = setTimeout(() => {
       server.destroy(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`));
@@ -188,7 +196,7 @@ export class ClientSession implements TrackedSession {
       clearTimeout(connectTimer);
       if (this.phase !== 'connecting') return;
       this.phase = 'authenticating';
-      this.startRelay(node, startup);
+      this.startRelay(node, startup, pump);
     });
     server.on('error', (err) => {
       clearTimeout(connectTimer);
@@ -205,14 +213,12 @@ export class ClientSession implements TrackedSession {
     server.on('close', () => this.closeAfterFlush('server closed'));
   }
 
-  private startRelay(node: BackendNode, startup: Buffer): void {
+  private startRelay(node: BackendNode, startup: Buffer, pump: ServerToClientPump): void {
     const server = this.server!;
-    const { counters } = this.env;
-    server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
-    this.pending = EMPTY;
     const scanner = new MessageScanner(STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
-    forward(this.client, server, (n) => (counters.clientToServerBytes += n));
-    forward(server, this.client, (n) => (counters.serverToClientBytes += n), (chunk) => {
+    // Until the first ReadyForQuery the server's messages are watched for BackendKeyData; after
+    // that the pump forwards chunks untouched.
+    pump.start(server, this.client, (chunk) => {
       try {
         scanner.push(chunk);
       } catch (err) {
@@ -222,6 +228,9 @@ export class ClientSession implements TrackedSession {
       }
       return this.phase === 'authenticating';
     });
+    forwardClientToServer(this.client, server, this.env.counters);
+    server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
+    this.pending = EMPTY;
     this.client.resume();
   }
 
