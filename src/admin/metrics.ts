@@ -1,6 +1,6 @@
 // Prometheus metrics: what the proxy and the monitor count, exposed at GET /metrics.
 
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeHealth, NodeObservation } from '../monitor/observation';
 import { roleOf } from '../monitor/observation';
 import type { RelayCounters } from '../proxy/relay';
@@ -23,6 +23,8 @@ export class Metrics {
 
   constructor(sources: MetricsSources, nodeNames: readonly string[]) {
     const registers = [this.registry];
+    // File descriptors and memory: what a leak would show first.
+    collectDefaultMetrics({ register: this.registry, prefix: 'pgfloat_' });
     new Gauge({
       name: 'pgfloat_client_connections',
       help: 'Client connections open now, by listener',
