@@ -26,13 +26,19 @@ export function unprivilegedUser(): RunAs | undefined {
   if (process.getuid?.() !== 0) return (cached = undefined);
   let user = lookup('postgres') ?? lookup('pgfloat');
   if (user === undefined) {
+    let failure = '';
     try {
-      execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'pgfloat'], { stdio: 'ignore' });
-    } catch {
-      // another process may have created it at the same moment; the lookup below decides
+      execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'pgfloat'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    } catch (err) {
+      // Another process may have created it at the same moment; the lookup below decides.
+      failure = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim();
     }
     user = lookup('pgfloat');
-    if (user === undefined) throw new Error('running as root and cannot create an unprivileged user "pgfloat" (useradd failed)');
+    if (user === undefined) {
+      throw new Error(`running as root, PostgreSQL refuses root, and creating the user "pgfloat" failed: useradd: ${failure}`);
+    }
   }
   return (cached = user);
 }

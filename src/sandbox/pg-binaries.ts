@@ -15,13 +15,9 @@ export const INSTALL_HINT =
   'Install them, e.g. `apt-get install postgresql` on Debian/Ubuntu, `dnf install postgresql-server` on Fedora/RHEL, `brew install postgresql` on macOS, ' +
   'or put the directory holding initdb on PATH.';
 
-const SERVER_TOOLS = ['initdb', 'pg_ctl', 'postgres', 'pg_basebackup'];
+const has = (dir: string, ...tools: string[]): boolean => tools.every((tool) => existsSync(join(dir, tool)));
 
-function hasServerTools(dir: string): boolean {
-  return SERVER_TOOLS.every((tool) => existsSync(join(dir, tool)));
-}
-
-/** PATH often holds symlinks to a few tools only (initdb, pg_ctl); the real directory has them all. */
+/** PATH often holds symlinks to a few tools only (initdb, pg_ctl); the directory they point into has them all. */
 function realBinDir(dir: string): string {
   try {
     return dirname(realpathSync(join(dir, 'initdb')));
@@ -30,32 +26,42 @@ function realBinDir(dir: string): string {
   }
 }
 
-function majorVersionOf(binDir: string): number {
-  const out = execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' });
-  const match = /(\d+)(?:\.\d+)?/.exec(out);
-  if (!match) throw new Error(`cannot read the version from "${out.trim()}" (${binDir}/postgres --version)`);
-  return Number(match[1]);
-}
-
-function candidates(): string[] {
-  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+function* candidates(): Generator<string> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && has(dir, 'initdb', 'pg_ctl')) yield realBinDir(dir);
+  }
   try {
-    dirs.push(execFileSync('pg_config', ['--bindir'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const dir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    if (has(dir, 'initdb')) yield dir;
   } catch {
-    // no pg_config: fall through to the versioned directories
+    // no pg_config (or only the client libraries' one): the versioned directories decide
   }
   const debian = '/usr/lib/postgresql';
   if (existsSync(debian)) {
-    const versions = readdirSync(debian)
-      .filter((v) => /^\d+$/.test(v))
-      .sort((a, b) => Number(b) - Number(a));
-    dirs.push(...versions.map((v) => join(debian, v, 'bin')));
+    const versions = readdirSync(debian).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+    for (const v of versions) yield join(debian, v, 'bin');
   }
-  return dirs;
 }
 
+function majorVersionOf(binDir: string): number | undefined {
+  try {
+    const out = execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const match = /\(PostgreSQL\)\s+(\d+)/.exec(out) ?? /(\d+)\.\d+/.exec(out);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let found: PgBinaries | undefined;
+
 export function findPgBinaries(): PgBinaries | undefined {
-  const binDir = candidates().map(realBinDir).find(hasServerTools);
-  if (binDir === undefined) return undefined;
-  return { binDir, majorVersion: majorVersionOf(binDir), path: (tool) => join(binDir, tool) };
+  if (found) return found;
+  for (const binDir of candidates()) {
+    if (!has(binDir, 'initdb', 'pg_ctl', 'postgres')) continue;
+    const majorVersion = majorVersionOf(binDir);
+    if (majorVersion === undefined) continue;
+    return (found = { binDir, majorVersion, path: (tool) => join(binDir, tool) });
+  }
+  return undefined;
 }

@@ -1,6 +1,6 @@
-// Starts a real primary plus streaming standby in a temporary directory for one test file.
+// Starts a real primary plus streaming standby in a temporary directory for one test.
 
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, type LocalClusterOptions } from '../../src/sandbox/local-cluster';
@@ -11,10 +11,21 @@ export interface Teardown {
 }
 
 export async function startCluster(t: Teardown, opts: Partial<LocalClusterOptions> = {}): Promise<LocalCluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-test-'));
-  // mkdtemp makes it 0700; the unprivileged PostgreSQL user must be able to enter it.
-  chmodSync(dir, 0o755);
-  const cluster = await LocalCluster.open({ baseDir: join(dir, 'cluster'), ports: [await freePort(), await freePort()], ...opts });
-  t.teardown(() => cluster.destroy().then(() => import('node:fs').then((fs) => fs.rmSync(dir, { recursive: true, force: true }))));
-  return cluster;
+  // Another process may take a port between freePort() and the server's bind, so a bind failure gets new ports.
+  for (let attempt = 1; ; attempt++) {
+    const dir = mkdtempSync(join(tmpdir(), 'pgfloat-test-'));
+    // mkdtemp makes it 0700; the unprivileged user that runs PostgreSQL must be able to enter it.
+    chmodSync(dir, 0o755);
+    try {
+      const cluster = await LocalCluster.open({ baseDir: join(dir, 'cluster'), ports: [await freePort(), await freePort()], ...opts });
+      t.teardown(async () => {
+        await cluster.destroy();
+        rmSync(dir, { recursive: true, force: true });
+      });
+      return cluster;
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      if (attempt >= 3 || opts.ports || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
 }
