@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { ZodError } from 'zod';
+import type { ListenAddress } from './address';
 import { configSchema, type Config } from './schema';
 
 export class ConfigError extends Error {
@@ -43,10 +44,23 @@ export function parseConfigObject(value: unknown, source: string, env: NodeJS.Pr
   return config;
 }
 
+/** Two listeners on one port collide when their hosts are equal or either is a wildcard. */
 function checkListenersDiffer(config: Config, source: string): void {
-  const { readWrite, readOnly } = config.listen;
-  if (readOnly && readOnly.port !== 0 && readOnly.port === readWrite.port && readOnly.host === readWrite.host) {
-    throw new ConfigError('listen.readOnly: must differ from listen.readWrite', source);
+  const listeners: Array<[string, ListenAddress | null]> = [
+    ['listen.readWrite', config.listen.readWrite],
+    ['listen.readOnly', config.listen.readOnly],
+    ['admin.listen', config.admin.listen],
+  ];
+  const wildcard = (host: string): boolean => host === '0.0.0.0' || host === '::' || host === '';
+  for (let i = 0; i < listeners.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const [key, a] = listeners[i]!;
+      const [otherKey, b] = listeners[j]!;
+      if (!a || !b || a.port === 0 || a.port !== b.port) continue;
+      if (a.host === b.host || wildcard(a.host) || wildcard(b.host)) {
+        throw new ConfigError(`${key}: port ${a.port} is already used by ${otherKey}`, source);
+      }
+    }
   }
 }
 

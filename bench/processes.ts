@@ -1,0 +1,130 @@
+// Child-process helpers for the benchmark: long-running services, cleanup on any exit, CPU accounting.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { RunAs } from '../src/sandbox/os-user';
+
+type CleanupStep = () => unknown;
+const cleanups: CleanupStep[] = [];
+const services = new Set<ChildProcess>();
+
+/** Registers a step for `cleanupAll`; steps run in reverse order of registration. */
+export function onCleanup(step: CleanupStep): void {
+  cleanups.push(step);
+}
+
+let cleaning: Promise<void> | undefined;
+
+/** Runs every registered step once, even when called again (say, by a signal during the normal cleanup). */
+export function cleanupAll(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length > 0) {
+      const step = cleanups.pop()!;
+      try {
+        await step();
+      } catch (err) {
+        process.stderr.write(`bench cleanup: ${(err as Error).message}\n`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+// Last resort when the process exits without running cleanupAll: no child outlives us.
+process.on('exit', () => {
+  for (const child of services) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+export interface Service {
+  name: string;
+  child: ChildProcess;
+  /** Output so far (stdout and stderr), for error messages. */
+  output(): string;
+}
+
+/** Starts a long-running process (in the foreground mode of the tool) and registers its shutdown. */
+export function startService(name: string, command: string, args: string[], user?: RunAs): Service {
+  const child = spawn(command, args, {
+    cwd: '/',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(user ? { uid: user.uid, gid: user.gid } : {}),
+  });
+  services.add(child);
+  let output = '';
+  const keep = (d: Buffer): void => {
+    output = (output + d.toString()).slice(-4000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  child.on('error', (err) => keep(Buffer.from(`spawn error: ${err.message}\n`)));
+  onCleanup(() => stopChild(child));
+  return { name, child, output: () => output };
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the child is gone. */
+export function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      services.delete(child);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:port; fails if `service` dies first. */
+export async function waitForPort(port: number, service: Service, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (service.child.exitCode !== null || service.child.signalCode !== null) {
+      throw new Error(`${service.name} exited during startup:\n${service.output()}`);
+    }
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${service.name} did not listen on ${port} within ${timeoutMs} ms:\n${service.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** User plus system CPU seconds the process has used so far (Linux /proc); undefined elsewhere. */
+export function cpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs a command to completion, collecting its output; it is killed with us if we exit first. */
+export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    services.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (err) => {
+      services.delete(child);
+      reject(new Error(`${command}: ${err.message}`));
+    });
+    child.on('close', (code) => {
+      services.delete(child);
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
