@@ -60,6 +60,7 @@ export class ClientSession implements TrackedSession {
   private negotiatedGss = false;
   private cancelKey: string | undefined;
   private startupTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -78,7 +79,10 @@ export class ClientSession implements TrackedSession {
       this.refuse({
         reason: 'startup-timeout',
         code: SqlState.protocolViolation,
-        message: `timeout: no complete startup packet within ${env.startupTimeoutMs} ms`,
+        message:
+          this.phase === 'startup'
+            ? `timeout: no complete startup packet within ${env.startupTimeoutMs} ms`
+            : `timeout: session startup (connection and authentication) not complete within ${env.startupTimeoutMs} ms`,
       });
     }, env.startupTimeoutMs);
     env.sessions.add(this);
@@ -189,9 +193,9 @@ export class ClientSession implements TrackedSession {
       onread: pump.onread,
     });
     this.server = server;
-    const connectTimer = setTimeout(() => {
+    const connectTimer = (this.connectTimer = setTimeout(() => {
       server.destroy(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`));
-    }, this.env.connectTimeoutMs);
+    }, this.env.connectTimeoutMs));
     server.once('connect', () => {
       clearTimeout(connectTimer);
       if (this.phase !== 'connecting') return;
@@ -291,6 +295,7 @@ export class ClientSession implements TrackedSession {
   private shutdown(): void {
     this.phase = 'closed';
     clearTimeout(this.startupTimer);
+    clearTimeout(this.connectTimer);
     if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
     this.server?.destroy();
     this.env.sessions.remove(this);

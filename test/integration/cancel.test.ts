@@ -1,0 +1,116 @@
+// Query cancellation through pgfloat: a raw CancelRequest with pg's key, psql on SIGINT, and unknown keys.
+
+import t from 'tap';
+import { Client } from 'pg';
+import { cancelRequest } from '../../src/protocol/startup';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
+import { startCluster } from '../harness/cluster';
+import { eventually, startPgfloat } from '../harness/pgfloat';
+import { backendKey, connectClient, queryOnce, rawConnect, rejectionOf, sleep, startTool } from '../harness/clients';
+
+/** Polls pg_stat_activity on the primary (directly) until a backend runs `query` with that application_name. */
+async function waitForActiveQuery(cluster: LocalCluster, applicationName: string, query: string): Promise<number> {
+  let pid = 0;
+  await eventually(async () => {
+    const rows = await queryOnce<{ pid: number }>(
+      cluster.primary.connectionString(),
+      `select pid from pg_stat_activity where state = 'active' and application_name = $1 and query = $2`,
+      [applicationName, query],
+    );
+    pid = rows[0]?.pid ?? 0;
+    return rows.length === 1;
+  }, `"${query}" active for ${applicationName}`);
+  return pid;
+}
+
+/** Sends a CancelRequest on its own connection and returns what the proxy answered before closing. */
+async function sendCancel(port: number, processId: number, secretKey: Buffer): Promise<Buffer> {
+  const conn = await rawConnect(port);
+  conn.socket.write(cancelRequest(processId, secretKey));
+  const { data } = await conn.closed;
+  return data;
+}
+
+t.test('cancellation through pgfloat', async (t) => {
+  const cluster = await startCluster(t);
+  const proxy = await startPgfloat(t, cluster);
+
+  t.test('a raw CancelRequest with the key pg received cancels the query', async (t) => {
+    const client = await connectClient({ connectionString: proxy.readWriteUrl(), application_name: 'cancel-pg' });
+    t.teardown(() => client.end());
+    const { processId, secretKey } = backendKey(client);
+    t.ok(proxy.instance.cancels.size >= 1, 'the proxy registered the session key');
+    const running = client.query('select pg_sleep(60)');
+    running.catch(() => undefined);
+    const pid = await waitForActiveQuery(cluster, 'cancel-pg', 'select pg_sleep(60)');
+    t.equal(pid, processId, 'the client sees the server backend pid in BackendKeyData');
+    const answer = await sendCancel(proxy.readWritePort, processId, secretKey);
+    t.equal(answer.length, 0, 'nothing is written back on the cancel connection');
+    const err = await rejectionOf(running);
+    t.equal(err.code, '57014', 'query_canceled');
+    t.match(err.message, /canceling statement due to user request/);
+    const { rows } = await client.query<{ n: number }>('select 1 as n');
+    t.same(rows, [{ n: 1 }], 'the session survives the cancel');
+  });
+
+  t.test('psql cancels on SIGINT through the proxy', async (t) => {
+    const url = `${proxy.readWriteUrl()}?application_name=cancel-psql`;
+    const psql = startTool('psql', [url, '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'select pg_sleep(60)'], { timeoutMs: 60_000 });
+    t.teardown(() => {
+      if (psql.child.exitCode === null) psql.child.kill('SIGKILL');
+    });
+    await waitForActiveQuery(cluster, 'cancel-psql', 'select pg_sleep(60)');
+    psql.child.kill('SIGINT');
+    const result = await psql.result;
+    t.match(result.stderr, /canceling statement due to user request/);
+    t.equal(result.code, 1, 'psql reports the failed statement');
+    await eventually(
+      async () => (await queryOnce(cluster.primary.connectionString(), `select 1 from pg_stat_activity where application_name = 'cancel-psql'`)).length === 0,
+      'the psql backend to exit',
+    );
+  });
+
+  t.test('a CancelRequest with an unknown key is dropped and the query keeps running', async (t) => {
+    const client = await connectClient({ connectionString: proxy.readWriteUrl(), application_name: 'cancel-unknown' });
+    t.teardown(() => client.end());
+    const { processId, secretKey } = backendKey(client);
+    const running = client.query('select pg_sleep(60)');
+    let settled = false;
+    running.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await waitForActiveQuery(cluster, 'cancel-unknown', 'select pg_sleep(60)');
+
+    const wrongKey = Buffer.from(secretKey);
+    wrongKey.writeInt32BE(secretKey.readInt32BE(0) ^ 0x5a5a5a5a, 0);
+    t.equal((await sendCancel(proxy.readWritePort, processId, wrongKey)).length, 0, 'right pid, wrong key: closed without an answer');
+    t.equal((await sendCancel(proxy.readWritePort, processId ^ 0x7fff, secretKey)).length, 0, 'unknown pid: closed without an answer');
+    t.equal((await sendCancel(proxy.readOnlyPort, 12345, Buffer.from([1, 2, 3, 4]))).length, 0, 'on the read-only port too');
+
+    // Give a wrongly forwarded cancel ample time to land before checking the query is still running.
+    await sleep(1000);
+    t.notOk(settled, 'the query has not ended');
+    const stillActive = await queryOnce(
+      cluster.primary.connectionString(),
+      `select 1 from pg_stat_activity where state = 'active' and pid = $1 and query = 'select pg_sleep(60)'`,
+      [processId],
+    );
+    t.equal(stillActive.length, 1, 'the backend still runs the query');
+
+    // The right key still works afterwards, which also ends the sleep.
+    await sendCancel(proxy.readWritePort, processId, secretKey);
+    t.equal((await rejectionOf(running)).code, '57014');
+  });
+
+  t.test('keys are forgotten when sessions end', async (t) => {
+    await eventually(() => proxy.instance.sessions.size === 0, 'sessions to close');
+    t.equal(proxy.instance.cancels.size, 0, 'no cancel keys left in the registry');
+    const client = new Client({ connectionString: proxy.readWriteUrl() });
+    await client.connect();
+    t.equal(proxy.instance.cancels.size, 1, 'one key while one session is open');
+    await client.end();
+    await eventually(() => proxy.instance.cancels.size === 0, 'the key to be unregistered');
+    t.pass('unregistered after the session ended');
+  });
+});
