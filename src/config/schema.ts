@@ -110,6 +110,7 @@ export const configSchema = z
         connectTimeoutMs: positiveMs.default(5_000),
         maxClientConnections: z.number().int().positive().default(10_000),
         keepaliveIdleMs: positiveMs.default(30_000),
+        busyPollUs: z.number().int().min(0).max(10_000).default(0),
       })
       .strict()
       .default({}),

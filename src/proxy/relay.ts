@@ -2,6 +2,7 @@
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { BusyPoller } from './busy-poll';
 
 export interface RelayCounters {
   clientToServerBytes: number;
@@ -14,7 +15,12 @@ const READ_BUFFER_SIZE = 64 * 1024;
  * Client to server. Accepted sockets cannot take an `onread` buffer, so this side uses
  * 'data' events; the client's half is the small one (queries), the server's carries results.
  */
-export function forwardClientToServer(client: Duplex, server: Duplex, counters: RelayCounters): void {
+export function forwardClientToServer(
+  client: Duplex,
+  server: Duplex,
+  counters: RelayCounters,
+  busyPoller: BusyPoller | undefined,
+): void {
   let waitingForDrain = false;
   const resume = (): void => {
     waitingForDrain = false;
@@ -22,6 +28,7 @@ export function forwardClientToServer(client: Duplex, server: Duplex, counters: 
   };
   client.on('data', (chunk: Buffer) => {
     counters.clientToServerBytes += chunk.length;
+    busyPoller?.kick();
     if (!server.write(chunk) && !waitingForDrain) {
       // The server reads slower than the client sends: stop reading until it catches up,
       // so memory stays bounded by one socket buffer per direction.

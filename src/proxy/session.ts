@@ -11,6 +11,7 @@ import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
 import type { ListenerKind, Refusal } from '../routing/routes';
 import type { Router } from '../routing/router';
 import type { RoutingRules } from '../routing/rules';
+import type { BusyPoller } from './busy-poll';
 import type { CancelRegistry } from './cancel-registry';
 import { forwardClientToServer, ServerToClientPump, type RelayCounters } from './relay';
 import type { SessionRegistry, TrackedSession } from './session-registry';
@@ -33,6 +34,7 @@ export interface SessionEnvironment {
   startupTimeoutMs: number;
   connectTimeoutMs: number;
   keepaliveIdleMs: number;
+  busyPoller: BusyPoller | undefined;
   log: Logger;
   onRefused(listener: ListenerKind, refusal: Refusal): void;
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
@@ -134,7 +136,7 @@ export class ClientSession implements TrackedSession {
         return this.close('cancel request handled');
       }
       case 'startup':
-        void this.routeAndConnect(packet);
+        this.routeAndConnect(packet).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
         return;
     }
   }
@@ -232,7 +234,7 @@ export class ClientSession implements TrackedSession {
       }
       return this.phase === 'authenticating';
     });
-    forwardClientToServer(this.client, server, this.env.counters);
+    forwardClientToServer(this.client, server, this.env.counters, this.env.busyPoller);
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
     this.pending = EMPTY;
     this.client.resume();

@@ -7,6 +7,7 @@ import { AdminServer } from '../admin/http-server';
 import { Metrics } from '../admin/metrics';
 import { Monitor } from '../monitor/monitor';
 import { lagBytes, roleOf, type NodeHealth } from '../monitor/observation';
+import { BusyPoller } from '../proxy/busy-poll';
 import { CancelRegistry } from '../proxy/cancel-registry';
 import { ProxyServer } from '../proxy/proxy-server';
 import type { RelayCounters } from '../proxy/relay';
@@ -60,6 +61,7 @@ export class Pgfloat {
       startupTimeoutMs: config.proxy.startupTimeoutMs,
       connectTimeoutMs: config.proxy.connectTimeoutMs,
       keepaliveIdleMs: config.proxy.keepaliveIdleMs,
+      busyPoller: config.proxy.busyPollUs > 0 ? new BusyPoller(config.proxy.busyPollUs) : undefined,
       log: log.child({ component: 'proxy' }),
       onRefused: (listener, refusal) => this.metrics.onRefused(listener, refusal),
       onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),

@@ -65,7 +65,7 @@ t.test('the documented example parses with defaults filled in', async (t) => {
   t.same(config.readOnly, { fallbackToPrimary: true, maxLagBytes: null });
   t.same(config.routing, { rules: [] });
   t.equal(config.tls, null);
-  t.same(config.proxy, { startupTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxClientConnections: 10_000, keepaliveIdleMs: 30_000 });
+  t.same(config.proxy, { startupTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxClientConnections: 10_000, keepaliveIdleMs: 30_000, busyPollUs: 0 });
   t.same(config.log, { level: 'info' });
 });
 
