@@ -1,4 +1,4 @@
-// Finds the machine's PostgreSQL server binaries: PATH, then pg_config, then Debian's versioned directories.
+// Finds the machine's PostgreSQL server binaries: PGFLOAT_PG_BINDIR, else PATH, pg_config, Debian's versioned directories.
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, realpathSync } from 'node:fs';
@@ -13,7 +13,7 @@ export interface PgBinaries {
 export const INSTALL_HINT =
   'PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, through pg_config, or under /usr/lib/postgresql/*/bin. ' +
   'Install them, e.g. `apt-get install postgresql` on Debian/Ubuntu, `dnf install postgresql-server` on Fedora/RHEL, `brew install postgresql` on macOS, ' +
-  'or put the directory holding initdb on PATH.';
+  'or put the directory holding initdb on PATH (or name it in PGFLOAT_PG_BINDIR).';
 
 const has = (dir: string, ...tools: string[]): boolean => tools.every((tool) => existsSync(join(dir, tool)));
 
@@ -27,6 +27,12 @@ function realBinDir(dir: string): string {
 }
 
 function* candidates(): Generator<string> {
+  // An explicit choice (one of several installed versions, say) is the only candidate.
+  const chosen = process.env.PGFLOAT_PG_BINDIR;
+  if (chosen) {
+    yield chosen;
+    return;
+  }
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (dir && has(dir, 'initdb', 'pg_ctl')) yield realBinDir(dir);
   }
@@ -58,7 +64,7 @@ let found: PgBinaries | undefined;
 export function findPgBinaries(): PgBinaries | undefined {
   if (found) return found;
   for (const binDir of candidates()) {
-    if (!has(binDir, 'initdb', 'pg_ctl', 'postgres')) continue;
+    if (!has(binDir, 'initdb', 'pg_ctl', 'postgres', 'pg_basebackup')) continue;
     const majorVersion = majorVersionOf(binDir);
     if (majorVersion === undefined) continue;
     return (found = { binDir, majorVersion, path: (tool) => join(binDir, tool) });
