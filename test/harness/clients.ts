@@ -253,3 +253,13 @@ export function sleep(ms: number): Promise<void> {
 export async function inBatches<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   for (let i = 0; i < items.length; i += limit) await Promise.all(items.slice(i, i + limit).map(fn));
 }
+
+/** A simple-protocol Query message, for raw-socket tests. */
+export function simpleQuery(sql: string): Buffer {
+  const body = Buffer.from(`${sql}\0`, 'utf8');
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = 0x51; // 'Q'
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}

@@ -9,20 +9,11 @@ import { MessageScanner } from '../../src/protocol/message-scanner';
 import { startupMessage } from '../../src/protocol/startup';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import { sleep } from '../harness/clients';
+import { sleep, simpleQuery as query } from '../harness/clients';
 
 const ROWS = 50_000;
 const WIDTH = 1000;
 const TOTAL = ROWS * WIDTH; // payload bytes alone; the wire carries more
-
-function query(sql: string): Buffer {
-  const body = Buffer.from(`${sql}\0`, 'utf8');
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = 0x51; // 'Q'
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
 
 function copyData(payload: Buffer): Buffer {
   const header = Buffer.alloc(5);

@@ -7,22 +7,13 @@ import { startupMessage } from '../../src/protocol/startup';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE } from '../../src/protocol/codes';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import { parseErrorResponse, queryOnce, rawConnect, sleep, splitMessages, type ParsedError } from '../harness/clients';
+import { parseErrorResponse, queryOnce, rawConnect, sleep, splitMessages, type ParsedError, simpleQuery as query } from '../harness/clients';
 
 const STARTUP = startupMessage({ user: 'postgres', database: 'postgres', application_name: 'malformed-test' });
 
 function int32s(...values: number[]): Buffer {
   const out = Buffer.alloc(values.length * 4);
   values.forEach((v, i) => out.writeInt32BE(v, i * 4));
-  return out;
-}
-
-function query(sql: string): Buffer {
-  const body = Buffer.from(`${sql}\0`, 'utf8');
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = 0x51; // 'Q'
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
   return out;
 }
 
