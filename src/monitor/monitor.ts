@@ -80,6 +80,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const previous = this.health.get(probe.target.name)!;
     const next = this.nextHealth(previous, observation);
     this.health.set(next.node, next);
+    const wasInRecovery = previous.lastReachable?.inRecovery;
+    if (observation.reachable && wasInRecovery !== undefined && observation.inRecovery !== wasInRecovery) {
+      this.log.warn(
+        { node: next.node, from: wasInRecovery ? 'standby' : 'primary', to: observation.inRecovery ? 'standby' : 'primary', timeline: observation.timeline },
+        'node role changed',
+      );
+    }
     if (next.status !== previous.status) {
       const fields = { node: next.node, from: previous.status, to: next.status, error: observation.error };
       if (next.status === 'up') this.log.info(fields, 'node health changed');
