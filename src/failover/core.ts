@@ -1,0 +1,419 @@
+// The failover decision core: a pure state machine. Events in, actions out; no sockets, disks or clocks.
+
+import { lagBytes, lsnToBigInt } from '../monitor/observation';
+import type { ClusterState } from '../state/cluster-state';
+import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
+
+export function initialState(names: readonly string[], cluster: ClusterState, now: number): CoreState {
+  return {
+    cluster,
+    nodes: {},
+    names: [...names],
+    phase: cluster.primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' },
+    writesHeld: false,
+    persisting: false,
+    roguePrimaries: [],
+    degenerateSince: cluster.fenced.length > 0 ? now : undefined,
+    now,
+  };
+}
+
+/**
+ * The node read-write clients may reach now: the state's primary at the current epoch, not
+ * fenced, answering heartbeats, out of recovery, of the cluster's system. Nothing else is ever
+ * routable for writes, which is what makes "at most one writable node" hold.
+ */
+export function writableNode(s: CoreState): string | undefined {
+  if (s.phase.kind !== 'steady' || s.writesHeld) return undefined;
+  const primary = s.cluster.primary;
+  if (primary === undefined || s.cluster.fenced.includes(primary)) return undefined;
+  const r = s.nodes[primary];
+  if (r === undefined || r.status !== 'up' || r.inRecovery !== false || !sameSystem(s, r)) return undefined;
+  return primary;
+}
+
+export function step(state: CoreState, event: FailoverEvent, options: FailoverOptions): StepResult {
+  const s: CoreState = structuredClone(state);
+  s.now = Math.max(s.now, event.at);
+  const out: FailoverAction[] = [];
+  absorb(s, event, out, options);
+  reconcile(s, out, options);
+  return { state: s, actions: out };
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], options: FailoverOptions): void {
+  switch (event.type) {
+    case 'report': {
+      const r = event.report;
+      s.nodes[r.node] = r;
+      if (r.node === s.cluster.primary && r.status === 'up' && r.inRecovery === false && r.currentLsn !== undefined) {
+        s.lastPrimaryLsn = r.currentLsn;
+      }
+      return;
+    }
+    case 'tick':
+      return;
+    case 'persisted':
+      s.persisting = false;
+      s.cluster = event.cluster;
+      if (s.phase.kind === 'failover' && s.phase.step === 'fencing' && s.cluster.fenced.includes(s.phase.oldPrimary)) {
+        startPromotion(s, out);
+      } else if (s.phase.kind === 'failover' && s.phase.step === 'persisting' && s.cluster.primary === s.phase.target) {
+        const { target, oldPrimary, startedAt } = s.phase;
+        s.phase = { kind: 'steady' };
+        s.degenerateSince = s.now;
+        s.writesHeld = false;
+        out.push({ type: 'release-writes' });
+        log(out, 'info', 'failover: complete, releasing held writes to the new primary', {
+          epoch: s.cluster.epoch,
+          oldPrimary,
+          newPrimary: target,
+          durationMs: s.now - startedAt,
+        });
+      }
+      return;
+    case 'persist-failed':
+      s.persisting = false;
+      log(out, 'error', 'cluster state could not be persisted', { error: event.error, epoch: s.cluster.epoch });
+      if (s.phase.kind === 'failover' && s.phase.step === 'fencing') fail(s, out, `persisting the fence of ${s.phase.oldPrimary} failed: ${event.error}`, options);
+      // In the persisting step the promoted node must still be recorded: reconcile persists again.
+      return;
+    case 'promoted':
+      if (s.phase.kind === 'failover' && s.phase.step === 'promoting' && s.phase.target === event.node) {
+        s.phase.step = 'verifying';
+        log(out, 'info', 'failover: pg_promote() returned, waiting to see the node out of recovery on a new timeline', {
+          epoch: s.cluster.epoch,
+          node: event.node,
+        });
+      }
+      return;
+    case 'promotion-failed':
+      if (s.phase.kind === 'failover' && s.phase.target === event.node && (s.phase.step === 'promoting' || s.phase.step === 'verifying')) {
+        fail(s, out, `promotion of ${event.node} failed: ${event.error}`, options);
+      }
+      return;
+    case 'operator':
+      return operatorCommand(s, event.op, out, options);
+  }
+}
+
+function operatorCommand(s: CoreState, op: Extract<FailoverEvent, { type: 'operator' }>['op'], out: FailoverAction[], options: FailoverOptions): void {
+  if (s.persisting || s.phase.kind === 'failover') {
+    log(out, 'warn', `operator ${op.command} refused: a state change is in progress`, { op });
+    return;
+  }
+  switch (op.command) {
+    case 'adopt': {
+      const r = s.nodes[op.node];
+      if (s.phase.kind !== 'bootstrap' && s.phase.kind !== 'split-brain') {
+        log(out, 'warn', 'operator adopt refused: the cluster already has a primary; use failover', { node: op.node, primary: s.cluster.primary });
+        return;
+      }
+      if (r?.status !== 'up' || r.inRecovery !== false) {
+        log(out, 'warn', 'operator adopt refused: the node is not a reachable primary', { node: op.node });
+        return;
+      }
+      const others = claimants(s).filter((n) => n !== op.node);
+      for (const n of others) dropAndFence(out, n, `operator adopted ${op.node}`);
+      persist(s, out, {
+        ...s.cluster,
+        epoch: s.cluster.epoch + 1,
+        primary: op.node,
+        systemIdentifier: r.systemIdentifier,
+        timeline: r.timeline,
+        fenced: union(s.cluster.fenced, others),
+        history: [...s.cluster.history, record(s, 'operator adopt', undefined, op.node)],
+      });
+      log(out, 'warn', 'operator adopt: recording the primary', { node: op.node, fencing: others, epoch: s.cluster.epoch + 1 });
+      s.phase = { kind: 'bootstrap' };
+      return;
+    }
+    case 'fence':
+      if (s.cluster.fenced.includes(op.node)) return;
+      dropAndFence(out, op.node, 'operator fence');
+      persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [op.node]) });
+      log(out, 'warn', 'operator fence', { node: op.node, epoch: s.cluster.epoch });
+      return;
+    case 'unfence':
+      if (!s.cluster.fenced.includes(op.node)) return;
+      persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== op.node) });
+      log(out, 'warn', 'operator unfence', { node: op.node, epoch: s.cluster.epoch });
+      return;
+    case 'failover':
+      if (s.phase.kind !== 'steady' && s.phase.kind !== 'failed') {
+        log(out, 'warn', 'operator failover refused: no primary recorded yet', { phase: s.phase.kind });
+        return;
+      }
+      s.phase = { kind: 'steady' };
+      considerFailover(s, out, 'operator failover', { to: op.to, allowDataLoss: op.allowDataLoss, forced: true }, options);
+      return;
+  }
+}
+
+// ---- decisions ----------------------------------------------------------------------------
+
+function reconcile(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
+  const phase = s.phase;
+  switch (phase.kind) {
+    case 'bootstrap':
+      return bootstrap(s, out);
+    case 'split-brain':
+      if (allSeen(s) && claimants(s).length <= 1) {
+        s.phase = { kind: 'bootstrap' };
+        return bootstrap(s, out);
+      }
+      return;
+    case 'failed':
+      if (s.now < phase.retryAt) return;
+      log(out, 'info', 'failover: retrying', { reason: phase.reason, epoch: s.cluster.epoch });
+      s.phase = { kind: 'steady' };
+      return steady(s, out, options);
+    case 'steady':
+      return steady(s, out, options);
+    case 'failover':
+      return progressFailover(s, out, options);
+  }
+}
+
+function bootstrap(s: CoreState, out: FailoverAction[]): void {
+  if (s.persisting) return;
+  if (s.cluster.primary !== undefined) {
+    s.phase = { kind: 'steady' };
+    return;
+  }
+  // A node not yet seen might be a primary too: decide only when every node answered or is down.
+  if (!allSeen(s)) return;
+  const found = claimants(s);
+  if (found.length === 1) {
+    const r = s.nodes[found[0]!]!;
+    persist(s, out, {
+      ...s.cluster,
+      epoch: s.cluster.epoch + 1,
+      primary: r.node,
+      systemIdentifier: r.systemIdentifier,
+      timeline: r.timeline,
+      history: [...s.cluster.history, record(s, 'adopted at first start', undefined, r.node)],
+    });
+    log(out, 'info', 'adopting the only node out of recovery as primary', { node: r.node, epoch: s.cluster.epoch + 1 });
+  } else if (found.length > 1) {
+    s.phase = { kind: 'split-brain', claimants: found };
+    log(out, 'error', 'split brain at first start: several nodes claim primary and no state says which; routing no writes until `pgfloat adopt NODE`', {
+      claimants: found,
+    });
+  }
+}
+
+function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
+  const primary = s.cluster.primary!;
+  s.degenerateSince = s.cluster.fenced.length === 0 ? undefined : (s.degenerateSince ?? s.now);
+  if (s.persisting) return;
+
+  for (const name of s.names) {
+    if (name === primary) continue;
+    const r = s.nodes[name];
+    const claimsPrimary = r?.status === 'up' && r.inRecovery === false;
+    const fenced = s.cluster.fenced.includes(name);
+    if (!claimsPrimary) {
+      s.roguePrimaries = s.roguePrimaries.filter((n) => n !== name);
+      if (fenced && r && isRejoinedStandby(s, r)) {
+        persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== name) });
+        log(out, 'info', 'fenced node follows the current primary in recovery: unfencing it as a standby', { node: name, epoch: s.cluster.epoch });
+        return;
+      }
+      continue;
+    }
+    if (!fenced && s.cluster.fenced.includes(primary) && (r.timeline ?? 0) > (s.cluster.timeline ?? 0) && sameSystem(s, r)) {
+      // An earlier failover promoted this node but did not record it (timeout, crash): finish it.
+      s.phase = failoverPhase(s, options, primary, name, 'completing an unrecorded promotion', 'persisting');
+      return progressFailover(s, out, options);
+    }
+    if (!fenced) {
+      dropAndFence(out, name, `second primary beside ${primary}`);
+      persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [name]) });
+      log(out, 'error', 'a second node runs as primary: fencing it', { node: name, primary, epoch: s.cluster.epoch });
+      return;
+    }
+    if (!s.roguePrimaries.includes(name)) {
+      s.roguePrimaries.push(name);
+      dropAndFence(out, name, 'fenced node runs as primary');
+      log(out, 'error', 'fenced node is running as a primary (rogue): applying the fencing action again', { node: name, epoch: s.cluster.epoch });
+    }
+  }
+
+  const r = s.nodes[primary];
+  if (s.cluster.fenced.includes(primary) || r?.status === 'down') {
+    const reason = s.cluster.fenced.includes(primary) ? 'primary is fenced' : 'primary is down';
+    return considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
+  }
+  setBlocked(s, out, undefined);
+  // One missed heartbeat: new writers wait rather than land on a server that may be gone.
+  if (r?.status === 'suspect' && !s.writesHeld) {
+    s.writesHeld = true;
+    out.push({ type: 'hold-writes', reason: `primary ${primary} missed a heartbeat` });
+  } else if (r?.status === 'up' && s.writesHeld) {
+    s.writesHeld = false;
+    out.push({ type: 'release-writes' });
+  }
+}
+
+interface FailoverRequest {
+  to?: string;
+  allowDataLoss: boolean;
+  forced: boolean;
+}
+
+function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): void {
+  const oldPrimary = s.cluster.primary!;
+  const candidates = s.names
+    .filter((n) => n !== oldPrimary && !s.cluster.fenced.includes(n) && (request.to === undefined || n === request.to))
+    .map((n) => s.nodes[n])
+    .filter((r): r is NodeReport => r?.status === 'up' && r.inRecovery === true && sameSystem(s, r))
+    .sort(furthestAhead);
+  const best = candidates[0];
+  if (best === undefined) {
+    return setBlocked(s, out, `${reason}, and no healthy standby of this cluster to promote${request.to ? ` (asked for ${request.to})` : ''}`);
+  }
+  if (!request.forced && opts.requireStandbyConfirmation && best.seesPrimary === true) {
+    return setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
+  }
+  const lag = lagBytes(s.lastPrimaryLsn, best.receiveLsn);
+  if (!request.allowDataLoss) {
+    if (lag === undefined) {
+      return setBlocked(s, out, `${reason}; the primary's last WAL position is unknown, so the data loss of promoting ${best.node} cannot be bounded: use failover --allow-data-loss`);
+    }
+    if (lag > opts.maxLagBytes) {
+      return setBlocked(s, out, `${reason}; standby ${best.node} is ${lag} bytes behind the primary's last position, over failover.maxLagBytes (${opts.maxLagBytes}): use failover --allow-data-loss`);
+    }
+  }
+  setBlocked(s, out, undefined);
+  s.phase = failoverPhase(s, opts, oldPrimary, best.node, reason, 'fencing');
+  s.writesHeld = true;
+  log(out, 'warn', 'failover: starting', { epoch: s.cluster.epoch, oldPrimary, target: best.node, reason, lagBytes: lag ?? null });
+  out.push({ type: 'hold-writes', reason: `failover from ${oldPrimary} to ${best.node}` });
+  dropAndFence(out, oldPrimary, `failover: ${reason}`);
+  if (s.cluster.fenced.includes(oldPrimary)) return startPromotion(s, out);
+  persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
+}
+
+function failoverPhase(s: CoreState, opts: FailoverOptions, oldPrimary: string, target: string, reason: string, stepName: 'fencing' | 'persisting'): CoreState['phase'] {
+  return {
+    kind: 'failover',
+    step: stepName,
+    oldPrimary,
+    target,
+    reason,
+    startedAt: s.now,
+    deadline: s.now + opts.promoteTimeoutMs,
+    oldPrimaryLsn: s.lastPrimaryLsn,
+    oldTimeline: s.cluster.timeline,
+  };
+}
+
+function startPromotion(s: CoreState, out: FailoverAction[]): void {
+  if (s.phase.kind !== 'failover') return;
+  s.phase.step = 'promoting';
+  s.phase.deadline = s.now + (s.phase.deadline - s.phase.startedAt);
+  out.push({ type: 'promote', node: s.phase.target });
+  log(out, 'warn', 'failover: old primary fenced, promoting', { epoch: s.cluster.epoch, oldPrimary: s.phase.oldPrimary, target: s.phase.target });
+}
+
+function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOptions): void {
+  const phase = s.phase;
+  if (phase.kind !== 'failover') return;
+  if (phase.step === 'verifying') {
+    const r = s.nodes[phase.target];
+    if (r?.status === 'up' && r.inRecovery === false && (r.timeline ?? 0) > (phase.oldTimeline ?? 0)) {
+      phase.step = 'persisting';
+      log(out, 'info', 'failover: new primary verified out of recovery on a new timeline', { node: r.node, timeline: r.timeline, epoch: s.cluster.epoch });
+    }
+  }
+  if (phase.step === 'persisting') {
+    if (s.persisting) return;
+    const r = s.nodes[phase.target];
+    persist(s, out, {
+      ...s.cluster,
+      epoch: s.cluster.epoch + 1,
+      primary: phase.target,
+      timeline: r?.timeline ?? s.cluster.timeline,
+      fenced: union(s.cluster.fenced.filter((n) => n !== phase.target), [phase.oldPrimary]),
+      history: [...s.cluster.history, record(s, phase.reason, phase.oldPrimary, phase.target, phase.oldPrimaryLsn, r?.currentLsn)].slice(-50),
+    });
+    return;
+  }
+  if ((phase.step === 'promoting' || phase.step === 'verifying') && s.now > phase.deadline) {
+    fail(s, out, `promotion of ${phase.target} did not complete within failover.promoteTimeoutMs (${opts.promoteTimeoutMs} ms)`, opts);
+  }
+}
+
+function fail(s: CoreState, out: FailoverAction[], reason: string, opts: FailoverOptions): void {
+  const retryAt = s.now + opts.retryIntervalMs;
+  s.phase = { kind: 'failed', reason, retryAt };
+  log(out, 'error', 'failover failed: writes stay refused until a retry succeeds', { reason, epoch: s.cluster.epoch, retryAt });
+  if (s.writesHeld) {
+    s.writesHeld = false;
+    out.push({ type: 'release-writes' });
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function claimants(s: CoreState): string[] {
+  return s.names.filter((n) => {
+    const r = s.nodes[n];
+    return r?.status === 'up' && r.inRecovery === false && !s.cluster.fenced.includes(n);
+  });
+}
+
+function allSeen(s: CoreState): boolean {
+  return s.names.every((n) => s.nodes[n]?.status === 'up' || s.nodes[n]?.status === 'down');
+}
+
+function sameSystem(s: CoreState, r: NodeReport): boolean {
+  return s.cluster.systemIdentifier === undefined || r.systemIdentifier === s.cluster.systemIdentifier;
+}
+
+/** In recovery, of this cluster, on the current timeline or later, streaming: an operator rejoined it. */
+function isRejoinedStandby(s: CoreState, r: NodeReport): boolean {
+  return r.status === 'up' && r.inRecovery === true && sameSystem(s, r) && (r.timeline ?? 0) >= (s.cluster.timeline ?? 0) && r.seesPrimary === true;
+}
+
+function dropAndFence(out: FailoverAction[], node: string, reason: string): void {
+  out.push({ type: 'drop-sessions', node, reason });
+  out.push({ type: 'fence', node, reason });
+}
+
+function persist(s: CoreState, out: FailoverAction[], cluster: Omit<ClusterState, 'revision'> & { revision?: number }): void {
+  const { revision: _ignored, ...next } = cluster;
+  s.persisting = true;
+  out.push({ type: 'persist', expectedRevision: s.cluster.revision, cluster: next });
+}
+
+function setBlocked(s: CoreState, out: FailoverAction[], reason: string | undefined): void {
+  if (s.blocked === reason) return;
+  s.blocked = reason;
+  if (reason !== undefined) log(out, 'warn', `no failover: ${reason}`, { epoch: s.cluster.epoch });
+}
+
+function record(s: CoreState, reason: string, oldPrimary: string | undefined, newPrimary: string, oldPrimaryLsn?: string, newPrimaryLsn?: string) {
+  return { at: new Date(s.now).toISOString(), epoch: s.cluster.epoch + 1, reason, oldPrimary, newPrimary, oldPrimaryLsn, newPrimaryLsn };
+}
+
+function union(a: readonly string[], b: readonly string[]): string[] {
+  return [...new Set([...a, ...b])];
+}
+
+/** Sorts standbys with the most WAL received first: promoting it loses the least. */
+function furthestAhead(a: NodeReport, b: NodeReport): number {
+  const diff = lsnOrZero(b.receiveLsn) - lsnOrZero(a.receiveLsn);
+  return diff > 0n ? 1 : diff < 0n ? -1 : 0;
+}
+
+function lsnOrZero(lsn: string | undefined): bigint {
+  return lsn === undefined ? 0n : lsnToBigInt(lsn);
+}
+
+function log(out: FailoverAction[], level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>): void {
+  out.push({ type: 'log', level, message, fields });
+}

@@ -1,0 +1,94 @@
+// Drives the failover core like the runtime would: a logical clock, and a store that answers persist actions.
+
+import { initialState, step, writableNode } from '../../src/failover/core';
+import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport } from '../../src/failover/types';
+import { emptyState, type ClusterState } from '../../src/state/cluster-state';
+
+/** An event without its time: the simulation's clock supplies it. */
+type Untimed<E> = E extends FailoverEvent ? Omit<E, 'at'> & { at?: number } : never;
+
+export const defaultOptions: FailoverOptions = {
+  requireStandbyConfirmation: true,
+  maxLagBytes: 1024 * 1024,
+  promoteTimeoutMs: 5000,
+  retryIntervalMs: 2000,
+};
+
+export class Sim {
+  state: CoreState;
+  now = 0;
+  last: FailoverAction[] = [];
+  all: FailoverAction[] = [];
+  store: ClusterState;
+
+  constructor(
+    names: string[] = ['n1', 'n2'],
+    cluster: ClusterState = emptyState(),
+    readonly options: FailoverOptions = defaultOptions,
+  ) {
+    this.store = cluster;
+    this.state = initialState(names, cluster, 0);
+  }
+
+  send(event: Untimed<FailoverEvent>): FailoverAction[] {
+    const result = step(this.state, { ...event, at: event.at ?? this.now } as FailoverEvent, this.options);
+    this.state = result.state;
+    this.last = result.actions;
+    this.all.push(...result.actions);
+    return result.actions;
+  }
+
+  report(report: Partial<NodeReport> & { node: string }): FailoverAction[] {
+    return this.send({ type: 'report', report: { status: 'up', systemIdentifier: 'sys', ...report } });
+  }
+
+  primary(node: string, lsn = '0/3000000', timeline = 1): FailoverAction[] {
+    return this.report({ node, inRecovery: false, currentLsn: lsn, timeline });
+  }
+
+  standby(node: string, receiveLsn = '0/3000000', timeline = 1, seesPrimary = true): FailoverAction[] {
+    return this.report({ node, inRecovery: true, receiveLsn, timeline, seesPrimary });
+  }
+
+  down(node: string): FailoverAction[] {
+    return this.report({ node, status: 'down', inRecovery: undefined, systemIdentifier: undefined });
+  }
+
+  tick(ms: number): FailoverAction[] {
+    this.now += ms;
+    return this.send({ type: 'tick' });
+  }
+
+  /** Answers the persist action of the last step as the file store would (compare-and-set). */
+  answerPersist(succeed = true): FailoverAction[] {
+    const persist = this.last.find((a): a is Extract<FailoverAction, { type: 'persist' }> => a.type === 'persist');
+    if (persist === undefined) throw new Error(`no persist action in ${JSON.stringify(this.last)}`);
+    if (!succeed || persist.expectedRevision !== this.store.revision) {
+      return this.send({ type: 'persist-failed', error: 'simulated' });
+    }
+    this.store = { ...persist.cluster, revision: this.store.revision + 1 };
+    return this.send({ type: 'persisted', cluster: this.store });
+  }
+
+  writable(): string | undefined {
+    return writableNode(this.state);
+  }
+
+  types(actions: FailoverAction[] = this.last): string[] {
+    return actions.filter((a) => a.type !== 'log').map((a) => ('node' in a ? `${a.type} ${a.node}` : a.type));
+  }
+
+  logs(actions: FailoverAction[] = this.all): string[] {
+    return actions.flatMap((a) => (a.type === 'log' ? [a.message] : []));
+  }
+}
+
+/** A healthy, adopted two-node cluster: n1 primary at epoch 1, n2 streaming. */
+export function adoptedCluster(options: FailoverOptions = defaultOptions): Sim {
+  const sim = new Sim(['n1', 'n2'], emptyState(), options);
+  sim.primary('n1');
+  sim.standby('n2');
+  sim.answerPersist();
+  sim.primary('n1');
+  return sim;
+}
