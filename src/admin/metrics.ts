@@ -2,7 +2,8 @@
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeHealth, NodeObservation } from '../monitor/observation';
-import { roleOf } from '../monitor/observation';
+import { lagBytes, roleOf } from '../monitor/observation';
+import type { CoreState } from '../failover/types';
 import type { RelayCounters } from '../proxy/relay';
 import type { ListenerKind, Refusal, Routes } from '../routing/routes';
 
@@ -20,6 +21,13 @@ export class Metrics {
   private readonly nodeRole: Gauge<'node' | 'role'>;
   private readonly verifiedPrimary: Gauge<'node'>;
   private readonly splitBrain: Gauge;
+  private readonly epoch: Gauge;
+  private readonly failovers: Counter<'result'>;
+  private readonly fenced: Gauge<'node'>;
+  private readonly rogue: Gauge<'node'>;
+  private readonly lag: Gauge<'node'>;
+  private readonly degenerate: Gauge;
+  private readonly writesHeld: Gauge;
 
   constructor(sources: MetricsSources, nodeNames: readonly string[]) {
     const registers = [this.registry];
@@ -80,7 +88,27 @@ export class Metrics {
       registers,
     });
     this.splitBrain = new Gauge({ name: 'pgfloat_split_brain', help: '1 while more than one node claims to be primary', registers });
+    this.epoch = new Gauge({ name: 'pgfloat_epoch', help: 'The cluster epoch: grows by one at every promotion', registers });
+    this.failovers = new Counter({ name: 'pgfloat_failovers_total', help: 'Failovers finished, by result (success, failure)', labelNames: ['result'], registers });
+    this.fenced = new Gauge({ name: 'pgfloat_node_fenced', help: '1 while the node is fenced: no client traffic', labelNames: ['node'], registers });
+    this.rogue = new Gauge({
+      name: 'pgfloat_node_rogue_primary',
+      help: '1 while a fenced node runs as a primary (alert: it was restarted outside pgfloat)',
+      labelNames: ['node'],
+      registers,
+    });
+    this.lag = new Gauge({
+      name: 'pgfloat_replication_lag_bytes',
+      help: 'Bytes a standby has received less than the primary last wrote',
+      labelNames: ['node'],
+      registers,
+    });
+    this.degenerate = new Gauge({ name: 'pgfloat_degenerate', help: '1 while the cluster runs on one server after a failover', registers });
+    this.writesHeld = new Gauge({ name: 'pgfloat_writes_held', help: '1 while new read-write clients are held (failover, suspect primary)', registers });
+    for (const result of ['success', 'failure']) this.failovers.inc({ result }, 0);
     for (const node of nodeNames) {
+      this.fenced.set({ node }, 0);
+      this.rogue.set({ node }, 0);
       this.nodeUp.set({ node }, 0);
       this.verifiedPrimary.set({ node }, 0);
     }
@@ -101,6 +129,25 @@ export class Metrics {
   onRoutes(routes: Routes, nodeNames: readonly string[]): void {
     for (const node of nodeNames) this.verifiedPrimary.set({ node }, routes.primary === node ? 1 : 0);
     this.splitBrain.set(routes.readWriteRefusal?.reason === 'split-brain' ? 1 : 0);
+  }
+
+  onCore(core: CoreState, nodeNames: readonly string[]): void {
+    this.epoch.set(core.cluster.epoch);
+    this.degenerate.set(core.degenerateSince === undefined ? 0 : 1);
+    this.writesHeld.set(core.writesHeld ? 1 : 0);
+    const primaryLsn = core.lastPrimaryLsn;
+    for (const node of nodeNames) {
+      this.fenced.set({ node }, core.cluster.fenced.includes(node) ? 1 : 0);
+      this.rogue.set({ node }, core.roguePrimaries.includes(node) ? 1 : 0);
+      const r = core.nodes[node];
+      const lag = r?.inRecovery ? lagBytes(primaryLsn, r.receiveLsn) : undefined;
+      if (lag !== undefined) this.lag.set({ node }, lag);
+      else this.lag.remove({ node });
+    }
+  }
+
+  onFailover(result: 'success' | 'failure'): void {
+    this.failovers.inc({ result });
   }
 
   onRefused(listener: ListenerKind, refusal: Refusal): void {

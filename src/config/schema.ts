@@ -114,6 +114,30 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    failover: z
+      .object({
+        enabled: z.boolean().default(true),
+        requireStandbyConfirmation: z.boolean().default(true),
+        standbyConfirmationMs: positiveMs.default(3000),
+        maxLagBytes: z.number().int().nonnegative().default(1024 * 1024),
+        holdMs: positiveMs.default(10_000),
+        promoteTimeoutMs: positiveMs.default(10_000),
+        retryIntervalMs: positiveMs.default(5_000),
+      })
+      .strict()
+      .default({}),
+    fencing: z
+      .object({
+        action: z.enum(['none', 'sql', 'command']).default('sql'),
+        command: z.string().min(1).nullable().default(null),
+        timeoutMs: positiveMs.default(10_000),
+      })
+      .strict()
+      .refine((f) => f.action !== 'command' || f.command !== null, {
+        message: 'fencing.action "command" needs fencing.command',
+        path: ['command'],
+      })
+      .default({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

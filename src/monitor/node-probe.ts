@@ -28,7 +28,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        r.status AS receiver_status,
        r.received_tli AS receiver_timeline,
-       extract(epoch FROM r.last_msg_receipt_time)::float8 AS receiver_last_msg,
+       (extract(epoch FROM now() - r.last_msg_receipt_time) * 1000)::float8 AS receiver_age_ms,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_delay
   FROM (SELECT 1) AS one
   LEFT JOIN pg_stat_wal_receiver AS r ON true`;
@@ -43,7 +43,7 @@ interface HeartbeatRow {
   replay_lsn: string | null;
   receiver_status: string | null;
   receiver_timeline: number | null;
-  receiver_last_msg: number | null;
+  receiver_age_ms: number | null;
   replay_delay: number | null;
 }
 
@@ -135,7 +135,7 @@ export class NodeProbe {
       receiveLsn: row.receive_lsn ?? undefined,
       replayLsn: row.replay_lsn ?? undefined,
       walReceiverStatus: row.receiver_status ?? undefined,
-      walReceiverLastMessageAt: row.receiver_last_msg === null ? undefined : row.receiver_last_msg * 1000,
+      walReceiverAgeMs: row.receiver_age_ms ?? undefined,
       replayDelaySeconds: row.replay_delay ?? undefined,
     };
   }

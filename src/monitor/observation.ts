@@ -16,8 +16,8 @@ export interface NodeObservation {
   replayLsn?: string;
   /** pg_stat_wal_receiver.status on a standby ('streaming', 'startup', ...), undefined when no receiver runs. */
   walReceiverStatus?: string;
-  /** When the standby's WAL receiver last heard from its primary (ms since epoch). */
-  walReceiverLastMessageAt?: number;
+  /** How long ago, by the standby's own clock, its WAL receiver last heard from the primary. */
+  walReceiverAgeMs?: number;
   replayDelaySeconds?: number;
 }
 

@@ -77,17 +77,16 @@ export class ClientSession implements TrackedSession {
     raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));
     raw.on('close', () => this.close('client closed'));
     raw.on('data', this.onStartupData);
-    this.startupTimer = setTimeout(() => {
-      this.refuse({
-        reason: 'startup-timeout',
-        code: SqlState.protocolViolation,
-        message:
-          this.phase === 'startup'
-            ? `timeout: no complete startup packet within ${env.startupTimeoutMs} ms`
-            : `timeout: session startup (connection and authentication) not complete within ${env.startupTimeoutMs} ms`,
-      });
-    }, env.startupTimeoutMs);
+    this.armStartupTimer(`timeout: no complete startup packet within ${env.startupTimeoutMs} ms`);
     env.sessions.add(this);
+  }
+
+  /** The client has startupTimeoutMs for each stage it controls; time spent held by a failover is not counted. */
+  private armStartupTimer(message: string): void {
+    clearTimeout(this.startupTimer);
+    this.startupTimer = setTimeout(() => {
+      this.refuse({ reason: 'startup-timeout', code: SqlState.protocolViolation, message });
+    }, this.env.startupTimeoutMs);
   }
 
   /** Ends the session now, telling the client why when that can be said cleanly. */
@@ -175,9 +174,11 @@ export class ClientSession implements TrackedSession {
       database: this.database,
       applicationName: this.applicationName,
     });
+    clearTimeout(this.startupTimer);
     const decision = await this.env.router.decide(this.route);
     if (this.phase !== 'connecting') return; // the client went away while we waited
     if (!decision.ok) return this.refuse(decision.refusal);
+    this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
     const node = this.env.nodes.get(decision.node)!;
     this.node = node.name;
     this.env.sessions.attach(this, node.name);

@@ -5,10 +5,12 @@ import type { Logger } from '../log';
 import type { NodeHealth } from '../monitor/observation';
 import { emptyState, type ClusterState } from '../state/cluster-state';
 import { SqlState } from '../protocol/codes';
-import { computeRoutes, sameRoutes, type ListenerKind, type Refusal, type RouteOptions, type Routes } from './routes';
+import { computeRoutes, sameRoutes, type ListenerKind, type Refusal, type RouteOptions, type Routes, type WriteGate } from './routes';
 
 export interface RouterOptions extends RouteOptions {
   fallbackToPrimary: boolean;
+  /** How long a held read-write client waits for a primary before it is refused. */
+  holdMs: number;
 }
 
 export type RouteDecision = { ok: true; node: string } | { ok: false; refusal: Refusal };
@@ -20,6 +22,8 @@ export interface RouterEvents {
 export class Router extends EventEmitter<RouterEvents> {
   private routes: Routes;
   private roundRobin = 0;
+  private heldBecause: string | undefined;
+  private readonly waiting = new Set<() => void>();
 
   constructor(
     private readonly options: RouterOptions,
@@ -33,8 +37,8 @@ export class Router extends EventEmitter<RouterEvents> {
     return this.routes;
   }
 
-  update(health: readonly NodeHealth[], state: ClusterState): void {
-    const next = computeRoutes(health, state, this.options);
+  update(health: readonly NodeHealth[], state: ClusterState, gate?: WriteGate): void {
+    const next = computeRoutes(health, state, this.options, gate);
     const previous = this.routes;
     if (sameRoutes(previous, next)) {
       this.routes = next;
@@ -45,12 +49,46 @@ export class Router extends EventEmitter<RouterEvents> {
     this.emit('change', next, previous);
   }
 
+  /** New read-write clients wait in decide() until release(), or holdMs at most. */
+  hold(reason: string): void {
+    if (this.heldBecause === undefined) this.log.warn({ reason }, 'holding new read-write clients');
+    this.heldBecause = reason;
+  }
+
+  release(): void {
+    if (this.heldBecause === undefined) return;
+    this.heldBecause = undefined;
+    this.log.info({ waiting: this.waiting.size, primary: this.routes.primary ?? null }, 'releasing held read-write clients');
+    for (const wake of [...this.waiting]) wake();
+  }
+
+  get held(): boolean {
+    return this.heldBecause !== undefined;
+  }
+
+  get heldClients(): number {
+    return this.waiting.size;
+  }
+
   /**
-   * Decides a target for a new client. Async so that a failover can hold clients here
-   * until a new primary is verified, instead of refusing them.
+   * Decides a target for a new client. While writes are held (a failover, a suspect primary)
+   * read-write clients wait here instead of being refused.
    */
   async decide(kind: ListenerKind): Promise<RouteDecision> {
+    if (kind === 'readWrite' && this.heldBecause !== undefined) await this.waitForRelease();
     return this.decideNow(kind);
+  }
+
+  private waitForRelease(): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.waiting.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, this.options.holdMs);
+      this.waiting.add(wake);
+    });
   }
 
   decideNow(kind: ListenerKind): RouteDecision {

@@ -8,6 +8,9 @@ export type ListenerKind = 'readWrite' | 'readOnly';
 
 export type RefusalReason =
   | 'no-primary'
+  | 'failover-in-progress'
+  | 'failover-failed'
+  | 'fenced'
   | 'split-brain'
   | 'no-standby'
   | 'backend-unreachable'
@@ -39,7 +42,16 @@ export interface RouteOptions {
   maxLagBytes: number | null;
 }
 
-export function computeRoutes(health: readonly NodeHealth[], state: ClusterState, options: RouteOptions): Routes {
+/**
+ * The failover core's word on writes: only `writable` may take them, and `refusal` says why
+ * nothing may. Routing intersects it with what the heartbeats show, so both must agree.
+ */
+export interface WriteGate {
+  writable: string | undefined;
+  refusal: Refusal | undefined;
+}
+
+export function computeRoutes(health: readonly NodeHealth[], state: ClusterState, options: RouteOptions, gate?: WriteGate): Routes {
   const fenced = new Set(state.fenced);
   const live = health.filter((h) => !fenced.has(h.node) && isRecentlyReachable(h));
   const seen = (h: NodeHealth): NodeObservation => h.lastReachable!;
@@ -68,6 +80,18 @@ export function computeRoutes(health: readonly NodeHealth[], state: ClusterState
           ? `node ${claimants[0]!.node} claims primary but the cluster state names ${state.primary}`
           : 'no reachable node is out of recovery',
     };
+  }
+
+  if (gate !== undefined && primary !== undefined && primary.node !== gate.writable) {
+    primary = undefined;
+    readWriteRefusal = gate.refusal ?? {
+      reason: 'no-primary',
+      code: SqlState.cannotConnectNow,
+      message: 'no verified primary available',
+      detail: 'the failover core has not verified a primary',
+    };
+  } else if (gate?.refusal !== undefined && primary === undefined) {
+    readWriteRefusal = gate.refusal;
   }
 
   const primarySeen = primary ? seen(primary) : undefined;

@@ -6,7 +6,6 @@ import type { Logger } from '../log';
 import { AdminServer } from '../admin/http-server';
 import { Metrics } from '../admin/metrics';
 import { Monitor } from '../monitor/monitor';
-import { lagBytes, roleOf, type NodeHealth } from '../monitor/observation';
 import { BusyPoller } from '../proxy/busy-poll';
 import { CancelRegistry } from '../proxy/cancel-registry';
 import { ProxyServer } from '../proxy/proxy-server';
@@ -19,6 +18,10 @@ import { RoutingRules } from '../routing/rules';
 import type { ListenerKind } from '../routing/routes';
 import type { ClusterState, StateStore } from '../state/cluster-state';
 import { FileStateStore } from '../state/file-store';
+import type { CoreState, OperatorCommand } from '../failover/types';
+import { FailoverRunner } from './failover-runner';
+import { NodeAdmin } from './node-admin';
+import { buildStatus, type PgfloatStatus } from './status';
 
 export class Pgfloat {
   readonly monitor: Monitor;
@@ -32,17 +35,21 @@ export class Pgfloat {
   private readonly admin: AdminServer | undefined;
   private readonly nodeNames: string[];
   private state: ClusterState | undefined;
+  private failover: FailoverRunner | undefined;
   private readonly startedAt = new Date();
+  private readonly nodes: Map<string, BackendNode>;
+  private readonly log: Logger;
 
   constructor(
     private readonly config: Config,
     log: Logger,
   ) {
+    this.log = log;
     this.nodeNames = config.nodes.map((n) => n.name);
     this.store = new FileStateStore(config.state.dir);
     this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
     this.router = new Router(
-      { fallbackToPrimary: config.readOnly.fallbackToPrimary, maxLagBytes: config.readOnly.maxLagBytes },
+      { fallbackToPrimary: config.readOnly.fallbackToPrimary, maxLagBytes: config.readOnly.maxLagBytes, holdMs: config.failover.holdMs },
       log.child({ component: 'router' }),
     );
     this.metrics = new Metrics(
@@ -50,6 +57,7 @@ export class Pgfloat {
       this.nodeNames,
     );
     const nodes = new Map<string, BackendNode>(config.nodes.map((n) => [n.name, n]));
+    this.nodes = nodes;
     const env: SessionEnvironment = {
       router: this.router,
       rules: new RoutingRules(config.routing.rules),
@@ -81,25 +89,50 @@ export class Pgfloat {
     }
     this.monitor.on('heartbeat', (health, observation) => {
       this.metrics.onHeartbeat(health, observation);
-      this.refreshRoutes();
+      // With failover on, the core's step ends in refreshRoutes (onChange).
+      if (this.failover) this.failover.onHeartbeat(health);
+      else this.refreshRoutes();
     });
     this.router.on('change', (routes) => this.metrics.onRoutes(routes, this.nodeNames));
   }
 
   async start(): Promise<void> {
     this.state = await this.store.load();
+    if (this.config.failover.enabled) this.failover = this.createFailoverRunner(this.state);
     // One round of heartbeats before listening, so the first clients are not refused for lack of a view.
-    await this.monitor.probeAll();
+    for (const health of await this.monitor.probeAll()) this.failover?.onHeartbeat(health);
+    await this.failover?.settled();
     this.refreshRoutes();
+    this.failover?.start();
     await this.proxy.start();
     await this.admin?.start();
     this.monitor.start();
   }
 
   async stop(): Promise<void> {
+    this.failover?.stop();
     this.monitor.stop();
     await this.proxy.stop();
     await this.admin?.stop();
+  }
+
+  private createFailoverRunner(cluster: ClusterState): FailoverRunner {
+    const { failover, fencing, monitor, proxy } = this.config;
+    return new FailoverRunner(
+      {
+        options: failover,
+        fencing,
+        nodes: this.nodes,
+        store: this.store,
+        router: this.router,
+        sessions: this.sessions,
+        admin: new NodeAdmin(monitor, Math.min(proxy.connectTimeoutMs, monitor.timeoutMs * 2)),
+        log: this.log.child({ component: 'failover' }),
+        onChange: () => this.refreshRoutes(),
+        onFailoverFinished: (result) => this.metrics.onFailover(result),
+      },
+      cluster,
+    );
   }
 
   address(kind: ListenerKind | 'admin'): ListenAddress | undefined {
@@ -107,84 +140,34 @@ export class Pgfloat {
   }
 
   status(): PgfloatStatus {
-    const routes = this.router.current();
-    const health = this.monitor.snapshot();
-    const primaryHealth = health.find((h) => h.node === routes.primary);
-    const clients = this.sessions.countByListener();
-    return {
-      startedAt: this.startedAt.toISOString(),
-      epoch: this.state?.epoch ?? 0,
-      primary: routes.primary ?? null,
-      standbys: routes.standbys,
-      readWrite: routes.primary ? 'routing' : `refusing: ${routes.readWriteRefusal?.message ?? 'unknown'}`,
-      splitBrain: routes.readWriteRefusal?.reason === 'split-brain',
-      clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
-      nodes: this.config.nodes.map((n) => nodeStatus(n, health.find((h) => h.node === n.name)!, primaryHealth, this.state, this.sessions.countOn(n.name))),
-    };
+    return buildStatus({
+      startedAt: this.startedAt,
+      nodes: this.config.nodes,
+      routes: this.router.current(),
+      health: this.monitor.snapshot(),
+      cluster: this.cluster(),
+      core: this.failover?.state,
+      sessions: this.sessions,
+      heldClients: this.router.heldClients,
+    });
+  }
+
+  /** The cluster state as last persisted (the failover core's copy once it runs). */
+  cluster(): ClusterState | undefined {
+    return this.failover?.state.cluster ?? this.state;
+  }
+
+  /** Operator commands go to the failover core; without it they are refused. */
+  operator(op: OperatorCommand): CoreState {
+    if (this.failover === undefined) throw new Error('failover is disabled (failover.enabled: false)');
+    return this.failover.operator(op);
   }
 
   private refreshRoutes(): void {
-    if (this.state === undefined) return;
-    this.router.update(this.monitor.snapshot(), this.state);
+    const cluster = this.cluster();
+    if (cluster === undefined) return;
+    this.router.update(this.monitor.snapshot(), cluster, this.failover?.writeGate());
+    if (this.failover) this.metrics.onCore(this.failover.state, this.nodeNames);
   }
 }
 
-export interface NodeStatus {
-  name: string;
-  host: string;
-  port: number;
-  health: string;
-  role: string;
-  fenced: boolean;
-  sessions: number;
-  systemIdentifier: string | null;
-  timeline: number | null;
-  lsn: string | null;
-  lagBytes: number | null;
-  replayDelaySeconds: number | null;
-  walReceiver: string | null;
-  heartbeatMs: number | null;
-  lastError: string | null;
-  lastSeenAt: string | null;
-}
-
-export interface PgfloatStatus {
-  startedAt: string;
-  epoch: number;
-  primary: string | null;
-  standbys: string[];
-  readWrite: string;
-  splitBrain: boolean;
-  clients: { readWrite: number; readOnly: number };
-  nodes: NodeStatus[];
-}
-
-function nodeStatus(
-  node: BackendNode,
-  health: NodeHealth,
-  primary: NodeHealth | undefined,
-  state: ClusterState | undefined,
-  sessions: number,
-): NodeStatus {
-  const seen = health.lastReachable;
-  const lsn = seen?.inRecovery ? seen.replayLsn : seen?.currentLsn;
-  const lag = seen?.inRecovery ? lagBytes(primary?.lastReachable?.currentLsn, seen.replayLsn) : undefined;
-  return {
-    name: node.name,
-    host: node.host,
-    port: node.port,
-    health: health.status,
-    role: roleOf(health),
-    fenced: state?.fenced.includes(node.name) ?? false,
-    sessions,
-    systemIdentifier: seen?.systemIdentifier ?? null,
-    timeline: seen?.timeline ?? null,
-    lsn: lsn ?? null,
-    lagBytes: lag ?? null,
-    replayDelaySeconds: seen?.replayDelaySeconds ?? null,
-    walReceiver: seen?.walReceiverStatus ?? null,
-    heartbeatMs: health.last?.reachable && health.last.latencyMs !== undefined ? Math.round(health.last.latencyMs * 100) / 100 : null,
-    lastError: health.last?.reachable === false ? (health.last.error ?? null) : null,
-    lastSeenAt: seen ? new Date(seen.at).toISOString() : null,
-  };
-}

@@ -271,6 +271,9 @@ async function initPrimary(node: LocalNode, opts: LocalClusterOptions, ctx: Node
     // pg_rewind of a former primary needs hint-bit changes in the WAL.
     wal_log_hints: 'on',
     wal_keep_size: '256MB',
+    // The primary pings an idle standby every half of this, so the standby's last message from
+    // its primary stays fresh: what pgfloat's witness rule (failover.standbyConfirmationMs) reads.
+    wal_sender_timeout: '3s',
     max_connections: 200,
     logging_collector: 'off',
     ...(opts.password !== undefined && { password_encryption: authMethod === 'md5' ? 'md5' : 'scram-sha-256' }),

@@ -5,7 +5,7 @@ import { request } from 'node:http';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import { connectClient, queryOnce } from '../harness/clients';
-import type { PgfloatStatus } from '../../src/runtime/pgfloat';
+import type { PgfloatStatus } from '../../src/runtime/status';
 
 interface HttpAnswer {
   status: number;

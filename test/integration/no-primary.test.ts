@@ -6,9 +6,9 @@ import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import { connectClient, queryOnce, rejectionOf } from '../harness/clients';
 
-t.test('no primary', async (t) => {
+t.test('no primary (failover disabled: the proxy alone, as a VIP would behave)', async (t) => {
   const cluster = await startCluster(t);
-  const proxy = await startPgfloat(t, cluster);
+  const proxy = await startPgfloat(t, cluster, { failover: { enabled: false } });
   const refusalsOf = async (listener: string): Promise<number> => {
     const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
     const match = new RegExp(`^pgfloat_client_refusals_total\\{listener="${listener}",reason="no-primary"\\} (\\d+)$`, 'm').exec(metrics);

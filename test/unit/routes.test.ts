@@ -40,7 +40,7 @@ function state(extra: Partial<ClusterState> = {}): ClusterState {
 }
 
 function router(health: NodeHealth[], s: ClusterState = state(), fallbackToPrimary = true, maxLagBytes: number | null = null): Router {
-  const r = new Router({ fallbackToPrimary, maxLagBytes }, silentLogger);
+  const r = new Router({ fallbackToPrimary, maxLagBytes, holdMs: 1000 }, silentLogger);
   r.update(health, s);
   return r;
 }
@@ -64,7 +64,7 @@ t.test('one primary and one standby', async (t) => {
 });
 
 t.test('a new Router with no health yet refuses read-write with no-primary', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null }, silentLogger);
+  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 1000 }, silentLogger);
   const refusal = refused(t, r.decideNow('readWrite'));
   t.equal(refusal.reason, 'no-primary');
   t.equal(refused(t, r.decideNow('readOnly')).reason, 'no-standby');
@@ -232,7 +232,7 @@ t.test('state.primary naming another node than the only claimant: refused', asyn
 });
 
 t.test('Router emits change only when routing changes', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null }, silentLogger);
+  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 1000 }, silentLogger);
   const events: Array<[string | undefined, string | undefined]> = [];
   r.on('change', (next, previous) => events.push([next.primary, previous.primary]));
   const health = [node('n1', 'primary'), node('n2', 'standby')];
@@ -246,4 +246,44 @@ t.test('Router emits change only when routing changes', async (t) => {
     [undefined, undefined],
   ]);
   t.equal(r.current().readWriteRefusal?.reason, 'split-brain');
+});
+
+t.test('the write gate: only the node the failover core names may take writes', async (t) => {
+  const health = [node('n1', 'primary'), node('n2', 'standby')];
+  const failoverRefusal = { reason: 'failover-in-progress' as const, code: '57P03' as const, message: 'no verified primary available: failover in progress' };
+  t.equal(computeRoutes(health, state(), noLag, { writable: 'n1', refusal: undefined }).primary, 'n1');
+  const closed = computeRoutes(health, state(), noLag, { writable: undefined, refusal: failoverRefusal });
+  t.equal(closed.primary, undefined, 'the core not naming it closes writes');
+  t.equal(closed.readWriteRefusal?.reason, 'failover-in-progress', 'with the core\'s reason');
+  t.same(closed.standbys, ['n2'], 'read-only routing is unaffected');
+  t.equal(computeRoutes(health, state(), noLag, { writable: 'n2', refusal: undefined }).primary, undefined, 'a standby named writable is not routed');
+});
+
+t.test('held read-write clients wait for release; read-only clients never wait', async (t) => {
+  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 60_000 }, silentLogger);
+  r.update([node('n1', 'primary'), node('n2', 'standby')], state());
+  r.hold('test');
+  let settled = false;
+  const pending = r.decide('readWrite').then((d) => {
+    settled = true;
+    return d;
+  });
+  const readOnly = await r.decide('readOnly');
+  t.ok(readOnly.ok, 'read-only decided while writes are held');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.equal(settled, false, 'the read-write client is still waiting');
+  t.equal(r.heldClients, 1);
+  r.release();
+  const decision = await pending;
+  t.same(decision, { ok: true, node: 'n1' });
+  t.equal(r.heldClients, 0);
+});
+
+t.test('a held client is refused when holdMs runs out without a primary', async (t) => {
+  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 20 }, silentLogger);
+  r.update([node('n1', 'primary', 'down'), node('n2', 'standby')], state());
+  r.hold('test');
+  const decision = await r.decide('readWrite');
+  t.equal(decision.ok, false);
+  if (!decision.ok) t.equal(decision.refusal.code, '57P03');
 });

@@ -1,0 +1,190 @@
+// Feeds the failover core with heartbeats and ticks, and carries out its actions in the order it gives them.
+
+import type { Logger } from '../log';
+import { initialState, step, writableNode } from '../failover/core';
+import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from '../failover/types';
+import type { NodeHealth } from '../monitor/observation';
+import { SqlState } from '../protocol/codes';
+import type { BackendNode } from '../proxy/session';
+import type { SessionRegistry } from '../proxy/session-registry';
+import type { Refusal, WriteGate } from '../routing/routes';
+import type { Router } from '../routing/router';
+import type { ClusterState, StateStore } from '../state/cluster-state';
+import type { FencingOptions, NodeAdmin } from './node-admin';
+
+export interface FailoverRunnerDeps {
+  options: FailoverOptions & { standbyConfirmationMs: number };
+  fencing: FencingOptions;
+  nodes: ReadonlyMap<string, BackendNode>;
+  store: StateStore;
+  router: Router;
+  sessions: SessionRegistry;
+  admin: NodeAdmin;
+  log: Logger;
+  /** Called after every step, so routing and metrics follow the core. */
+  onChange(core: CoreState): void;
+  onFailoverFinished(result: 'success' | 'failure'): void;
+}
+
+const TICK_MS = 100;
+
+export class FailoverRunner {
+  private core: CoreState;
+  private ticker: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private inFlight: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly deps: FailoverRunnerDeps,
+    cluster: ClusterState,
+  ) {
+    this.core = initialState([...deps.nodes.keys()], cluster, Date.now());
+  }
+
+  get state(): CoreState {
+    return this.core;
+  }
+
+  start(): void {
+    // Ticks carry the clock for deadlines and retries; the core itself never reads time.
+    this.ticker = setInterval(() => this.dispatch({ type: 'tick', at: Date.now() }), TICK_MS);
+    this.ticker.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.ticker);
+  }
+
+  onHeartbeat(health: NodeHealth): void {
+    this.dispatch({ type: 'report', at: Date.now(), report: toReport(health, this.deps.options.standbyConfirmationMs) });
+  }
+
+  operator(op: OperatorCommand): CoreState {
+    this.dispatch({ type: 'operator', at: Date.now(), op });
+    return this.core;
+  }
+
+  /** Resolves once no state write is pending, so a fresh start routes with its adopted primary. */
+  async settled(): Promise<void> {
+    while (this.core.persisting && !this.stopped) await this.inFlight;
+  }
+
+  /** What routing may do with writes now. */
+  writeGate(): WriteGate {
+    return { writable: writableNode(this.core), refusal: refusalFor(this.core) };
+  }
+
+  private dispatch(event: FailoverEvent): void {
+    if (this.stopped) return;
+    const before = this.core.phase;
+    const { state, actions } = step(this.core, event, this.deps.options);
+    this.core = state;
+    for (const action of actions) this.execute(action);
+    if (before.kind === 'failover' && state.phase.kind === 'steady') this.deps.onFailoverFinished('success');
+    if (before.kind === 'failover' && state.phase.kind === 'failed') this.deps.onFailoverFinished('failure');
+    this.deps.onChange(this.core);
+  }
+
+  private execute(action: FailoverAction): void {
+    const { log, router, sessions } = this.deps;
+    const epoch = this.core.cluster.epoch;
+    switch (action.type) {
+      case 'log':
+        log[action.level]({ ...action.fields, epoch: action.fields.epoch ?? epoch }, action.message);
+        return;
+      case 'hold-writes':
+        router.hold(action.reason);
+        return;
+      case 'release-writes':
+        router.release();
+        return;
+      case 'drop-sessions': {
+        const dropped = sessions.dropNode(action.node, {
+          reason: 'fenced',
+          code: SqlState.adminShutdown,
+          message: `terminating connection: ${action.node} is fenced (${action.reason})`,
+        });
+        log.warn({ node: action.node, sessions: dropped, reason: action.reason, epoch }, 'dropped every client session on the node');
+        return;
+      }
+      case 'fence': {
+        const node = this.deps.nodes.get(action.node)!;
+        this.deps.admin.fence(node, this.deps.fencing).then(
+          (done) => log.warn({ node: node.name, action: this.deps.fencing.action, result: done, epoch }, 'fencing action applied'),
+          (err: Error) => log.error({ node: node.name, action: this.deps.fencing.action, err: err.message, epoch }, 'fencing action failed; the node stays fenced at the proxy'),
+        );
+        return;
+      }
+      case 'promote': {
+        const node = this.deps.nodes.get(action.node)!;
+        this.deps.admin.promote(node, this.deps.options.promoteTimeoutMs).then(
+          () => this.dispatch({ type: 'promoted', at: Date.now(), node: node.name }),
+          (err: Error) => this.dispatch({ type: 'promotion-failed', at: Date.now(), node: node.name, error: err.message }),
+        );
+        return;
+      }
+      case 'persist':
+        this.inFlight = this.deps.store.compareAndSet(action.expectedRevision, action.cluster).then(
+          async (written) => {
+            if (written) return this.dispatch({ type: 'persisted', at: Date.now(), cluster: written });
+            // Someone else wrote first: take their state, then let the core decide again.
+            const current = await this.deps.store.load();
+            this.dispatch({ type: 'persisted', at: Date.now(), cluster: current });
+          },
+          (err: Error) => this.dispatch({ type: 'persist-failed', at: Date.now(), error: err.message }),
+        );
+        return;
+    }
+  }
+}
+
+function toReport(health: NodeHealth, confirmationMs: number): NodeReport {
+  const seen = health.lastReachable;
+  return {
+    node: health.node,
+    status: health.status,
+    inRecovery: seen?.inRecovery,
+    systemIdentifier: seen?.systemIdentifier,
+    timeline: seen?.timeline,
+    currentLsn: seen?.currentLsn,
+    receiveLsn: seen?.receiveLsn,
+    seesPrimary:
+      seen?.inRecovery === true
+        ? seen.walReceiverStatus === 'streaming' && seen.walReceiverAgeMs !== undefined && seen.walReceiverAgeMs < confirmationMs
+        : undefined,
+  };
+}
+
+/** Why read-write clients are refused, in the words a client will read. */
+function refusalFor(core: CoreState): Refusal | undefined {
+  const phase = core.phase;
+  const base = { code: SqlState.cannotConnectNow };
+  switch (phase.kind) {
+    case 'bootstrap':
+      return { ...base, reason: 'no-primary', message: 'no verified primary available', detail: 'waiting to see every node before adopting a primary' };
+    case 'split-brain':
+      return {
+        ...base,
+        reason: 'split-brain',
+        message: 'no verified primary available: more than one node claims to be primary',
+        detail: `nodes claiming primary: ${phase.claimants.join(', ')}; an operator must run pgfloat adopt NODE`,
+      };
+    case 'failover':
+      return {
+        ...base,
+        reason: 'failover-in-progress',
+        message: 'no verified primary available: failover in progress',
+        detail: `from ${phase.oldPrimary} to ${phase.target} (${phase.reason}), step ${phase.step}`,
+      };
+    case 'failed':
+      return { ...base, reason: 'failover-failed', message: 'no verified primary available: failover failed', detail: phase.reason };
+    case 'steady':
+      if (core.cluster.primary !== undefined && core.cluster.fenced.includes(core.cluster.primary)) {
+        return { ...base, reason: 'no-primary', message: 'no verified primary available: the primary is fenced', detail: core.blocked };
+      }
+      return core.blocked === undefined
+        ? undefined
+        : { ...base, reason: 'no-primary', message: 'no verified primary available', detail: core.blocked };
+  }
+}

@@ -1,0 +1,118 @@
+// GET /status: the cluster as pgfloat sees it, in one JSON document.
+
+import type { CoreState } from '../failover/types';
+import { lagBytes, roleOf, type NodeHealth } from '../monitor/observation';
+import type { BackendNode } from '../proxy/session';
+import type { SessionRegistry } from '../proxy/session-registry';
+import type { Routes } from '../routing/routes';
+import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+
+export interface NodeStatus {
+  name: string;
+  host: string;
+  port: number;
+  health: string;
+  role: string;
+  fenced: boolean;
+  roguePrimary: boolean;
+  sessions: number;
+  systemIdentifier: string | null;
+  timeline: number | null;
+  lsn: string | null;
+  lagBytes: number | null;
+  replayDelaySeconds: number | null;
+  walReceiver: string | null;
+  heartbeatMs: number | null;
+  lastError: string | null;
+  lastSeenAt: string | null;
+}
+
+export interface PgfloatStatus {
+  startedAt: string;
+  epoch: number;
+  primary: string | null;
+  standbys: string[];
+  readWrite: string;
+  splitBrain: boolean;
+  /** What the failover core is doing: bootstrap, split-brain, steady, failover (with its step), failed. */
+  phase: string;
+  /** Why a failover that seems needed is not happening (lag, witness, no candidate). */
+  failoverBlocked: string | null;
+  writesHeld: boolean;
+  heldClients: number;
+  /** One server left after a failover, until the old primary is rejoined. */
+  degenerate: boolean;
+  degenerateSince: string | null;
+  lastFailover: FailoverRecord | null;
+  clients: { readWrite: number; readOnly: number };
+  nodes: NodeStatus[];
+}
+
+export interface StatusSources {
+  startedAt: Date;
+  nodes: readonly BackendNode[];
+  routes: Routes;
+  health: readonly NodeHealth[];
+  cluster: ClusterState | undefined;
+  core: CoreState | undefined;
+  sessions: SessionRegistry;
+  heldClients: number;
+}
+
+export function buildStatus(src: StatusSources): PgfloatStatus {
+  const { routes, core, cluster } = src;
+  const primaryHealth = src.health.find((h) => h.node === routes.primary);
+  const clients = src.sessions.countByListener();
+  const phase = core === undefined ? 'failover disabled' : core.phase.kind === 'failover' ? `failover: ${core.phase.step}` : core.phase.kind;
+  return {
+    startedAt: src.startedAt.toISOString(),
+    epoch: cluster?.epoch ?? 0,
+    primary: routes.primary ?? null,
+    standbys: routes.standbys,
+    readWrite: routes.primary ? 'routing' : `refusing: ${routes.readWriteRefusal?.message ?? 'unknown'}`,
+    splitBrain: routes.readWriteRefusal?.reason === 'split-brain',
+    phase,
+    failoverBlocked: core?.blocked ?? null,
+    writesHeld: core?.writesHeld ?? false,
+    heldClients: src.heldClients,
+    degenerate: core?.degenerateSince !== undefined,
+    degenerateSince: core?.degenerateSince === undefined ? null : new Date(core.degenerateSince).toISOString(),
+    lastFailover: cluster?.history.at(-1) ?? null,
+    clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
+    nodes: src.nodes.map((n) =>
+      nodeStatus(n, src.health.find((h) => h.node === n.name)!, primaryHealth, cluster, core, src.sessions.countOn(n.name)),
+    ),
+  };
+}
+
+function nodeStatus(
+  node: BackendNode,
+  health: NodeHealth,
+  primary: NodeHealth | undefined,
+  cluster: ClusterState | undefined,
+  core: CoreState | undefined,
+  sessions: number,
+): NodeStatus {
+  const seen = health.lastReachable;
+  const lsn = seen?.inRecovery ? seen.replayLsn : seen?.currentLsn;
+  const lag = seen?.inRecovery ? lagBytes(primary?.lastReachable?.currentLsn, seen.replayLsn) : undefined;
+  return {
+    name: node.name,
+    host: node.host,
+    port: node.port,
+    health: health.status,
+    role: roleOf(health),
+    fenced: cluster?.fenced.includes(node.name) ?? false,
+    roguePrimary: core?.roguePrimaries.includes(node.name) ?? false,
+    sessions,
+    systemIdentifier: seen?.systemIdentifier ?? null,
+    timeline: seen?.timeline ?? null,
+    lsn: lsn ?? null,
+    lagBytes: lag ?? null,
+    replayDelaySeconds: seen?.replayDelaySeconds ?? null,
+    walReceiver: seen?.walReceiverStatus ?? null,
+    heartbeatMs: health.last?.reachable && health.last.latencyMs !== undefined ? Math.round(health.last.latencyMs * 100) / 100 : null,
+    lastError: health.last?.reachable === false ? (health.last.error ?? null) : null,
+    lastSeenAt: seen ? new Date(seen.at).toISOString() : null,
+  };
+}
