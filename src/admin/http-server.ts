@@ -1,13 +1,27 @@
-// The admin HTTP API: GET /status (JSON), GET /metrics (Prometheus), GET /health.
+// The admin HTTP API: GET /status, /metrics, /health; POST operations behind a bearer token.
 
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ListenAddress } from '../config/address';
 import type { Logger } from '../log';
 
+export interface OperationAnswer {
+  accepted: boolean;
+  message: string;
+}
+
+export type Operation =
+  | { command: 'failover'; to?: string; allowDataLoss: boolean }
+  | { command: 'adopt' | 'fence' | 'unfence'; node: string };
+
 export interface AdminHandlers {
   status(): unknown;
   metrics(): Promise<{ contentType: string; body: string }>;
+  nodeNames(): readonly string[];
+  operate(op: Operation): OperationAnswer;
 }
+
+const MAX_BODY = 64 * 1024;
 
 export class AdminServer {
   private server: Server | undefined;
@@ -17,6 +31,8 @@ export class AdminServer {
     private readonly listen: ListenAddress,
     private readonly handlers: AdminHandlers,
     private readonly log: Logger,
+    /** Operations are refused (401) unless the request carries this token; none set: always refused. */
+    private readonly token: string | undefined,
   ) {}
 
   async start(): Promise<void> {
@@ -51,6 +67,7 @@ export class AdminServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    if (req.method === 'POST') return this.handleOperation(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: `method ${req.method} not allowed on ${path}` });
     switch (path) {
       case '/status':
@@ -67,6 +84,70 @@ export class AdminServer {
         return sendJson(res, 404, { error: `no such endpoint: ${path}` });
     }
   }
+
+  private async handleOperation(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (!this.authorized(req)) {
+      this.log.warn({ path, remote: req.socket.remoteAddress }, 'admin operation refused: missing or wrong token');
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendJson(res, 401, {
+        error: this.token === undefined ? 'operations are disabled: set admin.token or PGFLOAT_ADMIN_TOKEN' : 'missing or wrong bearer token',
+      });
+    }
+    const body = await readJson(req);
+    if (body === undefined) return sendJson(res, 400, { error: 'the request body must be a JSON object (or empty)' });
+    const match = /^\/(failover|adopt|fence|unfence)(?:\/([^/]+))?$/.exec(path);
+    if (!match) return sendJson(res, 404, { error: `no such operation: ${path}` });
+    const command = match[1] as Operation['command'];
+    const node = match[2] === undefined ? undefined : decodeURIComponent(match[2]);
+    const names = this.handlers.nodeNames();
+    let op: Operation;
+    if (command === 'failover') {
+      const to = node ?? (typeof body.to === 'string' ? body.to : undefined);
+      if (to !== undefined && !names.includes(to)) return sendJson(res, 404, { error: `no node named ${to}` });
+      op = { command, to, allowDataLoss: body.allowDataLoss === true };
+    } else {
+      if (node === undefined) return sendJson(res, 400, { error: `POST /${command}/{node}: the node is missing` });
+      if (!names.includes(node)) return sendJson(res, 404, { error: `no node named ${node}` });
+      op = { command, node };
+    }
+    this.log.warn({ op }, 'admin operation requested');
+    const answer = this.handlers.operate(op);
+    return sendJson(res, answer.accepted ? 202 : 409, answer);
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    if (this.token === undefined) return false;
+    const header = req.headers.authorization ?? '';
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    const expected = Buffer.from(this.token);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  }
+}
+
+function readJson(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY) {
+        req.destroy();
+        return resolve(undefined);
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (text === '') return resolve({});
+      try {
+        const value: unknown = JSON.parse(text);
+        resolve(typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined);
+      } catch {
+        resolve(undefined);
+      }
+    });
+  });
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -6,6 +6,7 @@ import { ConfigError, loadConfigFile } from '../config/load';
 import { createLogger } from '../log';
 import { runUntilSignal } from './run-instance';
 import { runSandbox } from './sandbox';
+import { CliError, fetchStatus, formatStatus, operate, type AdminTarget } from './admin-client';
 
 /** Exit statuses: 2 for bad configuration or usage, 1 for anything that failed at run time. */
 export const EXIT_CONFIG = 2;
@@ -35,7 +36,11 @@ program
   .requiredOption('-c, --config <file>', 'configuration file')
   .action((opts: { config: string }) => {
     const config = loadConfigFile(opts.config);
-    const shown = { ...config, monitor: { ...config.monitor, password: config.monitor.password ? '[set]' : '' } };
+    const shown = {
+      ...config,
+      monitor: { ...config.monitor, password: config.monitor.password ? '[set]' : '' },
+      admin: { ...config.admin, token: config.admin.token ? '[set]' : null },
+    };
     process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
   });
 
@@ -51,7 +56,50 @@ program
     await runSandbox(opts);
   });
 
+const adminOption = (): Option =>
+  new Option('--admin <url>', 'admin API of the pgfloat instance').default(process.env.PGFLOAT_ADMIN_URL ?? 'http://127.0.0.1:8008');
+const target = (opts: { admin: string }): AdminTarget => ({ url: opts.admin, token: process.env.PGFLOAT_ADMIN_TOKEN || undefined });
+const say = (message: string): void => void process.stdout.write(`${message}\n`);
+
+program
+  .command('status')
+  .description('show the cluster as pgfloat sees it')
+  .addOption(adminOption())
+  .option('--json', 'print the raw JSON')
+  .action(async (opts: { admin: string; json?: boolean }) => {
+    const status = await fetchStatus(target(opts));
+    process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+  });
+
+program
+  .command('failover')
+  .description('force a failover to a standby (token from PGFLOAT_ADMIN_TOKEN)')
+  .addOption(adminOption())
+  .option('--to <node>', 'the standby to promote (default: the one furthest ahead)')
+  .option('--allow-data-loss', 'promote even past failover.maxLagBytes or with the primary position unknown')
+  .action(async (opts: { admin: string; to?: string; allowDataLoss?: boolean }) => {
+    say(await operate(target(opts), '/failover', { to: opts.to, allowDataLoss: opts.allowDataLoss === true }));
+  });
+
+for (const [command, description] of [
+  ['adopt', 'record NODE as the primary when several nodes claim it at first start (split brain)'],
+  ['fence', 'fence NODE: drop its sessions and route nothing to it'],
+  ['unfence', 'unfence NODE (after rejoining it as a standby by hand)'],
+] as const) {
+  program
+    .command(`${command} <node>`)
+    .description(`${description} (token from PGFLOAT_ADMIN_TOKEN)`)
+    .addOption(adminOption())
+    .action(async (node: string, opts: { admin: string }) => {
+      say(await operate(target(opts), `/${command}/${encodeURIComponent(node)}`));
+    });
+}
+
 program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CliError) {
+    process.stderr.write(`pgfloat: ${err.message}\n`);
+    process.exit(EXIT_FAILURE);
+  }
   if (err instanceof ConfigError) {
     process.stderr.write(`pgfloat: bad configuration in ${err.source}:\n${err.message}\n`);
     process.exit(EXIT_CONFIG);

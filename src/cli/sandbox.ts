@@ -1,6 +1,8 @@
 // `pgfloat sandbox`: the embedded default: a local primary and standby with pgfloat in front.
 
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseConfigObject } from '../config/load';
 import { createLogger } from '../log';
 import { findPgBinaries, INSTALL_HINT } from '../sandbox/pg-binaries';
@@ -33,7 +35,7 @@ export async function runSandbox(opts: SandboxOptions): Promise<void> {
   const config = parseConfigObject(
     {
       listen: { readWrite: `127.0.0.1:${opts.port}`, readOnly: `127.0.0.1:${opts.port + 1}` },
-      admin: { listen: `127.0.0.1:${opts.adminPort}` },
+      admin: { listen: `127.0.0.1:${opts.adminPort}`, token: sandboxToken(baseDir) },
       nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
       state: { dir: resolve(baseDir, 'state') },
       log: { level: opts.logLevel },
@@ -51,7 +53,8 @@ export async function runSandbox(opts: SandboxOptions): Promise<void> {
             'pgfloat sandbox is running (Ctrl-C stops it and both PostgreSQL servers):',
             `  read-write: postgres://postgres@127.0.0.1:${opts.port}/postgres`,
             `  read-only:  postgres://postgres@127.0.0.1:${opts.port + 1}/postgres`,
-            `  status:     http://127.0.0.1:${opts.adminPort}/status`,
+            `  status:     http://127.0.0.1:${opts.adminPort}/status  (or: npx pgfloat status --admin http://127.0.0.1:${opts.adminPort})`,
+            `  operations: export PGFLOAT_ADMIN_TOKEN=${config.admin.token}`,
             `  data:       ${baseDir}`,
             '',
           ].join('\n') + '\n',
@@ -66,4 +69,14 @@ export async function runSandbox(opts: SandboxOptions): Promise<void> {
     await cluster.stop().catch(() => undefined);
     throw err;
   }
+}
+
+/** The sandbox's admin token, made once and kept beside its data so operations work across restarts. */
+function sandboxToken(baseDir: string): string {
+  const file = join(baseDir, 'admin-token');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(baseDir, { recursive: true });
+  const token = randomBytes(24).toString('base64url');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return token;
 }

@@ -51,6 +51,7 @@ export const configSchema = z
     admin: z
       .object({
         listen: address.nullable().default('127.0.0.1:8008'),
+        token: z.string().min(16, 'use at least 16 characters').nullable().default(null),
       })
       .strict()
       .default({}),

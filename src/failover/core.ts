@@ -35,6 +35,7 @@ export function writableNode(s: CoreState): string | undefined {
 export function step(state: CoreState, event: FailoverEvent, options: FailoverOptions): StepResult {
   const s: CoreState = structuredClone(state);
   s.now = Math.max(s.now, event.at);
+  s.operatorAnswer = undefined;
   const out: FailoverAction[] = [];
   absorb(s, event, out, options);
   reconcile(s, out, options);
@@ -102,18 +103,18 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
 function operatorCommand(s: CoreState, op: Extract<FailoverEvent, { type: 'operator' }>['op'], out: FailoverAction[], options: FailoverOptions): void {
   if (s.persisting || s.phase.kind === 'failover') {
     log(out, 'warn', `operator ${op.command} refused: a state change is in progress`, { op });
-    return;
+    return answer(s, false, 'refused: a state change is in progress; try again');
   }
   switch (op.command) {
     case 'adopt': {
       const r = s.nodes[op.node];
       if (s.phase.kind !== 'bootstrap' && s.phase.kind !== 'split-brain') {
         log(out, 'warn', 'operator adopt refused: the cluster already has a primary; use failover', { node: op.node, primary: s.cluster.primary });
-        return;
+        return answer(s, false, `refused: the cluster already has a primary (${s.cluster.primary}); use failover`);
       }
       if (r?.status !== 'up' || r.inRecovery !== false) {
         log(out, 'warn', 'operator adopt refused: the node is not a reachable primary', { node: op.node });
-        return;
+        return answer(s, false, `refused: ${op.node} is not a reachable primary`);
       }
       const others = claimants(s).filter((n) => n !== op.node);
       for (const n of others) dropAndFence(out, n, `operator adopted ${op.node}`);
@@ -128,27 +129,38 @@ function operatorCommand(s: CoreState, op: Extract<FailoverEvent, { type: 'opera
       });
       log(out, 'warn', 'operator adopt: recording the primary', { node: op.node, fencing: others, epoch: s.cluster.epoch + 1 });
       s.phase = { kind: 'bootstrap' };
-      return;
+      return answer(s, true, `adopting ${op.node} as primary at epoch ${s.cluster.epoch + 1}`);
     }
     case 'fence':
-      if (s.cluster.fenced.includes(op.node)) return;
+      if (s.cluster.fenced.includes(op.node)) return answer(s, true, `${op.node} is already fenced`);
       dropAndFence(out, op.node, 'operator fence');
-      persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [op.node]) });
+      persist(s, out, {
+        ...s.cluster,
+        fenced: union(s.cluster.fenced, [op.node]),
+        operatorFenced: union(s.cluster.operatorFenced ?? [], [op.node]),
+      });
       log(out, 'warn', 'operator fence', { node: op.node, epoch: s.cluster.epoch });
-      return;
+      return answer(s, true, `fencing ${op.node}`);
     case 'unfence':
-      if (!s.cluster.fenced.includes(op.node)) return;
-      persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== op.node) });
+      if (!s.cluster.fenced.includes(op.node)) return answer(s, true, `${op.node} is not fenced`);
+      persist(s, out, {
+        ...s.cluster,
+        fenced: s.cluster.fenced.filter((n) => n !== op.node),
+        operatorFenced: (s.cluster.operatorFenced ?? []).filter((n) => n !== op.node),
+      });
       log(out, 'warn', 'operator unfence', { node: op.node, epoch: s.cluster.epoch });
-      return;
+      return answer(s, true, `unfencing ${op.node}`);
     case 'failover':
       if (s.phase.kind !== 'steady' && s.phase.kind !== 'failed') {
         log(out, 'warn', 'operator failover refused: no primary recorded yet', { phase: s.phase.kind });
-        return;
+        return answer(s, false, 'refused: no primary recorded yet (first start); use adopt');
       }
       s.phase = { kind: 'steady' };
+      s.blocked = undefined;
       considerFailover(s, out, 'operator failover', { to: op.to, allowDataLoss: op.allowDataLoss, forced: true }, options);
-      return;
+      const after = s.phase as CoreState['phase']; // considerFailover may have started one
+      if (after.kind === 'failover') return answer(s, true, `failing over from ${after.oldPrimary} to ${after.target}`);
+      return answer(s, false, `refused: ${s.blocked ?? 'no failover possible'}`);
   }
 }
 
@@ -217,7 +229,7 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     const fenced = s.cluster.fenced.includes(name);
     if (!claimsPrimary) {
       s.roguePrimaries = s.roguePrimaries.filter((n) => n !== name);
-      if (fenced && r && isRejoinedStandby(s, r)) {
+      if (fenced && r && isRejoinedStandby(s, r) && !(s.cluster.operatorFenced ?? []).includes(name)) {
         persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== name) });
         log(out, 'info', 'fenced node follows the current primary in recovery: unfencing it as a standby', { node: name, epoch: s.cluster.epoch });
         return;
@@ -358,6 +370,10 @@ function fail(s: CoreState, out: FailoverAction[], reason: string, opts: Failove
 }
 
 // ---- helpers ------------------------------------------------------------------------------
+
+function answer(s: CoreState, accepted: boolean, message: string): void {
+  s.operatorAnswer = { accepted, message };
+}
 
 function claimants(s: CoreState): string[] {
   return s.names.filter((n) => {

@@ -83,8 +83,14 @@ export class Pgfloat {
         {
           status: () => this.status(),
           metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+          nodeNames: () => this.nodeNames,
+          operate: (op) => {
+            if (this.failover === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
+            return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
+          },
         },
         log.child({ component: 'admin' }),
+        config.admin.token ?? undefined,
       );
     }
     this.monitor.on('heartbeat', (health, observation) => {

@@ -198,3 +198,19 @@ t.test('operator commands during a failover are refused', async (t) => {
   t.same(sim.types(), []);
   t.match(sim.logs(sim.last).join(), /refused/);
 });
+
+t.test('a node the operator fenced stays fenced while it streams, until the operator unfences it', async (t) => {
+  const sim = adoptedCluster();
+  sim.send({ type: 'operator', op: { command: 'fence', node: 'n2' } });
+  t.same(sim.types(), ['drop-sessions n2', 'fence n2', 'persist']);
+  t.equal(sim.state.operatorAnswer?.accepted, true);
+  sim.answerPersist();
+  sim.standby('n2', '0/3000000', 1, true);
+  t.same(sim.types(), [], 'no automatic unfence');
+  t.same(sim.store.fenced, ['n2']);
+  sim.send({ type: 'operator', op: { command: 'unfence', node: 'n2' } });
+  t.same(sim.types(), ['persist']);
+  sim.answerPersist();
+  t.same(sim.store.fenced, []);
+  t.same(sim.store.operatorFenced, []);
+});

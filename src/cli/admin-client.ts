@@ -1,0 +1,79 @@
+// The CLI side of the admin API: `pgfloat status`, `failover`, `adopt`, `fence`, `unfence` call it over HTTP.
+
+import Table from 'cli-table3';
+import type { PgfloatStatus } from '../runtime/status';
+
+export interface AdminTarget {
+  url: string;
+  token: string | undefined;
+}
+
+export class CliError extends Error {}
+
+async function call(target: AdminTarget, method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, target.url), {
+      method,
+      headers: {
+        ...(target.token ? { authorization: `Bearer ${target.token}` } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    throw new CliError(`cannot reach the admin API at ${target.url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
+  }
+  const text = await response.text();
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new CliError(`unexpected answer from ${target.url}${path} (HTTP ${response.status}): ${text.slice(0, 200)}`);
+  }
+  return { status: response.status, json };
+}
+
+export async function fetchStatus(target: AdminTarget): Promise<PgfloatStatus> {
+  const { status, json } = await call(target, 'GET', '/status');
+  if (status !== 200) throw new CliError(`GET /status answered HTTP ${status}: ${String(json.error ?? '')}`);
+  return json as unknown as PgfloatStatus;
+}
+
+export function formatStatus(s: PgfloatStatus): string {
+  const table = new Table({
+    head: ['node', 'address', 'health', 'role', 'fenced', 'timeline', 'lsn', 'lag bytes', 'sessions', 'last error'],
+    style: { head: [], border: [] },
+  });
+  for (const n of s.nodes) {
+    table.push([
+      n.name + (n.name === s.primary ? ' *' : ''),
+      `${n.host}:${n.port}`,
+      n.health,
+      n.roguePrimary ? 'ROGUE primary' : n.role,
+      n.fenced ? 'yes' : 'no',
+      n.timeline ?? '-',
+      n.lsn ?? '-',
+      n.lagBytes ?? '-',
+      n.sessions,
+      n.lastError ?? '',
+    ]);
+  }
+  const lines = [
+    `epoch ${s.epoch}, phase ${s.phase}, read-write: ${s.readWrite}`,
+    `primary: ${s.primary ?? 'none'}; read-only: ${s.standbys.length ? s.standbys.join(', ') : 'none'}; clients: ${s.clients.readWrite} read-write, ${s.clients.readOnly} read-only`,
+  ];
+  if (s.failoverBlocked) lines.push(`failover blocked: ${s.failoverBlocked}`);
+  if (s.degenerate) lines.push(`degenerate (one server) since ${s.degenerateSince}: rejoin the fenced node as a standby`);
+  if (s.splitBrain) lines.push('SPLIT BRAIN: several nodes claim primary; resolve with `pgfloat adopt NODE`');
+  if (s.lastFailover) lines.push(`last failover: ${s.lastFailover.at} ${s.lastFailover.oldPrimary ?? '-'} -> ${s.lastFailover.newPrimary} (${s.lastFailover.reason})`);
+  return `${lines.join('\n')}\n${table.toString()}\n`;
+}
+
+export async function operate(target: AdminTarget, path: string, body?: unknown): Promise<string> {
+  const { status, json } = await call(target, 'POST', path, body ?? {});
+  const message = String(json.message ?? json.error ?? `HTTP ${status}`);
+  if (status === 202) return message;
+  throw new CliError(message);
+}
