@@ -9,6 +9,8 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     cluster,
     nodes: {},
     names: [...names],
+    // A pgfloat restarted mid-failover still knows how far the old primary had written.
+    lastPrimaryLsn: cluster.lastKnownPrimaryLsn,
     phase: cluster.primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' },
     writesHeld: false,
     persisting: false,
@@ -401,7 +403,8 @@ function dropAndFence(out: FailoverAction[], node: string, reason: string): void
 }
 
 function persist(s: CoreState, out: FailoverAction[], cluster: Omit<ClusterState, 'revision'> & { revision?: number }): void {
-  const { revision: _ignored, ...next } = cluster;
+  const { revision: _ignored, ...rest } = cluster;
+  const next = { ...rest, lastKnownPrimaryLsn: s.lastPrimaryLsn ?? s.cluster.lastKnownPrimaryLsn };
   s.persisting = true;
   out.push({ type: 'persist', expectedRevision: s.cluster.revision, cluster: next });
 }

@@ -19,6 +19,8 @@ export interface ClusterState {
   primary?: string;
   timeline?: number;
   fenced: string[];
+  /** The primary's WAL position as last seen when this state was written: bounds data loss after a restart. */
+  lastKnownPrimaryLsn?: string;
   /** Fenced by an operator: stays fenced until an operator unfences it, even once it streams again. */
   operatorFenced?: string[];
   history: FailoverRecord[];

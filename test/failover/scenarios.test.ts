@@ -214,3 +214,16 @@ t.test('a node the operator fenced stays fenced while it streams, until the oper
   t.same(sim.store.fenced, []);
   t.same(sim.store.operatorFenced, []);
 });
+
+t.test('pgfloat restarted between fencing and promotion finishes the failover', async (t) => {
+  const first = adoptedCluster();
+  first.primary('n1', '0/3000100');
+  first.standby('n2', '0/3000100', 1, false);
+  first.down('n1');
+  first.answerPersist(); // the fence is on disk; then pgfloat dies before promoting
+  t.equal(first.store.lastKnownPrimaryLsn, '0/3000100', 'the position is persisted with the fence');
+  const restarted = new Sim(['n1', 'n2'], first.store);
+  restarted.down('n1');
+  restarted.standby('n2', '0/3000100', 1, false);
+  t.ok(restarted.types().includes('promote n2'), 'the loss bound is known: it promotes');
+});
