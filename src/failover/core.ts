@@ -1,7 +1,9 @@
 // The failover decision core: a pure state machine. Events in, actions out; no sockets, disks or clocks.
 
-import { lagBytes, lsnToBigInt } from '../monitor/observation';
+import { lagBytes } from '../monitor/observation';
 import type { ClusterState } from '../state/cluster-state';
+import { allSeen, claimants, dropAndFence, furthestAhead, isRejoinedStandby, log, persist, record, sameSystem, setBlocked, union } from './helpers';
+import { operatorCommand } from './operator';
 import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
 
 export function initialState(names: readonly string[], cluster: ClusterState, now: number): CoreState {
@@ -98,71 +100,9 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
       }
       return;
     case 'operator':
-      return operatorCommand(s, event.op, out, options);
-  }
-}
-
-function operatorCommand(s: CoreState, op: Extract<FailoverEvent, { type: 'operator' }>['op'], out: FailoverAction[], options: FailoverOptions): void {
-  if (s.persisting || s.phase.kind === 'failover') {
-    log(out, 'warn', `operator ${op.command} refused: a state change is in progress`, { op });
-    return answer(s, false, 'refused: a state change is in progress; try again');
-  }
-  switch (op.command) {
-    case 'adopt': {
-      const r = s.nodes[op.node];
-      if (s.phase.kind !== 'bootstrap' && s.phase.kind !== 'split-brain') {
-        log(out, 'warn', 'operator adopt refused: the cluster already has a primary; use failover', { node: op.node, primary: s.cluster.primary });
-        return answer(s, false, `refused: the cluster already has a primary (${s.cluster.primary}); use failover`);
-      }
-      if (r?.status !== 'up' || r.inRecovery !== false) {
-        log(out, 'warn', 'operator adopt refused: the node is not a reachable primary', { node: op.node });
-        return answer(s, false, `refused: ${op.node} is not a reachable primary`);
-      }
-      const others = claimants(s).filter((n) => n !== op.node);
-      for (const n of others) dropAndFence(out, n, `operator adopted ${op.node}`);
-      persist(s, out, {
-        ...s.cluster,
-        epoch: s.cluster.epoch + 1,
-        primary: op.node,
-        systemIdentifier: r.systemIdentifier,
-        timeline: r.timeline,
-        fenced: union(s.cluster.fenced, others),
-        history: [...s.cluster.history, record(s, 'operator adopt', undefined, op.node)],
-      });
-      log(out, 'warn', 'operator adopt: recording the primary', { node: op.node, fencing: others, epoch: s.cluster.epoch + 1 });
-      s.phase = { kind: 'bootstrap' };
-      return answer(s, true, `adopting ${op.node} as primary at epoch ${s.cluster.epoch + 1}`);
-    }
-    case 'fence':
-      if (s.cluster.fenced.includes(op.node)) return answer(s, true, `${op.node} is already fenced`);
-      dropAndFence(out, op.node, 'operator fence');
-      persist(s, out, {
-        ...s.cluster,
-        fenced: union(s.cluster.fenced, [op.node]),
-        operatorFenced: union(s.cluster.operatorFenced ?? [], [op.node]),
-      });
-      log(out, 'warn', 'operator fence', { node: op.node, epoch: s.cluster.epoch });
-      return answer(s, true, `fencing ${op.node}`);
-    case 'unfence':
-      if (!s.cluster.fenced.includes(op.node)) return answer(s, true, `${op.node} is not fenced`);
-      persist(s, out, {
-        ...s.cluster,
-        fenced: s.cluster.fenced.filter((n) => n !== op.node),
-        operatorFenced: (s.cluster.operatorFenced ?? []).filter((n) => n !== op.node),
-      });
-      log(out, 'warn', 'operator unfence', { node: op.node, epoch: s.cluster.epoch });
-      return answer(s, true, `unfencing ${op.node}`);
-    case 'failover':
-      if (s.phase.kind !== 'steady' && s.phase.kind !== 'failed') {
-        log(out, 'warn', 'operator failover refused: no primary recorded yet', { phase: s.phase.kind });
-        return answer(s, false, 'refused: no primary recorded yet (first start); use adopt');
-      }
-      s.phase = { kind: 'steady' };
-      s.blocked = undefined;
-      considerFailover(s, out, 'operator failover', { to: op.to, allowDataLoss: op.allowDataLoss, forced: true }, options);
-      const after = s.phase as CoreState['phase']; // considerFailover may have started one
-      if (after.kind === 'failover') return answer(s, true, `failing over from ${after.oldPrimary} to ${after.target}`);
-      return answer(s, false, `refused: ${s.blocked ?? 'no failover possible'}`);
+      return operatorCommand(s, event.op, out, (request) =>
+        considerFailover(s, out, 'operator failover', { ...request, forced: true }, options),
+      );
   }
 }
 
@@ -369,70 +309,4 @@ function fail(s: CoreState, out: FailoverAction[], reason: string, opts: Failove
     s.writesHeld = false;
     out.push({ type: 'release-writes' });
   }
-}
-
-// ---- helpers ------------------------------------------------------------------------------
-
-function answer(s: CoreState, accepted: boolean, message: string): void {
-  s.operatorAnswer = { accepted, message };
-}
-
-function claimants(s: CoreState): string[] {
-  return s.names.filter((n) => {
-    const r = s.nodes[n];
-    return r?.status === 'up' && r.inRecovery === false && !s.cluster.fenced.includes(n);
-  });
-}
-
-function allSeen(s: CoreState): boolean {
-  return s.names.every((n) => s.nodes[n]?.status === 'up' || s.nodes[n]?.status === 'down');
-}
-
-function sameSystem(s: CoreState, r: NodeReport): boolean {
-  return s.cluster.systemIdentifier === undefined || r.systemIdentifier === s.cluster.systemIdentifier;
-}
-
-/** In recovery, of this cluster, on the current timeline or later, streaming: an operator rejoined it. */
-function isRejoinedStandby(s: CoreState, r: NodeReport): boolean {
-  return r.status === 'up' && r.inRecovery === true && sameSystem(s, r) && (r.timeline ?? 0) >= (s.cluster.timeline ?? 0) && r.seesPrimary === true;
-}
-
-function dropAndFence(out: FailoverAction[], node: string, reason: string): void {
-  out.push({ type: 'drop-sessions', node, reason });
-  out.push({ type: 'fence', node, reason });
-}
-
-function persist(s: CoreState, out: FailoverAction[], cluster: Omit<ClusterState, 'revision'> & { revision?: number }): void {
-  const { revision: _ignored, ...rest } = cluster;
-  const next = { ...rest, lastKnownPrimaryLsn: s.lastPrimaryLsn ?? s.cluster.lastKnownPrimaryLsn };
-  s.persisting = true;
-  out.push({ type: 'persist', expectedRevision: s.cluster.revision, cluster: next });
-}
-
-function setBlocked(s: CoreState, out: FailoverAction[], reason: string | undefined): void {
-  if (s.blocked === reason) return;
-  s.blocked = reason;
-  if (reason !== undefined) log(out, 'warn', `no failover: ${reason}`, { epoch: s.cluster.epoch });
-}
-
-function record(s: CoreState, reason: string, oldPrimary: string | undefined, newPrimary: string, oldPrimaryLsn?: string, newPrimaryLsn?: string) {
-  return { at: new Date(s.now).toISOString(), epoch: s.cluster.epoch + 1, reason, oldPrimary, newPrimary, oldPrimaryLsn, newPrimaryLsn };
-}
-
-function union(a: readonly string[], b: readonly string[]): string[] {
-  return [...new Set([...a, ...b])];
-}
-
-/** Sorts standbys with the most WAL received first: promoting it loses the least. */
-function furthestAhead(a: NodeReport, b: NodeReport): number {
-  const diff = lsnOrZero(b.receiveLsn) - lsnOrZero(a.receiveLsn);
-  return diff > 0n ? 1 : diff < 0n ? -1 : 0;
-}
-
-function lsnOrZero(lsn: string | undefined): bigint {
-  return lsn === undefined ? 0n : lsnToBigInt(lsn);
-}
-
-function log(out: FailoverAction[], level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>): void {
-  out.push({ type: 'log', level, message, fields });
 }

@@ -1,0 +1,148 @@
+// The failover benchmark's results: pgfloat log lines read back, per-run records, medians and markdown tables.
+
+import { readFileSync } from 'node:fs';
+import type { FaultName } from './failover-faults';
+import { median } from './report';
+
+export interface Profile {
+  name: string;
+  intervalMs: number;
+  timeoutMs: number;
+  failuresBeforeDown: number;
+}
+
+export const settings = (p: Profile): string => `intervalMs ${p.intervalMs}, timeoutMs ${p.timeoutMs}, failuresBeforeDown ${p.failuresBeforeDown}`;
+
+/** One pgfloat log line about health, routing or failover; `t` is ms after the reference time (the fault). */
+export interface LogEvent {
+  t: number;
+  level: string;
+  component: string;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+const LEVELS: Record<number, string> = { 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+const KEPT = new Set(['failover', 'monitor', 'router']);
+
+/** pgfloat's JSON log lines from the failover, monitor and router components, at info and above. */
+export function readLog(file: string, reference: number): LogEvent[] {
+  const events: LogEvent[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    const { level, time, component, msg, app: _a, pid: _p, hostname: _h, ...fields } = entry;
+    if (typeof level !== 'number' || level < 30 || !KEPT.has(String(component))) continue;
+    events.push({ t: Date.parse(String(time)) - reference, level: LEVELS[level] ?? String(level), component: String(component), msg: String(msg), fields });
+  }
+  return events;
+}
+
+export const healthChanges = (log: LogEvent[], node: string, to: string): LogEvent[] =>
+  log.filter((e) => e.msg === 'node health changed' && e.fields.node === node && e.fields.to === to);
+
+export const firstT = (log: LogEvent[], pred: (e: LogEvent) => boolean): number | null => log.find((e) => e.t >= 0 && pred(e))?.t ?? null;
+
+export const blockedReasons = (log: LogEvent[]): string[] => [...new Set(log.filter((e) => e.msg.startsWith('no failover:')).map((e) => e.msg))];
+
+export interface FaultRun {
+  profile: string;
+  fault: FaultName;
+  run: number;
+  failedOver: boolean;
+  /** From the fault to the acknowledgement of the first write committed by the new primary. */
+  firstWriteOnNewPrimaryMs: number | null;
+  failedWrites: number;
+  acknowledgedWrites: number;
+  /** Acknowledged, yet absent from the new primary afterwards. */
+  lostAcknowledgedWrites: number;
+  lostSeqs: number[];
+  /** Reported failed to the writer, yet committed on the new primary (the acknowledgement was lost). */
+  failedButPresent: number;
+  /** Acknowledged by the old primary after the fault signal was sent. */
+  acknowledgedByOldPrimaryAfterFault: number;
+  /** ms after the fault; null when it did not happen. */
+  phases: { primarySuspect: number | null; primaryDown: number | null; failoverStart: number | null; failoverComplete: number | null };
+  blocked: string[];
+  errors: Record<string, number>;
+  log: LogEvent[];
+}
+
+export interface QuietCheck {
+  profile: Profile;
+  seconds: number;
+  pgbench: string;
+  pgbenchTps: number | null;
+  failovers: number;
+  primarySuspect: number;
+  primaryDown: number;
+  writesHeld: number;
+  blocked: string[];
+  writes: number;
+  failedWrites: number;
+  maxWriteMs: number;
+  log: LogEvent[];
+}
+
+const fmt = (v: number | null): string => (v === null ? 'none' : String(Math.round(v)));
+const list = (values: (number | null)[]): string => values.map(fmt).join(', ');
+const med = (values: (number | null)[]): string => {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length === 0 ? 'n/a' : String(Math.round(median(known)));
+};
+
+function groups(runs: FaultRun[]): FaultRun[][] {
+  const byKey = new Map<string, FaultRun[]>();
+  for (const r of runs) byKey.set(`${r.profile}/${r.fault}`, [...(byKey.get(`${r.profile}/${r.fault}`) ?? []), r]);
+  return [...byKey.values()];
+}
+
+export function summaryTable(runs: FaultRun[], profiles: Profile[]): string {
+  const lines = [
+    '| profile | fault | time to first write on new primary, ms: median (runs) | failed writes: median (runs) | lost acknowledged writes: median (runs) | runs (failed over) |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const g of groups(runs)) {
+    const p = profiles.find((x) => x.name === g[0].profile)!;
+    const first = g.map((r) => r.firstWriteOnNewPrimaryMs);
+    const failed = g.map((r) => r.failedWrites);
+    const lost = g.map((r) => r.lostAcknowledgedWrites);
+    lines.push(
+      `| ${p.name} (${p.intervalMs}/${p.timeoutMs}/${p.failuresBeforeDown}) | ${g[0].fault} | ${med(first)} (${list(first)}) | ${med(failed)} (${list(failed)}) | ${med(lost)} (${list(lost)}) | ${g.length} (${g.filter((r) => r.failedOver).length}) |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function phaseTable(runs: FaultRun[]): string {
+  const lines = [
+    '| profile | fault | primary down | failover start | failover complete | first write on new primary | blocked on (pgfloat log) |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const g of groups(runs)) {
+    const blocked = [...new Set(g.flatMap((r) => r.blocked))].map((b) => b.replace(/\|/g, '/'));
+    lines.push(
+      `| ${g[0].profile} | ${g[0].fault} | ${med(g.map((r) => r.phases.primaryDown))} | ${med(g.map((r) => r.phases.failoverStart))} | ` +
+        `${med(g.map((r) => r.phases.failoverComplete))} | ${med(g.map((r) => r.firstWriteOnNewPrimaryMs))} | ${blocked.join('; ') || '-'} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function checkTable(checks: QuietCheck[]): string {
+  const lines = [
+    '| settings | seconds | pgbench tps | failovers | primary suspect / down | writes held | writes (failed) | slowest write, ms |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const c of checks) {
+    const p = c.profile;
+    lines.push(
+      `| ${p.intervalMs}/${p.timeoutMs}/${p.failuresBeforeDown} | ${c.seconds} | ${fmt(c.pgbenchTps)} | ${c.failovers} | ${c.primarySuspect} / ${c.primaryDown} | ${c.writesHeld} | ${c.writes} (${c.failedWrites}) | ${c.maxWriteMs} |`,
+    );
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,230 @@
+// One failover-benchmark run: a fresh cluster, pgfloat as its own process, the writer, then a fault (or only load) and the tally.
+
+import { chmodSync, createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client } from 'pg';
+import { LocalCluster } from '../src/sandbox/local-cluster';
+import { freePort } from '../test/harness/ports';
+import { inject, type FaultName } from './failover-faults';
+import { blockedReasons, firstT, healthChanges, readLog, type FaultRun, type Profile, type QuietCheck } from './failover-report';
+import { CREATE_TABLE, Writer, type WriteAttempt } from './failover-writer';
+import { initialize, runWorkload } from './pgbench';
+import { onCleanup, startService, stopChild, waitForPort } from './processes';
+
+export interface RunOptions {
+  periodMs: number;
+  reconnectPauseMs: number;
+  /** Writes acknowledged before the fault. */
+  warmupMs: number;
+  /** Give up waiting for writes on the new primary after this long. */
+  timeoutMs: number;
+  /** Writes acknowledged by the new primary before the writer stops. */
+  settleWrites: number;
+}
+
+type Say = (message: string) => void;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Cleanup steps of one run, run in reverse at its end, or by the global cleanup on error and Ctrl-C. */
+class Scope {
+  private steps: (() => unknown)[] = [];
+  constructor() {
+    onCleanup(() => this.close());
+  }
+  add(step: () => unknown): void {
+    this.steps.push(step);
+  }
+  async close(): Promise<void> {
+    while (this.steps.length > 0) {
+      try {
+        await this.steps.pop()!();
+      } catch (err) {
+        process.stderr.write(`failover bench cleanup: ${(err as Error).message}\n`);
+      }
+    }
+  }
+}
+
+interface Env {
+  scope: Scope;
+  cluster: LocalCluster;
+  pgfloatPort: number;
+  logFile: string;
+}
+
+async function openCluster(dir: string, say: Say): Promise<LocalCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await LocalCluster.open({ baseDir: join(dir, `cluster${attempt}`), ports: [await freePort(), await freePort()], log: say });
+    } catch (err) {
+      // Another process may take a port between freePort() and the bind.
+      if (attempt >= 3 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function setUp(profile: Profile, say: Say): Promise<Env> {
+  const scope = new Scope();
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'pgfloat-failover-'));
+    chmodSync(dir, 0o755); // the unprivileged user that runs PostgreSQL must enter it
+    scope.add(() => rmSync(dir, { recursive: true, force: true }));
+    const cluster = await openCluster(dir, say);
+    scope.add(() => cluster.destroy());
+    const primary = new Client({ connectionString: cluster.primary.connectionString() });
+    await primary.connect();
+    await primary.query(CREATE_TABLE);
+    await primary.end();
+
+    const pgfloatPort = await freePort();
+    const configFile = join(dir, 'pgfloat.yaml');
+    const nodes = cluster.nodes.map((n) => `  - { name: ${n.name}, host: ${n.host}, port: ${n.port} }`).join('\n');
+    const { intervalMs, timeoutMs, failuresBeforeDown } = profile;
+    writeFileSync(
+      configFile,
+      [
+        `listen: { readWrite: "127.0.0.1:${pgfloatPort}", readOnly: null }`,
+        'admin: { listen: null }',
+        'nodes:',
+        nodes,
+        `monitor: { intervalMs: ${intervalMs}, timeoutMs: ${timeoutMs}, failuresBeforeDown: ${failuresBeforeDown} }`,
+        `state: { dir: "${join(dir, 'state')}" }`,
+        'log: { level: info }',
+        '',
+      ].join('\n'),
+    );
+    const main = resolve(__dirname, '../src/cli/main.js');
+    const service = startService('pgfloat', process.execPath, [main, 'start', '--config', configFile, '--log-level', 'info']);
+    const logFile = join(dir, 'pgfloat.log');
+    const logStream = createWriteStream(logFile);
+    service.child.stdout!.pipe(logStream);
+    scope.add(() => stopChild(service.child));
+    await waitForPort(pgfloatPort, service);
+    return { scope, cluster, pgfloatPort, logFile };
+  } catch (err) {
+    await scope.close();
+    throw err;
+  }
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+async function seqsOn(connectionString: string): Promise<Set<number>> {
+  const client = new Client({ connectionString });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ seq: string }>('select seq from failover_writes');
+    return new Set(rows.map((r) => Number(r.seq)));
+  } finally {
+    await client.end();
+  }
+}
+
+function errorCounts(attempts: WriteAttempt[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const a of attempts) if (!a.ok) counts[a.error ?? 'unknown'] = (counts[a.error ?? 'unknown'] ?? 0) + 1;
+  return counts;
+}
+
+/** Writer, warm-up, fault on the primary, then writes until the new primary has acknowledged settleWrites of them. */
+export async function faultRun(profile: Profile, fault: FaultName, run: number, opts: RunOptions, say: Say): Promise<FaultRun> {
+  const env = await setUp(profile, () => undefined);
+  const { cluster, scope } = env;
+  const [oldPrimary, standby] = cluster.nodes;
+  try {
+    const writer = new Writer({ port: env.pgfloatPort, periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
+    writer.start();
+    scope.add(() => writer.stop());
+    await sleep(opts.warmupMs);
+    const before = writer.acknowledged().length;
+    if (before < 10) throw new Error(`only ${before} writes acknowledged in the ${opts.warmupMs} ms warm-up: ${JSON.stringify(errorCounts(writer.attempts))}`);
+
+    const injected = inject(fault, oldPrimary);
+    scope.add(() => injected.undo());
+    const onNew = (): WriteAttempt[] => writer.attempts.filter((a) => a.ok && a.serverPort === standby.port && a.endedAt >= injected.at);
+    const settled = await waitUntil(() => onNew().length >= opts.settleWrites, opts.timeoutMs);
+    await writer.stop();
+    if (!settled) say(`  no ${opts.settleWrites} writes on ${standby.name} within ${opts.timeoutMs} ms of the fault`);
+
+    const present = await seqsOn(standby.connectionString());
+    const log = readLog(env.logFile, injected.at);
+    const acked = writer.acknowledged();
+    const lost = acked.filter((a) => !present.has(a.seq)).map((a) => a.seq);
+    const first = onNew()[0];
+    const failed = writer.attempts.filter((a) => !a.ok);
+    const oldName = oldPrimary.name;
+    return {
+      profile: profile.name,
+      fault,
+      run,
+      failedOver: log.some((e) => e.msg.startsWith('failover: complete') && e.fields.newPrimary === standby.name),
+      firstWriteOnNewPrimaryMs: first ? first.endedAt - injected.at : null,
+      failedWrites: failed.length,
+      acknowledgedWrites: acked.length,
+      lostAcknowledgedWrites: lost.length,
+      lostSeqs: lost,
+      failedButPresent: failed.filter((a) => present.has(a.seq)).length,
+      acknowledgedByOldPrimaryAfterFault: acked.filter((a) => a.serverPort === oldPrimary.port && a.endedAt >= injected.at).length,
+      phases: {
+        primarySuspect: healthChanges(log, oldName, 'suspect').find((e) => e.t >= 0)?.t ?? null,
+        primaryDown: healthChanges(log, oldName, 'down').find((e) => e.t >= 0)?.t ?? null,
+        failoverStart: firstT(log, (e) => e.msg === 'failover: starting'),
+        failoverComplete: firstT(log, (e) => e.msg.startsWith('failover: complete')),
+      },
+      blocked: blockedReasons(log.filter((e) => e.t >= 0)),
+      errors: errorCounts(writer.attempts),
+      log: log.filter((e) => e.t >= -1000),
+    };
+  } finally {
+    await scope.close();
+  }
+}
+
+/** No fault: the writer through pgfloat plus `pgbench -S -c 8` straight at the primary; did pgfloat fail over anyway? */
+export async function quietCheck(profile: Profile, seconds: number, opts: RunOptions, say: Say): Promise<QuietCheck> {
+  const env = await setUp(profile, () => undefined);
+  const { cluster, scope } = env;
+  try {
+    say(`  pgbench -i -s 10 on the primary`);
+    await initialize(cluster.primary.port, 10);
+    const writer = new Writer({ port: env.pgfloatPort, periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
+    const startedAt = Date.now();
+    writer.start();
+    scope.add(() => writer.stop());
+    const workload = { name: '-S -n -c 8 -j 2', args: ['-S', '-n', '-c', '8', '-j', '2'] };
+    let tps: number | null = null;
+    try {
+      tps = (await runWorkload(workload, cluster.primary.port, seconds)).tps;
+    } catch (err) {
+      say(`  pgbench: ${(err as Error).message.split('\n')[0]}`); // a failover would make it fail
+    }
+    await writer.stop();
+    const log = readLog(env.logFile, startedAt).filter((e) => e.t >= 0);
+    const name = cluster.primary.name;
+    return {
+      profile,
+      seconds,
+      pgbench: `pgbench ${workload.name} -T ${seconds}, directly on the primary`,
+      pgbenchTps: tps,
+      failovers: log.filter((e) => e.msg === 'failover: starting').length,
+      primarySuspect: healthChanges(log, name, 'suspect').length,
+      primaryDown: healthChanges(log, name, 'down').length,
+      writesHeld: log.filter((e) => e.msg === 'holding new read-write clients').length,
+      blocked: blockedReasons(log),
+      writes: writer.attempts.length,
+      failedWrites: writer.attempts.filter((a) => !a.ok).length,
+      maxWriteMs: Math.max(0, ...writer.attempts.map((a) => a.endedAt - a.startedAt)),
+      log: log.filter((e) => e.component !== 'router' || e.msg !== 'routing changed'),
+    };
+  } finally {
+    await scope.close();
+  }
+}

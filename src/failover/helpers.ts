@@ -1,0 +1,76 @@
+// Small pure helpers shared by the failover core's decisions and its operator commands.
+
+import { lsnToBigInt } from '../monitor/observation';
+import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+import type { CoreState, FailoverAction, NodeReport } from './types';
+
+export function answer(s: CoreState, accepted: boolean, message: string): void {
+  s.operatorAnswer = { accepted, message };
+}
+
+export function claimants(s: CoreState): string[] {
+  return s.names.filter((n) => {
+    const r = s.nodes[n];
+    return r?.status === 'up' && r.inRecovery === false && !s.cluster.fenced.includes(n);
+  });
+}
+
+export function allSeen(s: CoreState): boolean {
+  return s.names.every((n) => s.nodes[n]?.status === 'up' || s.nodes[n]?.status === 'down');
+}
+
+export function sameSystem(s: CoreState, r: NodeReport): boolean {
+  return s.cluster.systemIdentifier === undefined || r.systemIdentifier === s.cluster.systemIdentifier;
+}
+
+/** In recovery, of this cluster, on the current timeline or later, streaming: an operator rejoined it. */
+export function isRejoinedStandby(s: CoreState, r: NodeReport): boolean {
+  return r.status === 'up' && r.inRecovery === true && sameSystem(s, r) && (r.timeline ?? 0) >= (s.cluster.timeline ?? 0) && r.seesPrimary === true;
+}
+
+export function dropAndFence(out: FailoverAction[], node: string, reason: string): void {
+  out.push({ type: 'drop-sessions', node, reason });
+  out.push({ type: 'fence', node, reason });
+}
+
+export function persist(s: CoreState, out: FailoverAction[], cluster: Omit<ClusterState, 'revision'> & { revision?: number }): void {
+  const { revision: _ignored, ...rest } = cluster;
+  const next = { ...rest, lastKnownPrimaryLsn: s.lastPrimaryLsn ?? s.cluster.lastKnownPrimaryLsn };
+  s.persisting = true;
+  out.push({ type: 'persist', expectedRevision: s.cluster.revision, cluster: next });
+}
+
+export function setBlocked(s: CoreState, out: FailoverAction[], reason: string | undefined): void {
+  if (s.blocked === reason) return;
+  s.blocked = reason;
+  if (reason !== undefined) log(out, 'warn', `no failover: ${reason}`, { epoch: s.cluster.epoch });
+}
+
+export function record(
+  s: CoreState,
+  reason: string,
+  oldPrimary: string | undefined,
+  newPrimary: string,
+  oldPrimaryLsn?: string,
+  newPrimaryLsn?: string,
+): FailoverRecord {
+  return { at: new Date(s.now).toISOString(), epoch: s.cluster.epoch + 1, reason, oldPrimary, newPrimary, oldPrimaryLsn, newPrimaryLsn };
+}
+
+export function union(a: readonly string[], b: readonly string[]): string[] {
+  return [...new Set([...a, ...b])];
+}
+
+/** Sorts standbys with the most WAL received first: promoting it loses the least. */
+export function furthestAhead(a: NodeReport, b: NodeReport): number {
+  const diff = lsnOrZero(b.receiveLsn) - lsnOrZero(a.receiveLsn);
+  return diff > 0n ? 1 : diff < 0n ? -1 : 0;
+}
+
+export function lsnOrZero(lsn: string | undefined): bigint {
+  return lsn === undefined ? 0n : lsnToBigInt(lsn);
+}
+
+export function log(out: FailoverAction[], level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>): void {
+  out.push({ type: 'log', level, message, fields });
+}
