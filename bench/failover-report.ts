@@ -60,7 +60,8 @@ export interface FaultRun {
   acknowledgedWrites: number;
   /** Acknowledged, yet absent from the new primary afterwards. */
   lostAcknowledgedWrites: number;
-  lostSeqs: number[];
+  /** Each lost write: its seq, when it was acknowledged (ms after the fault; negative: before) and by which node's port. */
+  lost: { seq: number; ackedMsAfterFault: number; serverPort: number | undefined }[];
   /** Reported failed to the writer, yet committed on the new primary (the acknowledgement was lost). */
   failedButPresent: number;
   /** Acknowledged by the old primary after the fault signal was sent. */

@@ -157,7 +157,7 @@ export async function faultRun(profile: Profile, fault: FaultName, run: number, 
     const present = await seqsOn(standby.connectionString());
     const log = readLog(env.logFile, injected.at);
     const acked = writer.acknowledged();
-    const lost = acked.filter((a) => !present.has(a.seq)).map((a) => a.seq);
+    const lost = acked.filter((a) => !present.has(a.seq)).map((a) => ({ seq: a.seq, ackedMsAfterFault: a.endedAt - injected.at, serverPort: a.serverPort }));
     const first = onNew()[0];
     const failed = writer.attempts.filter((a) => !a.ok);
     const oldName = oldPrimary.name;
@@ -170,7 +170,7 @@ export async function faultRun(profile: Profile, fault: FaultName, run: number, 
       failedWrites: failed.length,
       acknowledgedWrites: acked.length,
       lostAcknowledgedWrites: lost.length,
-      lostSeqs: lost,
+      lost,
       failedButPresent: failed.filter((a) => present.has(a.seq)).length,
       acknowledgedByOldPrimaryAfterFault: acked.filter((a) => a.serverPort === oldPrimary.port && a.endedAt >= injected.at).length,
       phases: {

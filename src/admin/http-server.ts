@@ -22,6 +22,7 @@ export interface AdminHandlers {
 }
 
 const MAX_BODY = 64 * 1024;
+const OPERATION_PATH = /^\/(failover|adopt|fence|unfence)(?:\/([^/]+))?$/;
 
 export class AdminServer {
   private server: Server | undefined;
@@ -67,7 +68,7 @@ export class AdminServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
-    if (req.method === 'POST') return this.handleOperation(req, res, path);
+    if (req.method === 'POST' && OPERATION_PATH.test(path)) return this.handleOperation(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: `method ${req.method} not allowed on ${path}` });
     switch (path) {
       case '/status':
@@ -95,8 +96,7 @@ export class AdminServer {
     }
     const body = await readJson(req);
     if (body === undefined) return sendJson(res, 400, { error: 'the request body must be a JSON object (or empty)' });
-    const match = /^\/(failover|adopt|fence|unfence)(?:\/([^/]+))?$/.exec(path);
-    if (!match) return sendJson(res, 404, { error: `no such operation: ${path}` });
+    const match = OPERATION_PATH.exec(path)!;
     const command = match[1] as Operation['command'];
     const node = match[2] === undefined ? undefined : decodeURIComponent(match[2]);
     const names = this.handlers.nodeNames();

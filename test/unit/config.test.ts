@@ -47,7 +47,7 @@ function errorOf(t: tap.Test, text: string, env: NodeJS.ProcessEnv = {}): string
 t.test('the documented example parses with defaults filled in', async (t) => {
   const config = parseConfigText(example, 'example.yaml', {});
   t.same(config.listen, { readWrite: { host: '0.0.0.0', port: 6432 }, readOnly: { host: '0.0.0.0', port: 6433 } });
-  t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 } });
+  t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 }, token: null });
   t.same(config.nodes, [
     { name: 'db1', host: '10.0.0.11', port: 5432 },
     { name: 'db2', host: '10.0.0.12', port: 5432 },
@@ -72,9 +72,19 @@ t.test('the documented example parses with defaults filled in', async (t) => {
 t.test('a config with only nodes gets every default', async (t) => {
   const config = parseConfigText(minimal, 'min.yaml', {});
   t.same(config.listen, { readWrite: { host: '127.0.0.1', port: 6432 }, readOnly: { host: '127.0.0.1', port: 6433 } });
-  t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 } });
+  t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 }, token: null });
   t.same(config.monitor, { user: 'postgres', password: '', database: 'postgres', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 3 });
   t.same(config.state, { dir: './.pgfloat/state' });
+  t.same(config.failover, {
+    enabled: true,
+    requireStandbyConfirmation: true,
+    standbyConfirmationMs: 3000,
+    maxLagBytes: 1024 * 1024,
+    holdMs: 10_000,
+    promoteTimeoutMs: 10_000,
+    retryIntervalMs: 5_000,
+  });
+  t.same(config.fencing, { action: 'sql', command: null, timeoutMs: 10_000 });
 });
 
 t.test('address forms: bare port, :port, [v6]:port, null listeners', async (t) => {
@@ -172,4 +182,25 @@ t.test('the shipped example configs parse', async (t) => {
     const config = parseConfigText(readFileSync(join(dir, file), 'utf8'), file, {});
     t.ok(config.nodes.length >= 1, `${file}: parses, with nodes`);
   }
+});
+
+t.test('failover and fencing keys: checked like the rest', async (t) => {
+  const bad = (text: string): string => {
+    try {
+      parseConfigText(`${minimal}${text}`, 'x.yaml', {});
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  t.match(bad('fencing: { action: command }\n'), /^fencing\.command: .*needs fencing\.command/m);
+  t.match(bad('fencing: { action: reboot }\n'), /^fencing\.action: /m);
+  t.match(bad('failover: { maxLagBytes: -1 }\n'), /^failover\.maxLagBytes: /m);
+  t.match(bad('failover: { holdMS: 5 }\n'), /failover\.holdMS: unknown key/);
+  t.match(bad('admin: { token: short }\n'), /^admin\.token: use at least 16 characters/m);
+  const fromEnv = parseConfigText(minimal, 'x.yaml', { PGFLOAT_ADMIN_TOKEN: 'from-the-environment-123' });
+  t.equal(fromEnv.admin.token, 'from-the-environment-123', 'PGFLOAT_ADMIN_TOKEN when admin.token is unset');
+  t.throws(() => parseConfigText(minimal, 'x.yaml', { PGFLOAT_ADMIN_TOKEN: 'short' }), /PGFLOAT_ADMIN_TOKEN/);
+  const command = parseConfigText(`${minimal}fencing: { action: command, command: "ssh db1 pg_ctl stop" }\n`, 'x.yaml', {});
+  t.equal(command.fencing.command, 'ssh db1 pg_ctl stop');
 });
