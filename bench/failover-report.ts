@@ -67,7 +67,15 @@ export interface FaultRun {
   /** Acknowledged by the old primary after the fault signal was sent. */
   acknowledgedByOldPrimaryAfterFault: number;
   /** ms after the fault; null when it did not happen. */
-  phases: { primarySuspect: number | null; primaryDown: number | null; failoverStart: number | null; failoverComplete: number | null };
+  phases: {
+    primarySuspect: number | null;
+    primaryDown: number | null;
+    failoverStart: number | null;
+    /** pgfloat asks the standby to promote (ALTER SYSTEM RESET, pg_reload_conf(), pg_promote(true)) and gets the answer. */
+    promoteCalled: number | null;
+    promoteReturned: number | null;
+    failoverComplete: number | null;
+  };
   blocked: string[];
   errors: Record<string, number>;
   log: LogEvent[];
@@ -96,6 +104,8 @@ const med = (values: (number | null)[]): string => {
   return known.length === 0 ? 'n/a' : String(Math.round(median(known)));
 };
 
+const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : a - b);
+
 function groups(runs: FaultRun[]): FaultRun[][] {
   const byKey = new Map<string, FaultRun[]>();
   for (const r of runs) byKey.set(`${r.profile}/${r.fault}`, [...(byKey.get(`${r.profile}/${r.fault}`) ?? []), r]);
@@ -121,13 +131,14 @@ export function summaryTable(runs: FaultRun[], profiles: Profile[]): string {
 
 export function phaseTable(runs: FaultRun[]): string {
   const lines = [
-    '| profile | fault | primary down | failover start | failover complete | first write on new primary | blocked on (pgfloat log) |',
-    '|---|---|---|---|---|---|---|',
+    '| profile | fault | primary down | failover start | pg_promote() took | failover complete | first write on new primary | blocked on (pgfloat log) |',
+    '|---|---|---|---|---|---|---|---|',
   ];
   for (const g of groups(runs)) {
     const blocked = [...new Set(g.flatMap((r) => r.blocked))].map((b) => b.replace(/\|/g, '/'));
     lines.push(
       `| ${g[0].profile} | ${g[0].fault} | ${med(g.map((r) => r.phases.primaryDown))} | ${med(g.map((r) => r.phases.failoverStart))} | ` +
+        `${med(g.map((r) => diff(r.phases.promoteReturned, r.phases.promoteCalled)))} (${list(g.map((r) => diff(r.phases.promoteReturned, r.phases.promoteCalled)))}) | ` +
         `${med(g.map((r) => r.phases.failoverComplete))} | ${med(g.map((r) => r.firstWriteOnNewPrimaryMs))} | ${blocked.join('; ') || '-'} |`,
     );
   }

@@ -63,6 +63,7 @@ async function main(): Promise<void> {
       for (const fault of FAULT_ORDER) {
         const r = await faultRun(profile, fault, run, OPTIONS, say);
         results.push(r);
+        write(profiles, checks, results, false);
         say(
           `run ${run}/${runs} ${profile.name.padEnd(7)} ${fault}: failover ${r.failedOver ? 'yes' : 'NO'}, first write on new primary ` +
             `${r.firstWriteOnNewPrimaryMs ?? 'never'} ms, failed writes ${r.failedWrites}, lost acknowledged ${r.lostAcknowledgedWrites}` +
@@ -72,15 +73,21 @@ async function main(): Promise<void> {
     }
   }
 
-  const summary = summaryTable(results, profiles);
-  const phases = phaseTable(results);
-  const check = checkTable(checks);
+  const { summary, phases, check } = write(profiles, checks, results, true);
   process.stdout.write(
     `\n${summary}\n\nMedian ms after the fault (pgfloat log lines, writer):\n\n${phases}\n\nFalse-failover check (no fault):\n\n${check}\n\n`,
   );
+  say(`wrote ${flags.out}`);
+}
 
+/** Writes the JSON results (after every run too, so an interrupted run leaves what it measured). */
+function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], complete: boolean): Record<string, string> {
+  const summary = summaryTable(results, profiles);
+  const phases = phaseTable(results);
+  const check = checkTable(checks);
   const out = {
     generatedAt: new Date().toISOString(),
+    complete,
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
     loadAverageAtEnd: loadavg(),
     profiles: profiles.map((p) => ({ ...p })),
@@ -101,7 +108,7 @@ async function main(): Promise<void> {
   };
   mkdirSync(dirname(flags.out!), { recursive: true });
   writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
-  say(`wrote ${flags.out}`);
+  return { summary, phases, check };
 }
 
 let interrupted = false;

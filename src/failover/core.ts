@@ -17,6 +17,7 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     writesHeld: false,
     persisting: false,
     roguePrimaries: [],
+    rogueFencedAt: {},
     degenerateSince: cluster.fenced.length > 0 ? now : undefined,
     now,
   };
@@ -142,6 +143,7 @@ function bootstrap(s: CoreState, out: FailoverAction[]): void {
   const found = claimants(s);
   if (found.length === 1) {
     const r = s.nodes[found[0]!]!;
+    s.lastPrimaryLsn = r.currentLsn ?? s.lastPrimaryLsn;
     persist(s, out, {
       ...s.cluster,
       epoch: s.cluster.epoch + 1,
@@ -191,15 +193,26 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     }
     if (!s.roguePrimaries.includes(name)) {
       s.roguePrimaries.push(name);
+      s.rogueFencedAt[name] = s.now;
       dropAndFence(out, name, 'fenced node runs as primary');
       log(out, 'error', 'fenced node is running as a primary (rogue): applying the fencing action again', { node: name, epoch: s.cluster.epoch });
+    } else if (s.now - (s.rogueFencedAt[name] ?? 0) >= options.retryIntervalMs) {
+      // The fencing action may have failed, or been undone: apply it again while the node stays a primary.
+      s.rogueFencedAt[name] = s.now;
+      dropAndFence(out, name, 'fenced node still runs as primary');
     }
   }
 
   const r = s.nodes[primary];
   if (s.cluster.fenced.includes(primary) || r?.status === 'down') {
     const reason = s.cluster.fenced.includes(primary) ? 'primary is fenced' : 'primary is down';
-    return considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
+    considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
+    if (s.phase.kind === 'steady' && s.writesHeld) {
+      // Blocked: nothing is coming for the held writers, so they get their refusal now.
+      s.writesHeld = false;
+      out.push({ type: 'release-writes' });
+    }
+    return;
   }
   setBlocked(s, out, undefined);
   // One missed heartbeat: new writers wait rather than land on a server that may be gone.

@@ -29,6 +29,7 @@ export function operatorCommand(
         return answer(s, false, `refused: ${op.node} is not a reachable primary`);
       }
       const others = claimants(s).filter((n) => n !== op.node);
+      s.lastPrimaryLsn = r.currentLsn ?? s.lastPrimaryLsn;
       for (const n of others) dropAndFence(out, n, `operator adopted ${op.node}`);
       persist(s, out, {
         ...s.cluster,

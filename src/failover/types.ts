@@ -96,6 +96,8 @@ export interface CoreState {
   blocked?: string;
   /** Fenced nodes seen running as primaries: an alert. */
   roguePrimaries: string[];
+  /** When the fencing action was last applied to each rogue primary (it is repeated while it stays one). */
+  rogueFencedAt: Record<string, number>;
   /** The answer to the operator command of this step, if there was one. */
   operatorAnswer?: { accepted: boolean; message: string };
   /** Since when the cluster runs on one server (a failover happened and nobody rejoined yet). */

@@ -20,6 +20,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly probes: NodeProbe[];
   private readonly health = new Map<string, NodeHealth>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Per node: ends the wait before its next heartbeat. */
+  private readonly wakers = new Map<string, () => void>();
   private running = false;
   private stopped = false;
 
@@ -47,6 +49,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     for (const probe of this.probes) probe.close();
   }
 
+  /**
+   * Heartbeats the node now instead of at its next interval: a client just failed to connect to
+   * it, which is news worth checking at once. A heartbeat already under way is not doubled.
+   */
+  expedite(node: string): void {
+    this.wakers.get(node)?.();
+  }
+
   snapshot(): NodeHealth[] {
     return [...this.health.values()].map((h) => ({ ...h }));
   }
@@ -65,11 +75,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       // A fixed cadence from the start of each heartbeat, so a slow answer does not stretch the interval.
       const wait = Math.max(0, this.options.intervalMs - (Date.now() - started));
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
+        const wake = (): void => {
+          clearTimeout(timer);
           this.timers.delete(timer);
+          this.wakers.delete(probe.target.name);
           resolve();
-        }, wait);
+        };
+        const timer = setTimeout(wake, wait);
         this.timers.add(timer);
+        this.wakers.set(probe.target.name, wake);
       });
     }
   }

@@ -34,9 +34,13 @@ export interface SessionEnvironment {
   startupTimeoutMs: number;
   connectTimeoutMs: number;
   keepaliveIdleMs: number;
+  /** How long a read-write client may wait for a primary (failover.holdMs). */
+  holdMs: number;
   busyPoller: BusyPoller | undefined;
   log: Logger;
   onRefused(listener: ListenerKind, refusal: Refusal): void;
+  /** A server refused or dropped a connection attempt: worth a heartbeat now. */
+  onServerUnreachable(node: string): void;
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
 }
 
@@ -63,6 +67,8 @@ export class ClientSession implements TrackedSession {
   private cancelKey: string | undefined;
   private startupTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
+  /** The server socket while it is still connecting, so a client leaving can abort it. */
+  private connecting: Socket | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -175,49 +181,73 @@ export class ClientSession implements TrackedSession {
       applicationName: this.applicationName,
     });
     clearTimeout(this.startupTimer);
-    const decision = await this.env.router.decide(this.route);
-    if (this.phase !== 'connecting') return; // the client went away while we waited
-    if (!decision.ok) return this.refuse(decision.refusal);
-    this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
-    const node = this.env.nodes.get(decision.node)!;
-    this.node = node.name;
-    this.env.sessions.attach(this, node.name);
-    this.connectServer(node, packet.raw);
-  }
-
-  private connectServer(node: BackendNode, startup: Buffer): void {
-    const pump = new ServerToClientPump(this.env.counters);
-    const server = connect({
-      host: node.host,
-      port: node.port,
-      noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: this.env.keepaliveIdleMs,
-      onread: pump.onread,
-    });
-    this.server = server;
-    const connectTimer = (this.connectTimer = setTimeout(() => {
-      server.destroy(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`));
-    }, this.env.connectTimeoutMs));
-    server.once('connect', () => {
-      clearTimeout(connectTimer);
-      if (this.phase !== 'connecting') return;
-      this.phase = 'authenticating';
-      this.startRelay(node, startup, pump);
-    });
-    server.on('error', (err) => {
-      clearTimeout(connectTimer);
-      if (this.phase === 'connecting') {
-        this.refuse({
+    // A primary that refuses connections is usually one that just died: read-write clients then
+    // wait (up to the hold time) for routing to change instead of failing at once.
+    const deadline = Date.now() + this.env.holdMs;
+    for (;;) {
+      const decision = await this.env.router.decide(this.route);
+      if (this.phase !== 'connecting') return; // the client went away while we waited
+      if (!decision.ok) return this.refuse(decision.refusal);
+      const node = this.env.nodes.get(decision.node)!;
+      const pump = new ServerToClientPump(this.env.counters);
+      let server: Socket;
+      try {
+        server = await this.connectServer(node, pump);
+      } catch (err) {
+        if (this.phase !== 'connecting') return;
+        const retry = this.route === 'readWrite' && Date.now() < deadline;
+        this.log.debug({ node: node.name, err: (err as Error).message, retry }, 'server connection failed');
+        if (retry) {
+          this.env.onServerUnreachable(node.name);
+          await this.env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
+          continue;
+        }
+        return this.refuse({
           reason: 'backend-unreachable',
           code: SqlState.connectionFailure,
-          message: `could not connect to ${this.route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${err.message}`,
+          message: `could not connect to ${this.route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${(err as Error).message}`,
         });
-      } else {
-        this.fail(`server socket error: ${err.message}`);
       }
+      if (this.phase !== 'connecting') {
+        server.destroy();
+        return;
+      }
+      this.node = node.name;
+      this.server = server;
+      this.env.sessions.attach(this, node.name);
+      this.phase = 'authenticating';
+      this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
+      server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
+      server.on('close', () => this.closeAfterFlush('server closed'));
+      this.startRelay(node, packet.raw, pump);
+      return;
+    }
+  }
+
+  /** Resolves with the connected socket; rejects on refusal, error or connectTimeoutMs. */
+  private connectServer(node: BackendNode, pump: ServerToClientPump): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const server = connect({
+        host: node.host,
+        port: node.port,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: this.env.keepaliveIdleMs,
+        onread: pump.onread,
+      });
+      this.connecting = server;
+      const settle = (err?: Error): void => {
+        clearTimeout(this.connectTimer);
+        server.removeListener('error', settle);
+        this.connecting = undefined;
+        if (err === undefined) return resolve(server);
+        server.destroy();
+        reject(err);
+      };
+      this.connectTimer = setTimeout(() => settle(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`)), this.env.connectTimeoutMs);
+      server.once('connect', () => settle());
+      server.once('error', settle);
     });
-    server.on('close', () => this.closeAfterFlush('server closed'));
   }
 
   private startRelay(node: BackendNode, startup: Buffer, pump: ServerToClientPump): void {
@@ -300,6 +330,7 @@ export class ClientSession implements TrackedSession {
     clearTimeout(this.startupTimer);
     clearTimeout(this.connectTimer);
     if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
+    this.connecting?.destroy();
     this.server?.destroy();
     this.env.sessions.remove(this);
   }

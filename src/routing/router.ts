@@ -79,6 +79,21 @@ export class Router extends EventEmitter<RouterEvents> {
     return this.decideNow(kind);
   }
 
+  /** Resolves at the next routing change or release, or after `timeoutMs`. */
+  waitForChange(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('change', done);
+        this.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, timeoutMs));
+      this.once('change', done);
+      this.waiting.add(done);
+    });
+  }
+
   private waitForRelease(): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {

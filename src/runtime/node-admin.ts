@@ -25,16 +25,21 @@ export class NodeAdmin {
   ) {}
 
   /**
-   * Clears a read-only setting a past fencing may have left behind, then pg_promote(wait), which
-   * returns true once the server has left recovery, false when the wait ran out.
+   * pg_promote(wait) returns true once the server has left recovery, false when the wait ran out.
+   * A read-only setting left by an earlier `sql` fencing is cleared only afterwards: reloading the
+   * configuration while a standby is retrying for WAL makes it miss the promote request until
+   * wal_retrieve_retry_interval (5 s by default) has passed.
    */
   async promote(node: BackendNode, timeoutMs: number): Promise<void> {
     await this.withClient(node, timeoutMs, async (client) => {
-      await client.query('ALTER SYSTEM RESET default_transaction_read_only');
-      await client.query('SELECT pg_reload_conf()');
+      const readOnly = await client.query<{ on: boolean }>("SELECT current_setting('default_transaction_read_only') = 'on' AS on");
       const waitSeconds = Math.max(1, Math.ceil(timeoutMs / 1000));
       const { rows } = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, $1) AS promoted', [waitSeconds]);
       if (rows[0]?.promoted !== true) throw new Error(`pg_promote() did not finish within ${waitSeconds} s`);
+      if (readOnly.rows[0]?.on) {
+        await client.query('ALTER SYSTEM RESET default_transaction_read_only');
+        await client.query('SELECT pg_reload_conf()');
+      }
     });
   }
 
@@ -51,7 +56,8 @@ export class NodeAdmin {
           await client.query('SELECT pg_reload_conf()');
           const { rows } = await client.query<{ n: string }>(
             `SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
-              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgfloat-monitor'`,
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                AND application_name NOT IN ('pgfloat-monitor', 'pgfloat-admin')`,
           );
           return `set default_transaction_read_only and terminated ${rows[0]?.n ?? 0} client sessions`;
         });

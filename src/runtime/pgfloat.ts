@@ -69,10 +69,12 @@ export class Pgfloat {
       startupTimeoutMs: config.proxy.startupTimeoutMs,
       connectTimeoutMs: config.proxy.connectTimeoutMs,
       keepaliveIdleMs: config.proxy.keepaliveIdleMs,
+      holdMs: config.failover.holdMs,
       busyPoller: config.proxy.busyPollUs > 0 ? new BusyPoller(config.proxy.busyPollUs) : undefined,
       log: log.child({ component: 'proxy' }),
       onRefused: (listener, refusal) => this.metrics.onRefused(listener, refusal),
       onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
+      onServerUnreachable: (node) => this.monitor.expedite(node),
     };
     const listen: Partial<Record<ListenerKind, ListenAddress>> = { readWrite: config.listen.readWrite };
     if (config.listen.readOnly) listen.readOnly = config.listen.readOnly;

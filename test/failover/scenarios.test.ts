@@ -227,3 +227,37 @@ t.test('pgfloat restarted between fencing and promotion finishes the failover', 
   restarted.standby('n2', '0/3000100', 1, false);
   t.ok(restarted.types().includes('promote n2'), 'the loss bound is known: it promotes');
 });
+
+t.test('a rogue primary is fenced again every retry interval while it stays one', async (t) => {
+  const sim = new Sim(['n1', 'n2'], { revision: 4, epoch: 2, primary: 'n2', systemIdentifier: 'sys', timeline: 2, fenced: ['n1'], history: [] });
+  sim.primary('n2', '0/3000100', 2);
+  sim.primary('n1', '0/3000000', 1);
+  t.same(sim.types(), ['drop-sessions n1', 'fence n1']);
+  sim.tick(defaultOptions.retryIntervalMs - 1);
+  sim.primary('n1', '0/3000000', 1);
+  t.same(sim.types(), [], 'not before the interval');
+  sim.tick(1);
+  sim.primary('n1', '0/3000000', 1);
+  t.same(sim.types(), ['drop-sessions n1', 'fence n1'], 'again after it');
+});
+
+t.test('a blocked failover lets held writers go to their refusal at once', async (t) => {
+  const sim = adoptedCluster();
+  sim.report({ node: 'n1', status: 'suspect', inRecovery: false });
+  t.same(sim.types(), ['hold-writes']);
+  sim.standby('n2', '0/3000000', 1, true);
+  sim.down('n1');
+  t.match(sim.state.blocked, /still receives WAL/);
+  t.same(sim.types(), ['release-writes']);
+  t.equal(sim.state.writesHeld, false);
+});
+
+t.test('adoption records the adopted primary\'s position, so an early death is still bounded', async (t) => {
+  const sim = new Sim(['n1', 'n2']);
+  sim.primary('n1', '0/3000100');
+  sim.standby('n2', '0/3000100', 1, false);
+  sim.answerPersist();
+  t.equal(sim.store.lastKnownPrimaryLsn, '0/3000100');
+  sim.down('n1');
+  t.ok(sim.types().includes('persist'), 'the failover starts without waiting for another heartbeat');
+});

@@ -35,6 +35,7 @@ t.test('SIGSTOP of every process of the primary, then SIGCONT', async (t) => {
 
   const frozen = freezeServer(t, cluster.primary);
   t.ok(frozen.pids.length >= 5, `the postmaster and its children are frozen (${frozen.pids.length} processes)`);
+  await eventually(() => frozen.pids.every((pid) => processState(pid) === 'T'), 'every frozen process to be stopped', 10_000).catch(() => undefined);
   t.ok(frozen.pids.every((pid) => processState(pid) === 'T'), 'every frozen process is stopped');
 
   // A query sent into the hung server: without pgfloat it would wait forever.
@@ -88,7 +89,7 @@ t.test('SIGSTOP of every process of the primary, then SIGCONT', async (t) => {
   t.equal(writes.length, 3, 'the read-write sessions write');
   // Sessions the hang left behind on n1 may take a moment to notice their clients are gone.
   let onN1 = -1;
-  await eventually(async () => (onN1 = await clientBackendCount(cluster.primary)) === 0, 'n1 to have no client sessions', 30_000).catch(() => undefined);
+  await eventually(async () => (onN1 = await clientBackendCount(cluster.primary).catch(() => -1)) === 0, 'n1 to have no client sessions', 30_000).catch(() => undefined);
   t.equal(onN1, 0, 'n1 has no client sessions while the new clients are connected');
   for (const c of clients.splice(0)) await c.end();
 

@@ -39,9 +39,7 @@ t.test('standby lagging over failover.maxLagBytes when the primary dies', async 
   t.equal(status.epoch, 1, 'epoch 1: no promotion');
   t.not(status.primary, 'n2', 'n2 is not routed as a primary');
   t.equal(nodeStatus(status, 'n2').role, 'standby', 'pgfloat sees n2 as a standby');
-  t.equal(status.writesHeld, false, 'no failover is under way, so new writers are not held (they are refused at once)', {
-    todo: 'core keeps writesHeld from the suspect heartbeat while the failover is blocked: every writer waits failover.holdMs before its refusal',
-  });
+  t.equal(status.writesHeld, false, 'no failover is under way, so new writers are not held (they are refused at once)');
   const recovery = await tryQuery<{ r: boolean }>(cluster.standby.connectionString(), 'select pg_is_in_recovery() as r');
   t.same(recovery, [{ r: true }], 'n2 is still in recovery');
 

@@ -47,6 +47,13 @@ t.test('max_connections exhausted on the primary by a non-superuser', async (t) 
   t.equal(refusal?.code, '53300', `the server refuses the role once full (${refusal?.message}; ${hogs.length} sessions open)`);
   t.ok(hogs.length > 5, 'the role took the non-reserved slots');
 
+  // The monitor's connection drops while the server is full: it must reconnect (a reserved superuser slot).
+  const monitorPid = async (): Promise<number | undefined> =>
+    (await queryOnce<{ pid: number }>(cluster.primary.connectionString(), `select pid from pg_stat_activity where application_name = 'pgfloat-monitor'`))[0]?.pid;
+  const before = await monitorPid();
+  t.ok(before, 'pgfloat monitors n1 over one connection');
+  await queryOnce(cluster.primary.connectionString(), 'select pg_terminate_backend($1)', [before]);
+
   // Several heartbeat intervals at the limit; every status in that time must show the cluster as it was.
   const seen: PgfloatStatus[] = [];
   const deadline = Date.now() + 3000;
@@ -61,6 +68,8 @@ t.test('max_connections exhausted on the primary by a non-superuser', async (t) 
   t.equal(status.phase, 'steady', 'phase steady');
   t.equal(nodeStatus(status, 'n1').health, 'up', 'n1 answers heartbeats (through a reserved slot)');
   t.notOk(nodeStatus(status, 'n1').fenced, 'n1 is not fenced');
+  const after = await monitorPid();
+  t.ok(after !== undefined && after !== before, 'the monitor reconnected to the full server');
   t.ok(seen.length >= 10, `status sampled during the wait (${seen.length} samples)`);
   t.same(
     seen.filter((s) => s.epoch !== 1 || s.phase !== 'steady' || s.primary === 'n2').map((s) => ({ epoch: s.epoch, phase: s.phase, primary: s.primary })),

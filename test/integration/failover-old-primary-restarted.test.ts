@@ -59,7 +59,7 @@ t.test('SIGKILL of the primary, failover, then the old primary restarted by hand
     for (let k = 0; k < 5; k++) await c.query(`insert into writes values ($1, 'after')`, [id++]);
   }
   let onN1 = -1;
-  await eventually(async () => (onN1 = await clientBackendCount(cluster.primary)) === 0, 'n1 to have no client sessions', 20_000).catch(() => undefined);
+  await eventually(async () => (onN1 = await clientBackendCount(cluster.primary).catch(() => -1)) === 0, 'n1 to have no client sessions', 20_000).catch(() => undefined);
   t.equal(onN1, 0, 'n1 has no client sessions while the new clients are connected');
   for (const c of clients.splice(0)) await c.end();
 
