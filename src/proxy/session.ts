@@ -212,6 +212,11 @@ export class ClientSession implements TrackedSession {
         server.destroy();
         return;
       }
+      if (!this.env.router.allows(this.route, node.name)) {
+        // Routing changed while we connected (the node was fenced, say): decide again.
+        server.destroy();
+        continue;
+      }
       this.node = node.name;
       this.server = server;
       this.env.sessions.attach(this, node.name);

@@ -106,6 +106,13 @@ export class Router extends EventEmitter<RouterEvents> {
     });
   }
 
+  /** Whether a client of this kind may still be connected to `node` under the current routes. */
+  allows(kind: ListenerKind, node: string): boolean {
+    const { primary, standbys } = this.routes;
+    if (kind === 'readWrite') return primary === node && this.heldBecause === undefined;
+    return standbys.includes(node) || (this.options.fallbackToPrimary && primary === node);
+  }
+
   decideNow(kind: ListenerKind): RouteDecision {
     const { primary, standbys, readWriteRefusal } = this.routes;
     if (kind === 'readWrite') {
