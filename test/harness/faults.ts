@@ -338,3 +338,20 @@ export async function startForwarder(t: Teardown, targetPort: number): Promise<F
     close: cut,
   };
 }
+
+/**
+ * Opens `perKind` read-write and `perKind` read-only clients through pgfloat (alternating, so
+ * even indexes are read-write) and closes them at teardown.
+ */
+export async function openMixedClients(
+  t: Teardown,
+  urls: { readWriteUrl(): string; readOnlyUrl(): string },
+  perKind: number,
+): Promise<ObservedClient[]> {
+  const clients: ObservedClient[] = [];
+  t.teardown(() => {
+    for (const c of clients) c.end().catch(() => undefined);
+  });
+  for (let i = 0; i < perKind; i++) clients.push(await connectClient(urls.readWriteUrl()), await connectClient(urls.readOnlyUrl()));
+  return clients;
+}

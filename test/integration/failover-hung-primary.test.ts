@@ -1,6 +1,6 @@
 // The primary hangs (every process SIGSTOPped): pgfloat fails over, and the old primary, once it runs again, is a fenced rogue that gets no clients.
 import t from 'tap';
-import { connectClient, type ObservedClient } from '../harness/clients';
+import { connectClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import {
   clientBackendCount,
@@ -10,8 +10,7 @@ import {
   outcomeWithin,
   processState,
   serverPortOf,
-  tryQuery,
-} from '../harness/faults';
+  tryQuery, openMixedClients } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 
 t.test('SIGSTOP of every process of the primary, then SIGCONT', async (t) => {
@@ -78,11 +77,7 @@ t.test('SIGSTOP of every process of the primary, then SIGCONT', async (t) => {
   t.equal(await metricValue(proxy.adminUrl, 'pgfloat_node_rogue_primary', { node: 'n2' }), 0, 'and not for n2');
 
   // New clients of both kinds: none may reach n1.
-  const clients: ObservedClient[] = [];
-  t.teardown(() => {
-    for (const c of clients) c.end().catch(() => undefined);
-  });
-  for (let i = 0; i < 3; i++) clients.push(await connectClient(proxy.readWriteUrl()), await connectClient(proxy.readOnlyUrl()));
+  const clients = await openMixedClients(t, proxy, 3);
   const ports = await Promise.all(clients.map((c) => serverPortOf(c)));
   t.same(ports, ports.map(() => n2Port), 'every new read-write and read-only session is on n2');
   const writes = await Promise.all(clients.filter((_, i) => i % 2 === 0).map((c, i) => c.query('insert into marks values ($1, $2)', [10 + i, 'new client'])));

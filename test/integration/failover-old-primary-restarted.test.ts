@@ -1,8 +1,8 @@
 // The old primary, crashed and failed over from, is started again outside pgfloat: it comes back as a primary on the old timeline, and must stay fenced.
 import t from 'tap';
-import { connectClient, type ObservedClient } from '../harness/clients';
+import { connectClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
-import { clientBackendCount, crashServer, metricValue, nodeStatus, serverPortOf, tryQuery } from '../harness/faults';
+import { clientBackendCount, crashServer, metricValue, nodeStatus, serverPortOf, tryQuery, openMixedClients } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 
 t.test('SIGKILL of the primary, failover, then the old primary restarted by hand', async (t) => {
@@ -47,11 +47,7 @@ t.test('SIGKILL of the primary, failover, then the old primary restarted by hand
   t.equal(await metricValue(proxy.adminUrl, 'pgfloat_verified_primary', { node: 'n1' }), 0, 'n1 is not');
 
   // Clients of both kinds, and writes: everything goes to n2.
-  const clients: ObservedClient[] = [];
-  t.teardown(() => {
-    for (const c of clients) c.end().catch(() => undefined);
-  });
-  for (let i = 0; i < 3; i++) clients.push(await connectClient(proxy.readWriteUrl()), await connectClient(proxy.readOnlyUrl()));
+  const clients = await openMixedClients(t, proxy, 3);
   const ports = await Promise.all(clients.map((c) => serverPortOf(c)));
   t.same(ports, ports.map(() => n2Port), 'every new read-write and read-only session is on n2');
   let id = 100;
