@@ -30,6 +30,8 @@ export class Router extends EventEmitter<RouterEvents> {
     private readonly log: Logger,
   ) {
     super();
+    // Every client waiting for a new primary listens for the change: there may be thousands.
+    this.setMaxListeners(0);
     this.routes = computeRoutes([], emptyState(), options);
   }
 
