@@ -289,6 +289,11 @@ function startPromotion(s: CoreState, out: FailoverAction[]): void {
 function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOptions): void {
   const phase = s.phase;
   if (phase.kind !== 'failover') return;
+  if (phase.step === 'fencing' && !s.persisting && !s.cluster.fenced.includes(phase.oldPrimary)) {
+    // The fence write lost a race with another writer: the store's state came back without it.
+    persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]) });
+    return;
+  }
   if (phase.step === 'verifying') {
     const r = s.nodes[phase.target];
     if (r?.status === 'up' && r.inRecovery === false && (r.timeline ?? 0) > (phase.oldTimeline ?? 0)) {

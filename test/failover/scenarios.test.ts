@@ -259,3 +259,17 @@ t.test('adoption records the adopted primary\'s position, so an early death is s
   sim.down('n1');
   t.ok(sim.types().includes('persist'), 'the failover starts without waiting for another heartbeat');
 });
+
+t.test('a fence write that loses a compare-and-set race is written again', async (t) => {
+  const sim = adoptedCluster();
+  sim.standby('n2', '0/3000000', 1, false);
+  sim.down('n1');
+  t.same(sim.types(), ['hold-writes', 'drop-sessions n1', 'fence n1', 'persist']);
+  // Another writer got there first: the runner reloads the store and reports what it holds.
+  sim.store = { ...sim.store, revision: sim.store.revision + 1 };
+  sim.send({ type: 'persisted', cluster: sim.store });
+  t.same(sim.types(), ['persist'], 'the fence is written again on the fresh revision');
+  t.equal(sim.writable(), undefined, 'and nothing is writable meanwhile');
+  sim.answerPersist();
+  t.same(sim.types(), ['promote n2']);
+});
