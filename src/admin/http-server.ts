@@ -16,6 +16,8 @@ export type Operation =
 
 export interface AdminHandlers {
   status(): unknown;
+  /** For load-balancer probes: is there a routed primary, and a routed read-only target? */
+  roles(): { primary: string | undefined; standbys: readonly string[] };
   metrics(): Promise<{ contentType: string; body: string }>;
   nodeNames(): readonly string[];
   operate(op: Operation): OperationAnswer;
@@ -81,6 +83,15 @@ export class AdminServer {
       }
       case '/health':
         return sendJson(res, 200, { status: 'ok' });
+      // Patroni's probe endpoints, answered for the cluster behind pgfloat: 200 or 503.
+      case '/primary': {
+        const { primary } = this.handlers.roles();
+        return sendJson(res, primary ? 200 : 503, { primary: primary ?? null });
+      }
+      case '/replica': {
+        const { standbys } = this.handlers.roles();
+        return sendJson(res, standbys.length > 0 ? 200 : 503, { standbys });
+      }
       default:
         return sendJson(res, 404, { error: `no such endpoint: ${path}` });
     }

@@ -86,6 +86,7 @@ export class Pgfloat {
           status: () => this.status(),
           metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
           nodeNames: () => this.nodeNames,
+          roles: () => ({ primary: this.router.current().primary, standbys: this.router.current().standbys }),
           operate: (op) => {
             if (this.failover === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
             return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };

@@ -94,6 +94,15 @@ t.test('admin API', async (t) => {
     t.equal(sample(metrics, 'pgfloat_node_role{node="n2",role="standby"}'), 1);
   });
 
+  t.test('probe endpoints answer 200 or 503 as Patroni\'s do', async (t) => {
+    const primary = await http('GET', `${proxy.adminUrl}/primary`);
+    t.equal(primary.status, 200);
+    t.same(JSON.parse(primary.body), { primary: 'n1' });
+    const replica = await http('GET', `${proxy.adminUrl}/replica`);
+    t.equal(replica.status, 200);
+    t.same(JSON.parse(replica.body), { standbys: ['n2'] });
+  });
+
   t.test('other paths and methods', async (t) => {
     const missing = await http('GET', `${proxy.adminUrl}/nope`);
     t.equal(missing.status, 404);

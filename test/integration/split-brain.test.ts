@@ -73,3 +73,12 @@ t.test('a second primary appearing beside the recorded one is fenced; writes sta
   t.ok(lines.some((l) => l.msg === 'node role changed' && l.node === 'n2' && l.to === 'primary'), 'the role change is logged');
   t.ok(lines.some((l) => l.msg === 'a second node runs as primary: fencing it'), 'the fencing is logged');
 });
+
+t.test('probe endpoints say 503 while no primary is routed', async (t) => {
+  const cluster = await startCluster(t);
+  await promoteDirectly(cluster.standby.connectionString());
+  const proxy = await startPgfloat(t, cluster);
+  await eventually(() => proxy.instance.status().splitBrain, 'split brain');
+  t.equal((await fetch(`${proxy.adminUrl}/primary`)).status, 503, '/primary: no primary to send writes to');
+  t.equal((await fetch(`${proxy.adminUrl}/replica`)).status, 503, '/replica: no standby either');
+});
