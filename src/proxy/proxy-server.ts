@@ -3,8 +3,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/address';
 import { SqlState } from '../protocol/codes';
-import { errorResponse, SSL_NOT_SUPPORTED } from '../protocol/error-response';
-import { parseStartupPacket } from '../protocol/startup';
 import type { ListenerKind, Refusal } from '../routing/routes';
 import { ClientSession, type SessionEnvironment } from './session';
 
@@ -55,61 +53,19 @@ export class ProxyServer {
   }
 
   private accept(kind: ListenerKind, socket: Socket): void {
-    if (this.closing) return this.refuseWithoutSession(socket, { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' });
-    if (this.env.sessions.size >= this.options.maxClientConnections) {
-      const refusal: Refusal = {
+    // A refused client still goes through the startup handshake, as PostgreSQL's do when full:
+    // SSL is negotiated, a CancelRequest is forwarded, and the ErrorResponse answers the startup
+    // packet (libpq does not show an error sent in reply to its SSLRequest).
+    let refusal: Refusal | undefined;
+    if (this.closing) {
+      refusal = { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' };
+    } else if (this.env.sessions.size >= this.options.maxClientConnections) {
+      refusal = {
         reason: 'too-many-connections',
         code: SqlState.tooManyConnections,
         message: `sorry, too many clients already (proxy.maxClientConnections = ${this.options.maxClientConnections})`,
       };
-      this.env.onRefused(kind, refusal);
-      return this.refuseWithoutSession(socket, refusal);
     }
-    new ClientSession(socket, kind, this.env);
-  }
-
-  /**
-   * Refuses a connection that gets no session, as PostgreSQL refuses when full: SSL and GSS
-   * requests are declined, a CancelRequest is still forwarded, and the ErrorResponse answers the
-   * startup packet (libpq does not show an error sent in reply to its SSLRequest).
-   */
-  private refuseWithoutSession(socket: Socket, refusal: Refusal): void {
-    let pending = Buffer.alloc(0);
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.removeListener('data', onData);
-      socket.end(errorResponse({ code: refusal.code, message: refusal.message }));
-      setTimeout(() => socket.destroy(), 5000).unref();
-    };
-    const onData = (chunk: Buffer): void => {
-      pending = Buffer.concat([pending, chunk]);
-      for (;;) {
-        const result = parseStartupPacket(pending);
-        if (result.status === 'incomplete') return;
-        if (result.status === 'ok') {
-          const packet = result.packet;
-          pending = pending.subarray(result.length);
-          if ((packet.kind === 'ssl-request' || packet.kind === 'gssenc-request') && pending.length === 0) {
-            socket.write(SSL_NOT_SUPPORTED);
-            continue;
-          }
-          if (packet.kind === 'cancel-request') {
-            done = true;
-            clearTimeout(timer);
-            this.env.cancels.forward(packet.processId, packet.secretKey, this.env.connectTimeoutMs);
-            socket.destroy();
-            return;
-          }
-        }
-        return finish();
-      }
-    };
-    const timer = setTimeout(finish, this.env.startupTimeoutMs);
-    timer.unref();
-    socket.on('error', () => socket.destroy());
-    socket.on('data', onData);
+    new ClientSession(socket, kind, this.env, refusal);
   }
 }

@@ -75,6 +75,8 @@ export class ClientSession implements TrackedSession {
     private readonly raw: Socket,
     readonly listener: ListenerKind,
     private readonly env: SessionEnvironment,
+    /** Set when the session is refused whatever it asks (pgfloat full or stopping). */
+    private readonly refusal?: Refusal,
   ) {
     this.client = raw;
     this.log = env.log.child({ session: this.id, listener, remote: `${raw.remoteAddress}:${raw.remotePort}` });
@@ -181,6 +183,7 @@ export class ClientSession implements TrackedSession {
       applicationName: this.applicationName,
     });
     clearTimeout(this.startupTimer);
+    if (this.refusal !== undefined) return this.refuse(this.refusal);
     // A primary that refuses connections is usually one that just died: read-write clients then
     // wait (up to the hold time) for routing to change instead of failing at once.
     const deadline = Date.now() + this.env.holdMs;

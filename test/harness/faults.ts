@@ -1,20 +1,12 @@
-// Fault injection for the failover scenario tests: frozen processes, a cuttable TCP path, pgfloat instances over a chosen state dir.
+// Fault injection for the failover scenario tests: frozen and crashed servers, a cuttable TCP path.
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ClientConfig } from 'pg';
-import { parseConfigObject } from '../../src/config/load';
-import type { Config } from '../../src/config/schema';
-import { createLogger, silentLogger, type Logger } from '../../src/log';
-import { Pgfloat } from '../../src/runtime/pgfloat';
 import type { NodeStatus, PgfloatStatus } from '../../src/runtime/status';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
 import { connectClient, queryOnce, type ObservedClient } from './clients';
 import type { Teardown } from './cluster';
-import type { ConfigOverrides } from './pgfloat';
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -209,74 +201,7 @@ export async function metricValue(adminUrl: string, name: string, labels: Record
   return undefined;
 }
 
-// ---------------------------------------------------------------------------------------------
-// pgfloat instances over a chosen state dir
-
-export interface PgfloatInstance {
-  instance: Pgfloat;
-  config: Config;
-  stateDir: string;
-  readWriteUrl(database?: string): string;
-  readOnlyUrl(database?: string): string;
-  adminUrl: string;
-  /** Stops the instance; safe to call more than once (the teardown calls it too). */
-  stop(): Promise<void>;
-}
-
-export interface NodeAddress {
-  name: string;
-  host: string;
-  port: number;
-}
-
-/** A state directory removed at teardown, shared by the pgfloat instances a test starts over it. */
-export function stateDirFor(t: Teardown): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-state-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/**
- * Like startPgfloat (same monitor settings), but over `stateDir` and with nodes as given, and
- * stoppable in the middle of a test: a second instance over the same dir plays a restarted pgfloat.
- */
-export async function startPgfloatAt(
-  t: Teardown,
-  nodes: readonly NodeAddress[],
-  stateDir: string,
-  overrides: ConfigOverrides = {},
-  options: { log?: Logger } = {},
-): Promise<PgfloatInstance> {
-  const config = parseConfigObject(
-    {
-      listen: { readWrite: '127.0.0.1:0', readOnly: '127.0.0.1:0' },
-      admin: { listen: '127.0.0.1:0' },
-      nodes: nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
-      monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2 },
-      state: { dir: stateDir },
-      ...overrides,
-    },
-    'test',
-  );
-  const log = options.log ?? (process.env.PGFLOAT_TEST_LOG ? createLogger(process.env.PGFLOAT_TEST_LOG) : silentLogger);
-  const instance = new Pgfloat(config, log);
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => (stopping ??= instance.stop().catch(() => undefined));
-  t.teardown(stop);
-  await instance.start();
-  const rw = instance.address('readWrite')!;
-  const ro = instance.address('readOnly')!;
-  const admin = instance.address('admin')!;
-  return {
-    instance,
-    config,
-    stateDir,
-    readWriteUrl: (db = 'postgres') => `postgres://postgres@127.0.0.1:${rw.port}/${db}`,
-    readOnlyUrl: (db = 'postgres') => `postgres://postgres@127.0.0.1:${ro.port}/${db}`,
-    adminUrl: `http://127.0.0.1:${admin.port}`,
-    stop,
-  };
-}
+export { startPgfloatAt, stateDirFor, type NodeAddress, type RunningPgfloat as PgfloatInstance } from './pgfloat';
 
 // ---------------------------------------------------------------------------------------------
 // A TCP path that can be cut

@@ -13,28 +13,63 @@ import type { Teardown } from './cluster';
 export interface RunningPgfloat {
   instance: Pgfloat;
   config: Config;
+  stateDir: string;
   /** Connection strings through the proxy. */
   readWriteUrl(database?: string): string;
   readOnlyUrl(database?: string): string;
   readWritePort: number;
   readOnlyPort: number;
   adminUrl: string;
+  /** Stops the instance; safe to call more than once (the teardown calls it too). */
+  stop(): Promise<void>;
 }
 
 export type ConfigOverrides = Record<string, unknown>;
+
+export interface NodeAddress {
+  name: string;
+  host: string;
+  port: number;
+}
+
+export interface StartOptions {
+  password?: string;
+  user?: string;
+  log?: Logger;
+}
+
+/** A state directory removed at teardown, shared by the pgfloat instances a test starts over it. */
+export function stateDirFor(t: Teardown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-state-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 export async function startPgfloat(
   t: Teardown,
   cluster: Pick<LocalCluster, 'nodes'>,
   overrides: ConfigOverrides = {},
-  options: { password?: string; user?: string; log?: Logger } = {},
+  options: StartOptions = {},
 ): Promise<RunningPgfloat> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'pgfloat-state-'));
+  return startPgfloatAt(t, cluster.nodes, stateDirFor(t), overrides, options);
+}
+
+/**
+ * pgfloat over `stateDir` with nodes as given (a forwarder's port, say), stoppable in the middle
+ * of a test: a second instance over the same dir plays a restarted pgfloat.
+ */
+export async function startPgfloatAt(
+  t: Teardown,
+  nodes: readonly NodeAddress[],
+  stateDir: string,
+  overrides: ConfigOverrides = {},
+  options: StartOptions = {},
+): Promise<RunningPgfloat> {
   const config = parseConfigObject(
     {
       listen: { readWrite: '127.0.0.1:0', readOnly: '127.0.0.1:0' },
       admin: { listen: '127.0.0.1:0' },
-      nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
+      nodes: nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
       monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2, password: options.password ?? '' },
       state: { dir: stateDir },
       ...overrides,
@@ -43,11 +78,10 @@ export async function startPgfloat(
   );
   const log = options.log ?? (process.env.PGFLOAT_TEST_LOG ? createLogger(process.env.PGFLOAT_TEST_LOG) : silentLogger);
   const instance = new Pgfloat(config, log);
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => (stopping ??= instance.stop().catch(() => undefined));
+  t.teardown(stop);
   await instance.start();
-  t.teardown(async () => {
-    await instance.stop();
-    rmSync(stateDir, { recursive: true, force: true });
-  });
   const rw = instance.address('readWrite')!;
   const ro = instance.address('readOnly');
   const admin = instance.address('admin');
@@ -56,11 +90,13 @@ export async function startPgfloat(
   return {
     instance,
     config,
+    stateDir,
     readWriteUrl: (db = 'postgres') => `postgres://${user}${password}@127.0.0.1:${rw.port}/${db}`,
     readOnlyUrl: (db = 'postgres') => `postgres://${user}${password}@127.0.0.1:${ro?.port ?? 0}/${db}`,
     readWritePort: rw.port,
     readOnlyPort: ro?.port ?? 0,
     adminUrl: admin ? `http://127.0.0.1:${admin.port}` : '',
+    stop,
   };
 }
 
