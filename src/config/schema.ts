@@ -22,6 +22,17 @@ const node = z
     name: nodeName,
     host: z.string().min(1),
     port: z.number().int().min(1).max(65535).default(5432),
+    /** Set when pgfloat runs on the node's host: it can then stop, start and rejoin it itself. */
+    dataDir: z.string().min(1).nullable().default(null),
+    /** Shell hooks for a node on another host (environment: PGFLOAT_NODE_NAME, _HOST, _PORT, _DATA_DIR, PGFLOAT_PRIMARY_HOST, _PORT, PGFLOAT_REBUILD). */
+    commands: z
+      .object({
+        stop: z.string().min(1).nullable().default(null),
+        start: z.string().min(1).nullable().default(null),
+        rejoin: z.string().min(1).nullable().default(null),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
@@ -124,6 +135,28 @@ export const configSchema = z
         holdMs: positiveMs.default(10_000),
         promoteTimeoutMs: positiveMs.default(10_000),
         retryIntervalMs: positiveMs.default(5_000),
+      })
+      .strict()
+      .default({}),
+    switchover: z
+      .object({
+        /** Sessions on the old primary get this long to reach a transaction boundary. */
+        drainMs: z.number().int().nonnegative().default(5_000),
+        /** Refuse a switchover to a standby further behind than this. */
+        maxLagBytes: z.number().int().nonnegative().default(16 * 1024 * 1024),
+        /** The standby must replay the old primary's last WAL within this, or the switchover rolls back. */
+        catchUpTimeoutMs: positiveMs.default(10_000),
+      })
+      .strict()
+      .default({}),
+    management: z
+      .object({
+        /** PostgreSQL binaries for managed nodes (pg_ctl, pg_rewind, pg_basebackup); found like the sandbox's when null. */
+        binDir: z.string().min(1).nullable().default(null),
+        /** Role for pg_rewind, pg_basebackup and primary_conninfo; monitor.user when null. Password: PGFLOAT_REPLICATION_PASSWORD, else monitor.password. */
+        replicationUser: z.string().min(1).nullable().default(null),
+        /** A rejoin (rewind or rebuild, then catching up) must finish within this. */
+        rejoinTimeoutMs: positiveMs.default(30 * 60_000),
       })
       .strict()
       .default({}),
