@@ -2,8 +2,24 @@
 
 import { lagBytes } from '../monitor/observation';
 import type { ClusterState } from '../state/cluster-state';
-import { allSeen, claimants, dropAndFence, furthestAhead, isRejoinedStandby, log, persist, record, sameSystem, setBlocked, union } from './helpers';
+import {
+  allSeen,
+  claimants,
+  dropAndFence,
+  failoverPhase,
+  furthestAhead,
+  isRejoinedStandby,
+  log,
+  persist,
+  record,
+  recordOutcome,
+  sameSystem,
+  setBlocked,
+  startPromotion,
+  union,
+} from './helpers';
 import { operatorCommand } from './operator';
+import { switchoverEvent } from './switchover';
 import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
 
 export function initialState(names: readonly string[], cluster: ClusterState, now: number): CoreState {
@@ -50,6 +66,7 @@ export function step(state: CoreState, event: FailoverEvent, options: FailoverOp
 // ---- events -------------------------------------------------------------------------------
 
 function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], options: FailoverOptions): void {
+  if (switchoverEvent(s, event, out, options)) return;
   switch (event.type) {
     case 'report': {
       const r = event.report;
@@ -67,12 +84,13 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
       if (s.phase.kind === 'failover' && s.phase.step === 'fencing' && s.cluster.fenced.includes(s.phase.oldPrimary)) {
         startPromotion(s, out);
       } else if (s.phase.kind === 'failover' && s.phase.step === 'persisting' && s.cluster.primary === s.phase.target) {
-        const { target, oldPrimary, startedAt } = s.phase;
+        const { target, oldPrimary, startedAt, planned } = s.phase;
+        recordOutcome(s, true, `${planned ? 'switched over' : 'failed over'} from ${oldPrimary} to ${target} at epoch ${s.cluster.epoch}`);
         s.phase = { kind: 'steady' };
         s.degenerateSince = s.now;
         s.writesHeld = false;
         out.push({ type: 'release-writes' });
-        log(out, 'info', 'failover: complete, releasing held writes to the new primary', {
+        log(out, 'info', `${planned ? 'switchover' : 'failover'}: complete, releasing held writes to the new primary`, {
           epoch: s.cluster.epoch,
           oldPrimary,
           newPrimary: target,
@@ -101,9 +119,12 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
       }
       return;
     case 'operator':
-      return operatorCommand(s, event.op, out, (request) =>
+      return operatorCommand(s, event.op, out, options, (request) =>
         considerFailover(s, out, 'operator failover', { ...request, forced: true }, options),
       );
+    default:
+      // A switchover's answer arriving after it ended (a timeout fired, say): nothing to do.
+      return;
   }
 }
 
@@ -242,7 +263,10 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   if (best === undefined) {
     return setBlocked(s, out, `${reason}, and no healthy standby of this cluster to promote${request.to ? ` (asked for ${request.to})` : ''}`);
   }
-  if (!request.forced && opts.requireStandbyConfirmation && best.seesPrimary === true) {
+  // A primary whose fence is persisted was already given up on (by an operator, or by a failover
+  // or switchover that a restart interrupted): the standby still hearing it is no reason to wait.
+  const givenUp = s.cluster.fenced.includes(oldPrimary);
+  if (!request.forced && !givenUp && opts.requireStandbyConfirmation && best.seesPrimary === true) {
     return setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
   }
   const lag = lagBytes(s.lastPrimaryLsn, best.receiveLsn);
@@ -262,28 +286,6 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   dropAndFence(out, oldPrimary, `failover: ${reason}`);
   if (s.cluster.fenced.includes(oldPrimary)) return startPromotion(s, out);
   persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
-}
-
-function failoverPhase(s: CoreState, opts: FailoverOptions, oldPrimary: string, target: string, reason: string, stepName: 'fencing' | 'persisting'): CoreState['phase'] {
-  return {
-    kind: 'failover',
-    step: stepName,
-    oldPrimary,
-    target,
-    reason,
-    startedAt: s.now,
-    deadline: s.now + opts.promoteTimeoutMs,
-    oldPrimaryLsn: s.lastPrimaryLsn,
-    oldTimeline: s.cluster.timeline,
-  };
-}
-
-function startPromotion(s: CoreState, out: FailoverAction[]): void {
-  if (s.phase.kind !== 'failover') return;
-  s.phase.step = 'promoting';
-  s.phase.deadline = s.now + (s.phase.deadline - s.phase.startedAt);
-  out.push({ type: 'promote', node: s.phase.target });
-  log(out, 'warn', 'failover: old primary fenced, promoting', { epoch: s.cluster.epoch, oldPrimary: s.phase.oldPrimary, target: s.phase.target });
 }
 
 function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOptions): void {
@@ -320,6 +322,7 @@ function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOpt
 }
 
 function fail(s: CoreState, out: FailoverAction[], reason: string, opts: FailoverOptions): void {
+  recordOutcome(s, false, reason);
   const retryAt = s.now + opts.retryIntervalMs;
   s.phase = { kind: 'failed', reason, retryAt };
   log(out, 'error', 'failover failed: writes stay refused until a retry succeeds', { reason, epoch: s.cluster.epoch, retryAt });

@@ -2,7 +2,7 @@
 
 import { lsnToBigInt } from '../monitor/observation';
 import type { ClusterState, FailoverRecord } from '../state/cluster-state';
-import type { CoreState, FailoverAction, NodeReport } from './types';
+import type { CoreState, FailoverAction, FailoverOptions, FailoverStep, NodeReport, Outcome } from './types';
 
 export function answer(s: CoreState, accepted: boolean, message: string): void {
   s.operatorAnswer = { accepted, message };
@@ -74,3 +74,43 @@ export function lsnOrZero(lsn: string | undefined): bigint {
 export function log(out: FailoverAction[], level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown>): void {
   out.push({ type: 'log', level, message, fields });
 }
+
+export function failoverPhase(
+  s: CoreState,
+  opts: FailoverOptions,
+  oldPrimary: string,
+  target: string,
+  reason: string,
+  stepName: FailoverStep,
+  planned = false,
+): CoreState['phase'] {
+  return {
+    kind: 'failover',
+    planned,
+    step: stepName,
+    oldPrimary,
+    target,
+    reason,
+    startedAt: s.now,
+    deadline: s.now + opts.promoteTimeoutMs,
+    oldPrimaryLsn: s.lastPrimaryLsn,
+    oldTimeline: s.cluster.timeline,
+  };
+}
+
+export function startPromotion(s: CoreState, out: FailoverAction[]): void {
+  if (s.phase.kind !== 'failover') return;
+  s.phase.step = 'promoting';
+  s.phase.deadline = s.now + (s.phase.deadline - s.phase.startedAt);
+  out.push({ type: 'promote', node: s.phase.target });
+  const message = s.phase.planned ? 'switchover: the standby has replayed everything, promoting' : 'failover: old primary fenced, promoting';
+  log(out, 'warn', message, { epoch: s.cluster.epoch, oldPrimary: s.phase.oldPrimary, target: s.phase.target });
+}
+
+/** Records how the running failover or switchover ended (the phase must still be the failover's). */
+export function recordOutcome(s: CoreState, ok: boolean, message: string): void {
+  if (s.phase.kind !== 'failover') return;
+  const outcome: Outcome = { planned: s.phase.planned, ok, message, oldPrimary: s.phase.oldPrimary, target: s.phase.target, at: s.now };
+  s.lastOutcome = outcome;
+}
+

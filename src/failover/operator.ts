@@ -1,7 +1,8 @@
-// Operator commands to the failover core: adopt (first-start split brain), fence, unfence, forced failover.
+// Operator commands to the failover core: adopt (first-start split brain), fence, unfence, forced failover, switchover.
 
 import { answer, claimants, dropAndFence, log, persist, record, union } from './helpers';
-import type { CoreState, FailoverAction, OperatorCommand } from './types';
+import { requestSwitchover } from './switchover';
+import type { CoreState, FailoverAction, FailoverOptions, OperatorCommand } from './types';
 
 /**
  * An operator's command, decided like any other event. `requestFailover` is the core's own
@@ -11,6 +12,7 @@ export function operatorCommand(
   s: CoreState,
   op: OperatorCommand,
   out: FailoverAction[],
+  options: FailoverOptions,
   requestFailover: (request: { to?: string; allowDataLoss: boolean }) => void,
 ): void {
   if (s.persisting || s.phase.kind === 'failover') {
@@ -63,6 +65,8 @@ export function operatorCommand(
       });
       log(out, 'warn', 'operator unfence', { node: op.node, epoch: s.cluster.epoch });
       return answer(s, true, `unfencing ${op.node}`);
+    case 'switchover':
+      return requestSwitchover(s, op, out, options);
     case 'failover':
       if (s.phase.kind !== 'steady' && s.phase.kind !== 'failed') {
         log(out, 'warn', 'operator failover refused: no primary recorded yet', { phase: s.phase.kind });

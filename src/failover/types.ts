@@ -22,7 +22,12 @@ export type OperatorCommand =
   | { command: 'failover'; to?: string; allowDataLoss: boolean }
   | { command: 'adopt'; node: string }
   | { command: 'fence'; node: string }
-  | { command: 'unfence'; node: string };
+  | { command: 'unfence'; node: string }
+  /**
+   * A planned role change. `logicalSlots` names the primary's logical replication slots that
+   * would not survive it (found by the runtime before asking; the core cannot query servers).
+   */
+  | { command: 'switchover'; to?: string; force: boolean; logicalSlots: string[] };
 
 export type FailoverEvent =
   | { type: 'report'; at: number; report: NodeReport }
@@ -31,7 +36,17 @@ export type FailoverEvent =
   | { type: 'promotion-failed'; at: number; node: string; error: string }
   | { type: 'persisted'; at: number; cluster: ClusterState }
   | { type: 'persist-failed'; at: number; error: string }
-  | { type: 'operator'; at: number; op: OperatorCommand };
+  | { type: 'operator'; at: number; op: OperatorCommand }
+  /** Switchover: the old primary's sessions are gone (closed at a boundary, or cut at the deadline). */
+  | { type: 'drained'; at: number; node: string; atBoundary: number; cut: number }
+  /** Switchover: the old primary takes no more writes; `finalLsn` is the last position it wrote. */
+  | { type: 'writes-stopped'; at: number; node: string; finalLsn: string }
+  | { type: 'stop-writes-failed'; at: number; node: string; error: string }
+  /** Switchover: the target replayed everything up to the old primary's final position. */
+  | { type: 'caught-up'; at: number; node: string; lsn: string }
+  | { type: 'catch-up-failed'; at: number; node: string; error: string }
+  /** Switchover rollback: the old primary takes writes again (or could not be made to). */
+  | { type: 'writes-resumed'; at: number; node: string; error?: string };
 
 export type LogLevel = 'info' | 'warn' | 'error';
 
@@ -44,11 +59,29 @@ export type FailoverAction =
   /** Apply fencing.action to the node, if it can be reached. */
   | { type: 'fence'; node: string; reason: string }
   | { type: 'promote'; node: string }
+  /** Switchover: close the node's sessions at transaction boundaries, cutting the rest after `drainMs`. */
+  | { type: 'drain-sessions'; node: string; drainMs: number }
+  /** Switchover: make the old primary stop taking writes (a local stop where managed, else fencing) and report its final LSN. */
+  | { type: 'stop-writes'; node: string; target: string }
+  /** Switchover: wait until `node` has replayed up to `lsn`. */
+  | { type: 'await-replay'; node: string; lsn: string; timeoutMs: number }
+  /** Switchover rollback: undo stop-writes on the old primary. */
+  | { type: 'resume-writes'; node: string }
   /** Compare-and-set the store at `expectedRevision`; the answer comes back as persisted/persist-failed. */
   | { type: 'persist'; expectedRevision: number; cluster: Omit<ClusterState, 'revision'> }
   | { type: 'log'; level: LogLevel; message: string; fields: Record<string, unknown> };
 
-export type FailoverStep = 'fencing' | 'promoting' | 'verifying' | 'persisting';
+/** A planned switchover goes draining → fencing → stopping-writes → catching-up before promoting; a failover starts at fencing. */
+export type FailoverStep =
+  | 'draining'
+  | 'fencing'
+  | 'stopping-writes'
+  | 'catching-up'
+  | 'promoting'
+  | 'verifying'
+  | 'persisting'
+  /** Switchover only: something failed before promotion, so the old primary is given its writes back. */
+  | 'rolling-back';
 
 export type Phase =
   /** No primary recorded yet: adopt the only node out of recovery once every node has been seen. */
@@ -58,6 +91,8 @@ export type Phase =
   | { kind: 'steady' }
   | {
       kind: 'failover';
+      /** A switchover asked for by an operator (true), or a failover (false). */
+      planned: boolean;
       step: FailoverStep;
       oldPrimary: string;
       target: string;
@@ -67,6 +102,8 @@ export type Phase =
       deadline: number;
       oldPrimaryLsn?: string;
       oldTimeline?: number;
+      /** Switchover rollback: why. */
+      rollbackReason?: string;
     }
   /** A failover failed; writes stay refused until a retry at `retryAt` succeeds. */
   | { kind: 'failed'; reason: string; retryAt: number };
@@ -78,6 +115,21 @@ export interface FailoverOptions {
   maxLagBytes: number;
   promoteTimeoutMs: number;
   retryIntervalMs: number;
+  switchover: {
+    drainMs: number;
+    maxLagBytes: number;
+    catchUpTimeoutMs: number;
+  };
+}
+
+/** How the last failover or switchover ended: for status, and for the operation that asked for it. */
+export interface Outcome {
+  planned: boolean;
+  ok: boolean;
+  message: string;
+  oldPrimary: string;
+  target: string;
+  at: number;
 }
 
 export interface CoreState {
@@ -102,6 +154,7 @@ export interface CoreState {
   operatorAnswer?: { accepted: boolean; message: string };
   /** Since when the cluster runs on one server (a failover happened and nobody rejoined yet). */
   degenerateSince?: number;
+  lastOutcome?: Outcome;
   now: number;
 }
 

@@ -18,7 +18,8 @@ export type RefusalReason =
   | 'startup-timeout'
   | 'protocol-violation'
   | 'unsupported-protocol'
-  | 'shutting-down';
+  | 'shutting-down'
+  | 'switchover';
 
 export interface Refusal {
   reason: RefusalReason;

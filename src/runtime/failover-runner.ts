@@ -21,9 +21,20 @@ export interface FailoverRunnerDeps {
   sessions: SessionRegistry;
   admin: NodeAdmin;
   log: Logger;
+  /** Closes `node`'s sessions at transaction boundaries, cutting the rest after `drainMs` (switchover). */
+  drainSessions(node: string, refusal: Refusal, drainMs: number): Promise<{ atBoundary: number; cut: number }>;
+  /** Stops and starts nodes pgfloat manages (nodes[].dataDir or nodes[].commands); undefined for the others. */
+  control(node: string): ManagedControl | undefined;
   /** Called after every step, so routing and metrics follow the core. */
   onChange(core: CoreState): void;
+  /** Every message the core logs, for the progress of a running operation. */
+  onCoreLog(level: string, message: string): void;
   onFailoverFinished(result: 'success' | 'failure'): void;
+}
+
+export interface ManagedControl {
+  stop(progress: (message: string) => void): Promise<void>;
+  start(progress: (message: string) => void): Promise<void>;
 }
 
 const TICK_MS = 100;
@@ -86,12 +97,88 @@ export class FailoverRunner {
     this.deps.onChange(this.core);
   }
 
+  private node(name: string): BackendNode {
+    return this.deps.nodes.get(name)!;
+  }
+
+  /** Nodes shut down by the running switchover, so a rollback knows to start them again. */
+  private readonly stoppedBySwitchover = new Set<string>();
+
+  /**
+   * A planned switchover's write stop: with fencing.action sql the node is made read-only and its
+   * remaining client backends are terminated; a managed node whose fencing is a command is shut
+   * down cleanly instead of running that command (a STONITH hook has no place in a drill); with
+   * none, pgfloat's own sessions are already gone and new ones held. Resolves with the last WAL
+   * position the standby must replay.
+   */
+  private async stopWrites(name: string, target: string): Promise<string> {
+    const { admin, fencing } = this.deps;
+    const node = this.node(name);
+    const progress = (message: string): void => this.deps.onCoreLog('info', `switchover: ${message}`);
+    const control = this.deps.control(name);
+    if (fencing.action === 'command' && control !== undefined) {
+      await control.stop(progress);
+      this.stoppedBySwitchover.add(name);
+      // A clean shutdown sends the standby everything up to the shutdown checkpoint before it ends.
+      return admin.receivedLsn(this.node(target), fencing.timeoutMs);
+    }
+    if (fencing.action !== 'none') progress(await admin.fence(node, fencing));
+    try {
+      return await admin.finalLsn(node, fencing.timeoutMs);
+    } catch (err) {
+      // A fencing command may have taken the node down: then what the standby received is all there is.
+      if (fencing.action !== 'command') throw err;
+      return admin.receivedLsn(this.node(target), fencing.timeoutMs);
+    }
+  }
+
+  private async resumeWrites(name: string): Promise<void> {
+    const progress = (message: string): void => this.deps.onCoreLog('info', `switchover rollback: ${message}`);
+    if (this.stoppedBySwitchover.delete(name)) await this.deps.control(name)!.start(progress);
+    if (this.deps.fencing.action === 'sql') await this.deps.admin.resumeWrites(this.node(name), this.deps.fencing.timeoutMs);
+  }
+
   private execute(action: FailoverAction): void {
     const { log, router, sessions } = this.deps;
     const epoch = this.core.cluster.epoch;
     switch (action.type) {
       case 'log':
         log[action.level]({ ...action.fields, epoch: action.fields.epoch ?? epoch }, action.message);
+        this.deps.onCoreLog(action.level, action.message);
+        return;
+      case 'drain-sessions': {
+        const refusal: Refusal = {
+          reason: 'switchover',
+          code: SqlState.adminShutdown,
+          message: `terminating connection: the primary ${action.node} is switching over to another server; reconnect`,
+        };
+        this.deps.drainSessions(action.node, refusal, action.drainMs).then(
+          ({ atBoundary, cut }) => this.dispatch({ type: 'drained', at: Date.now(), node: action.node, atBoundary, cut }),
+          (err: Error) => {
+            log.error({ node: action.node, err: err.message, epoch }, 'draining sessions failed; cutting them');
+            const cut = sessions.dropNode(action.node, refusal);
+            this.dispatch({ type: 'drained', at: Date.now(), node: action.node, atBoundary: 0, cut });
+          },
+        );
+        return;
+      }
+      case 'stop-writes':
+        this.stopWrites(action.node, action.target).then(
+          (finalLsn) => this.dispatch({ type: 'writes-stopped', at: Date.now(), node: action.node, finalLsn }),
+          (err: Error) => this.dispatch({ type: 'stop-writes-failed', at: Date.now(), node: action.node, error: err.message }),
+        );
+        return;
+      case 'await-replay':
+        this.deps.admin.awaitReplay(this.node(action.node), action.lsn, action.timeoutMs).then(
+          () => this.dispatch({ type: 'caught-up', at: Date.now(), node: action.node, lsn: action.lsn }),
+          (err: Error) => this.dispatch({ type: 'catch-up-failed', at: Date.now(), node: action.node, error: err.message }),
+        );
+        return;
+      case 'resume-writes':
+        this.resumeWrites(action.node).then(
+          () => this.dispatch({ type: 'writes-resumed', at: Date.now(), node: action.node }),
+          (err: Error) => this.dispatch({ type: 'writes-resumed', at: Date.now(), node: action.node, error: err.message }),
+        );
         return;
       case 'hold-writes':
         router.hold(action.reason);
@@ -139,6 +226,8 @@ export class FailoverRunner {
   }
 }
 
+// ---- switchover I/O ---------------------------------------------------------------------------
+
 function toReport(health: NodeHealth, confirmationMs: number): NodeReport {
   const seen = health.lastReachable;
   return {
@@ -174,7 +263,7 @@ function refusalFor(core: CoreState): Refusal | undefined {
       return {
         ...base,
         reason: 'failover-in-progress',
-        message: 'no verified primary available: failover in progress',
+        message: `no verified primary available: ${phase.planned ? 'switchover' : 'failover'} in progress`,
         detail: `from ${phase.oldPrimary} to ${phase.target} (${phase.reason}), step ${phase.step}`,
       };
     case 'failed':

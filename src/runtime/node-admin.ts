@@ -2,6 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { Client } from 'pg';
+import { lsnToBigInt } from '../monitor/observation';
 import type { BackendNode } from '../proxy/session';
 
 export interface AdminCredentials {
@@ -66,6 +67,86 @@ export class NodeAdmin {
     }
   }
 
+  /**
+   * The last WAL position the node wrote, once it is flushed (walsenders send only flushed WAL,
+   * so waiting for a standby to replay an unflushed position could wait forever). Asynchronous
+   * commits may still be unflushed for up to wal_writer_delay, hence the polling.
+   */
+  async finalLsn(node: BackendNode, timeoutMs: number): Promise<string> {
+    return this.withClient(node, timeoutMs, async (client) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { rows } = await client.query<{ insert: string; flush: string }>(
+          'SELECT pg_current_wal_insert_lsn()::text AS insert, pg_current_wal_flush_lsn()::text AS flush',
+        );
+        const { insert, flush } = rows[0]!;
+        if (flushedUpTo(insert, flush)) return flush;
+        if (Date.now() > deadline) throw new Error(`WAL up to ${insert} not flushed within ${timeoutMs} ms (flushed: ${flush})`);
+        await sleep(5);
+      }
+    });
+  }
+
+  /** The WAL a standby has received (what it will have once replayed); for an old primary that was stopped cleanly. */
+  async receivedLsn(node: BackendNode, timeoutMs: number): Promise<string> {
+    return this.withClient(node, timeoutMs, async (client) => {
+      const { rows } = await client.query<{ lsn: string | null }>('SELECT pg_last_wal_receive_lsn()::text AS lsn');
+      const lsn = rows[0]?.lsn;
+      if (lsn == null) throw new Error(`${node.name} reports no received WAL position`);
+      return lsn;
+    });
+  }
+
+  /** Polls until the standby has replayed up to `lsn`; one connection, a few milliseconds between checks. */
+  async awaitReplay(node: BackendNode, lsn: string, timeoutMs: number): Promise<void> {
+    await this.withClient(node, timeoutMs, async (client) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { rows } = await client.query<{ replayed: string | null; done: boolean | null }>(
+          'SELECT pg_last_wal_replay_lsn()::text AS replayed, pg_last_wal_replay_lsn() >= $1::pg_lsn AS done',
+          [lsn],
+        );
+        if (rows[0]?.done === true) return;
+        if (Date.now() > deadline) throw new Error(`replayed up to ${rows[0]?.replayed ?? 'nothing'} of ${lsn} within ${timeoutMs} ms`);
+        await sleep(3);
+      }
+    });
+  }
+
+  /** Undoes the `sql` fencing: new transactions may write again. */
+  async resumeWrites(node: BackendNode, timeoutMs: number): Promise<void> {
+    await this.withClient(node, timeoutMs, async (client) => {
+      await client.query('ALTER SYSTEM RESET default_transaction_read_only');
+      await client.query('SELECT pg_reload_conf()');
+    });
+  }
+
+  /**
+   * Logical replication slots on the primary that a switchover to `standby` would lose. Before
+   * PostgreSQL 17 every one of them; from 17 on, those not marked for failover or not yet
+   * synchronized to the standby.
+   */
+  async slotsLostBySwitchover(primary: BackendNode, standby: BackendNode, timeoutMs: number): Promise<string[]> {
+    return this.withClient(primary, timeoutMs, async (client) => {
+      const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0);
+      if (version < 170000) {
+        const { rows } = await client.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
+        return rows.map((r) => r.slot_name);
+      }
+      const { rows } = await client.query<{ slot_name: string }>(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT failover ORDER BY 1",
+      );
+      const notFailover = rows.map((r) => r.slot_name);
+      const failover = await client.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND failover ORDER BY 1");
+      if (failover.rows.length === 0) return notFailover;
+      const synced = await this.withClient(standby, timeoutMs, async (sc) => {
+        const r = await sc.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND synced AND NOT temporary");
+        return new Set(r.rows.map((x) => x.slot_name));
+      });
+      return [...notFailover, ...failover.rows.map((r) => r.slot_name).filter((n) => !synced.has(n)).map((n) => `${n} (not yet synchronized)`)];
+    });
+  }
+
   private async withClient<T>(node: BackendNode, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
     const client = new Client({
       host: node.host,
@@ -85,6 +166,22 @@ export class NodeAdmin {
       client.end().catch(() => undefined);
     }
   }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const WAL_PAGE = 8192n;
+const LONG_PAGE_HEADER = 40n;
+
+/**
+ * True once everything inserted is flushed. When the last record ended exactly at a page end,
+ * the insert position already points past the next page's header, which will not be flushed
+ * until something else is written: that gap counts as flushed.
+ */
+function flushedUpTo(insert: string, flush: string): boolean {
+  const i = lsnToBigInt(insert);
+  const f = lsnToBigInt(flush);
+  return f >= i || (i - f <= LONG_PAGE_HEADER && i % WAL_PAGE <= LONG_PAGE_HEADER && f % WAL_PAGE === 0n);
 }
 
 function runFencingCommand(node: BackendNode, fencing: FencingOptions): Promise<string> {

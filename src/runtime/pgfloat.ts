@@ -126,10 +126,10 @@ export class Pgfloat {
   }
 
   private createFailoverRunner(cluster: ClusterState): FailoverRunner {
-    const { failover, fencing, monitor, proxy } = this.config;
+    const { failover, fencing, monitor, proxy, switchover } = this.config;
     return new FailoverRunner(
       {
-        options: failover,
+        options: { ...failover, switchover },
         fencing,
         nodes: this.nodes,
         store: this.store,
@@ -137,7 +137,11 @@ export class Pgfloat {
         sessions: this.sessions,
         admin: new NodeAdmin(monitor, Math.min(proxy.connectTimeoutMs, monitor.timeoutMs * 2)),
         log: this.log.child({ component: 'failover' }),
+        // Until sessions can be drained at transaction boundaries, a switchover cuts them.
+        drainSessions: async (node, refusal) => ({ atBoundary: 0, cut: this.sessions.dropNode(node, refusal) }),
+        control: () => undefined,
         onChange: () => this.refreshRoutes(),
+        onCoreLog: () => undefined,
         onFailoverFinished: (result) => this.metrics.onFailover(result),
       },
       cluster,

@@ -1,0 +1,146 @@
+// Planned switchover in the failover core: preflight, then drain, fence, stop writes, catch up, promote; rollback before promotion.
+
+import { lagBytes } from '../monitor/observation';
+import { answer, failoverPhase, log, persist, recordOutcome, sameSystem, startPromotion, union } from './helpers';
+import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from './types';
+
+type SwitchoverCommand = Extract<OperatorCommand, { command: 'switchover' }>;
+
+/**
+ * Checks everything a switchover needs before touching anything: the refusal names what is
+ * wrong, so the operator can fix it and ask again. On acceptance new writers are held and the
+ * old primary's sessions start draining.
+ */
+export function requestSwitchover(s: CoreState, op: SwitchoverCommand, out: FailoverAction[], opts: FailoverOptions): void {
+  const refusal = preflight(s, op, opts);
+  if (typeof refusal === 'string') {
+    log(out, 'warn', `switchover refused: ${refusal}`, { epoch: s.cluster.epoch, to: op.to ?? null });
+    return answer(s, false, `refused: ${refusal}`);
+  }
+  const { primary, target, lag } = refusal;
+  s.phase = failoverPhase(s, opts, primary, target.node, 'switchover', 'draining', true);
+  s.writesHeld = true;
+  out.push({ type: 'hold-writes', reason: `switchover from ${primary} to ${target.node}` });
+  out.push({ type: 'drain-sessions', node: primary, drainMs: opts.switchover.drainMs });
+  log(out, 'warn', `switchover: holding new writers; closing sessions on ${primary} at transaction boundaries (up to ${opts.switchover.drainMs} ms)`, {
+    epoch: s.cluster.epoch,
+    oldPrimary: primary,
+    target: target.node,
+    lagBytes: lag,
+    forcedSlots: op.force ? op.logicalSlots : [],
+  });
+  answer(s, true, `switching over from ${primary} to ${target.node}`);
+}
+
+function preflight(s: CoreState, op: SwitchoverCommand, opts: FailoverOptions): string | { primary: string; target: NodeReport; lag: number } {
+  if (s.phase.kind !== 'steady') return `no switchover while ${s.phase.kind === 'failed' ? 'a failed failover awaits its retry' : `the cluster is in ${s.phase.kind}`}`;
+  const primary = s.cluster.primary;
+  if (primary === undefined) return 'no primary recorded yet';
+  if (s.cluster.fenced.includes(primary)) return `the primary ${primary} is fenced; use failover`;
+  const p = s.nodes[primary];
+  if (p?.status !== 'up' || p.inRecovery !== false) return `the primary ${primary} is not healthy (${p?.status ?? 'unknown'}); use failover`;
+  if (op.to === primary) return `${op.to} is already the primary`;
+  const target = op.to !== undefined ? s.nodes[op.to] : bestStandby(s, primary);
+  const name = op.to ?? target?.node;
+  if (target === undefined || name === undefined) return op.to !== undefined ? `${op.to} has not been seen yet` : 'no healthy, streaming standby to switch to';
+  if (s.cluster.fenced.includes(name)) return `${name} is fenced; rejoin it first`;
+  if (target.status !== 'up') return `${name} is ${target.status}`;
+  if (target.inRecovery !== true) return `${name} is not a standby`;
+  if (!sameSystem(s, target)) return `${name} belongs to another cluster (system identifier ${target.systemIdentifier ?? 'unknown'})`;
+  if (target.seesPrimary !== true) return `${name} is not streaming from ${primary}`;
+  const lag = lagBytes(p.currentLsn, target.receiveLsn);
+  if (lag === undefined) return `the lag of ${name} is unknown`;
+  if (lag > opts.switchover.maxLagBytes) return `${name} is ${lag} bytes behind ${primary}, over switchover.maxLagBytes (${opts.switchover.maxLagBytes})`;
+  if (op.logicalSlots.length > 0 && !op.force) {
+    return `logical replication slots on ${primary} would be lost: ${op.logicalSlots.join(', ')} (use --force to switch anyway and recreate them)`;
+  }
+  return { primary, target, lag };
+}
+
+function bestStandby(s: CoreState, primary: string): NodeReport | undefined {
+  return s.names
+    .filter((n) => n !== primary && !s.cluster.fenced.includes(n))
+    .map((n) => s.nodes[n])
+    .find((r): r is NodeReport => r?.status === 'up' && r.inRecovery === true && r.seesPrimary === true && sameSystem(s, r));
+}
+
+/** The switchover's own events; false when `event` is not one (or not for the running switchover). */
+export function switchoverEvent(s: CoreState, event: FailoverEvent, out: FailoverAction[], opts: FailoverOptions): boolean {
+  const phase = s.phase;
+  if (phase.kind !== 'failover' || !phase.planned) return false;
+  const fields = { epoch: s.cluster.epoch, oldPrimary: phase.oldPrimary, target: phase.target };
+  switch (event.type) {
+    case 'drained':
+      if (phase.step !== 'draining' || event.node !== phase.oldPrimary) return true;
+      phase.step = 'fencing';
+      log(out, 'warn', `switchover: sessions on ${phase.oldPrimary} closed (${event.atBoundary} at a transaction boundary, ${event.cut} cut at the deadline); recording the fence`, fields);
+      // The fence is persisted before the old primary changes: a pgfloat restarted from here
+      // finds it fenced, and finishes the change as a failover instead of routing to it.
+      persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]) });
+      return true;
+    case 'writes-stopped':
+      if (phase.step !== 'stopping-writes') return true;
+      phase.step = 'catching-up';
+      phase.oldPrimaryLsn = event.finalLsn;
+      s.lastPrimaryLsn = event.finalLsn;
+      out.push({ type: 'await-replay', node: phase.target, lsn: event.finalLsn, timeoutMs: opts.switchover.catchUpTimeoutMs });
+      log(out, 'warn', `switchover: ${phase.oldPrimary} takes no more writes (last WAL position ${event.finalLsn}); waiting for ${phase.target} to replay it`, fields);
+      return true;
+    case 'stop-writes-failed':
+      if (phase.step === 'stopping-writes') rollBack(s, out, `stopping writes on ${phase.oldPrimary} failed: ${event.error}`);
+      return true;
+    case 'caught-up':
+      if (phase.step !== 'catching-up') return true;
+      log(out, 'warn', `switchover: ${phase.target} replayed up to ${event.lsn}: nothing committed on ${phase.oldPrimary} is missing`, fields);
+      startPromotion(s, out);
+      return true;
+    case 'catch-up-failed':
+      if (phase.step === 'catching-up') rollBack(s, out, `${phase.target} did not catch up: ${event.error}`);
+      return true;
+    case 'writes-resumed':
+      if (phase.step !== 'rolling-back') return true;
+      if (event.error !== undefined) {
+        log(out, 'error', `switchover rollback: ${phase.oldPrimary} could not be given its writes back: ${event.error}`, fields);
+      }
+      persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== phase.oldPrimary) });
+      return true;
+    case 'persisted':
+      s.persisting = false;
+      s.cluster = event.cluster;
+      if (phase.step === 'fencing' && s.cluster.fenced.includes(phase.oldPrimary)) {
+        phase.step = 'stopping-writes';
+        out.push({ type: 'stop-writes', node: phase.oldPrimary, target: phase.target });
+        log(out, 'warn', `switchover: fence recorded; stopping writes on ${phase.oldPrimary}`, fields);
+      } else if (phase.step === 'rolling-back' && !s.cluster.fenced.includes(phase.oldPrimary)) {
+        recordOutcome(s, false, `switchover rolled back: ${phase.rollbackReason ?? 'unknown reason'}; ${phase.oldPrimary} stays primary`);
+        log(out, 'error', `switchover rolled back: ${phase.oldPrimary} stays primary; releasing held writes to it`, { ...fields, reason: phase.rollbackReason });
+        s.phase = { kind: 'steady' };
+        s.writesHeld = false;
+        out.push({ type: 'release-writes' });
+      } else {
+        return false; // the shared failover steps (persisting the new primary) take it from here
+      }
+      return true;
+    case 'persist-failed':
+      if (phase.step !== 'fencing') return false;
+      s.persisting = false;
+      // Nothing changed on any server yet: the switchover simply did not happen.
+      recordOutcome(s, false, `switchover abandoned: the fence of ${phase.oldPrimary} could not be persisted: ${event.error}`);
+      log(out, 'error', 'switchover abandoned: the fence could not be persisted; releasing held writes to the old primary', { ...fields, error: event.error });
+      s.phase = { kind: 'steady' };
+      s.writesHeld = false;
+      out.push({ type: 'release-writes' });
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Before promotion nothing is lost by going back: the old primary gets its writes back, then its fence is lifted. */
+function rollBack(s: CoreState, out: FailoverAction[], reason: string): void {
+  if (s.phase.kind !== 'failover') return;
+  s.phase.step = 'rolling-back';
+  s.phase.rollbackReason = reason;
+  out.push({ type: 'resume-writes', node: s.phase.oldPrimary });
+  log(out, 'error', `switchover: rolling back: ${reason}`, { epoch: s.cluster.epoch, oldPrimary: s.phase.oldPrimary, target: s.phase.target });
+}
