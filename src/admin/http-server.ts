@@ -1,4 +1,4 @@
-// The admin HTTP API: GET /status, /metrics, /health; POST operations behind a bearer token.
+// The admin HTTP API: GET /status, /metrics, /health, /operations; POST operations behind a bearer token.
 
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -8,10 +8,14 @@ import type { Logger } from '../log';
 export interface OperationAnswer {
   accepted: boolean;
   message: string;
+  /** Long operations (switchover, failover, rejoin): follow it at GET /operations/{id}. */
+  operation?: string;
 }
 
-export type Operation =
+export type AdminOperation =
+  | { command: 'switchover'; to?: string; force: boolean }
   | { command: 'failover'; to?: string; allowDataLoss: boolean }
+  | { command: 'rejoin'; node: string; rebuild: boolean }
   | { command: 'adopt' | 'fence' | 'unfence'; node: string };
 
 export interface AdminHandlers {
@@ -20,11 +24,14 @@ export interface AdminHandlers {
   roles(): { primary: string | undefined; standbys: readonly string[] };
   metrics(): Promise<{ contentType: string; body: string }>;
   nodeNames(): readonly string[];
-  operate(op: Operation): OperationAnswer;
+  operate(op: AdminOperation): Promise<OperationAnswer>;
+  operation(id: string): unknown;
+  operations(): unknown[];
 }
 
 const MAX_BODY = 64 * 1024;
-const OPERATION_PATH = /^\/(failover|adopt|fence|unfence)(?:\/([^/]+))?$/;
+const OPERATION_PATH = /^\/(switchover|failover|rejoin|adopt|fence|unfence)(?:\/([^/]+))?$/;
+const OPERATION_RECORD = /^\/operations\/([^/]+)$/;
 
 export class AdminServer {
   private server: Server | undefined;
@@ -81,6 +88,8 @@ export class AdminServer {
         res.end(body);
         return;
       }
+      case '/operations':
+        return sendJson(res, 200, { operations: this.handlers.operations() });
       case '/health':
         return sendJson(res, 200, { status: 'ok' });
       // Patroni's probe endpoints, answered for the cluster behind pgfloat: 200 or 503.
@@ -92,8 +101,14 @@ export class AdminServer {
         const { standbys } = this.handlers.roles();
         return sendJson(res, standbys.length > 0 ? 200 : 503, { standbys });
       }
-      default:
+      default: {
+        const record = OPERATION_RECORD.exec(path);
+        if (record !== null) {
+          const found = this.handlers.operation(decodeURIComponent(record[1]!));
+          return found === undefined ? sendJson(res, 404, { error: `no operation ${record[1]}` }) : sendJson(res, 200, found);
+        }
         return sendJson(res, 404, { error: `no such endpoint: ${path}` });
+      }
     }
   }
 
@@ -108,21 +123,21 @@ export class AdminServer {
     const body = await readJson(req);
     if (body === undefined) return sendJson(res, 400, { error: 'the request body must be a JSON object (or empty)' });
     const match = OPERATION_PATH.exec(path)!;
-    const command = match[1] as Operation['command'];
+    const command = match[1] as AdminOperation['command'];
     const node = match[2] === undefined ? undefined : decodeURIComponent(match[2]);
     const names = this.handlers.nodeNames();
-    let op: Operation;
-    if (command === 'failover') {
+    let op: AdminOperation;
+    if (command === 'failover' || command === 'switchover') {
       const to = node ?? (typeof body.to === 'string' ? body.to : undefined);
       if (to !== undefined && !names.includes(to)) return sendJson(res, 404, { error: `no node named ${to}` });
-      op = { command, to, allowDataLoss: body.allowDataLoss === true };
+      op = command === 'failover' ? { command, to, allowDataLoss: body.allowDataLoss === true } : { command, to, force: body.force === true };
     } else {
       if (node === undefined) return sendJson(res, 400, { error: `POST /${command}/{node}: the node is missing` });
       if (!names.includes(node)) return sendJson(res, 404, { error: `no node named ${node}` });
-      op = { command, node };
+      op = command === 'rejoin' ? { command, node, rebuild: body.rebuild === true } : { command, node };
     }
     this.log.warn({ op }, 'admin operation requested');
-    const answer = this.handlers.operate(op);
+    const answer = await this.handlers.operate(op);
     return sendJson(res, answer.accepted ? 202 : 409, answer);
   }
 

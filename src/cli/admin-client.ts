@@ -1,4 +1,4 @@
-// The CLI side of the admin API: `pgfloat status`, `failover`, `adopt`, `fence`, `unfence` call it over HTTP.
+// The CLI side of the admin API: `pgfloat status`, `switchover`, `failover`, `rejoin`, `adopt`, `fence`, `unfence` call it over HTTP.
 
 import Table from 'cli-table3';
 import type { PgfloatStatus } from '../runtime/status';
@@ -71,9 +71,35 @@ export function formatStatus(s: PgfloatStatus): string {
   return `${lines.join('\n')}\n${table.toString()}\n`;
 }
 
-export async function operate(target: AdminTarget, path: string, body?: unknown): Promise<string> {
+export async function operate(target: AdminTarget, path: string, body?: unknown): Promise<{ message: string; operation?: string }> {
   const { status, json } = await call(target, 'POST', path, body ?? {});
   const message = String(json.message ?? json.error ?? `HTTP ${status}`);
-  if (status === 202) return message;
+  if (status === 202) return { message, operation: typeof json.operation === 'string' ? json.operation : undefined };
   throw new CliError(message);
+}
+
+interface OperationView {
+  state: 'running' | 'succeeded' | 'failed';
+  steps: { at: string; message: string }[];
+  result: string | null;
+}
+
+/**
+ * Prints a long operation's steps as they happen, until it ends. Resolves with its result when
+ * it succeeded; throws a CliError with the reason (one line) when it failed.
+ */
+export async function follow(target: AdminTarget, id: string, print: (line: string) => void, pollMs = 200): Promise<string> {
+  let shown = 0;
+  for (;;) {
+    const { status, json } = await call(target, 'GET', `/operations/${encodeURIComponent(id)}`);
+    if (status !== 200) throw new CliError(`GET /operations/${id} answered HTTP ${status}: ${String(json.error ?? '')}`);
+    const op = json as unknown as OperationView;
+    const finished = op.state !== 'running';
+    // The final step is the result itself: it is printed (or thrown) once, below.
+    const printable = finished ? op.steps.length - 1 : op.steps.length;
+    for (; shown < printable; shown++) print(`${op.steps[shown]!.at.slice(11, 23)}  ${op.steps[shown]!.message}`);
+    if (op.state === 'succeeded') return op.result ?? 'done';
+    if (op.state === 'failed') throw new CliError(op.result ?? 'failed');
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
 }

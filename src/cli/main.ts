@@ -6,7 +6,7 @@ import { ConfigError, loadConfigFile } from '../config/load';
 import { createLogger } from '../log';
 import { runUntilSignal } from './run-instance';
 import { runSandbox } from './sandbox';
-import { CliError, fetchStatus, formatStatus, operate, type AdminTarget } from './admin-client';
+import { CliError, fetchStatus, follow, formatStatus, operate, type AdminTarget } from './admin-client';
 
 /** Exit statuses: 2 for bad configuration or usage, 1 for anything that failed at run time. */
 export const EXIT_CONFIG = 2;
@@ -71,14 +71,45 @@ program
     process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
   });
 
+/** Starts a long operation and, unless --no-wait, prints its progress until it ends; the exit status says how. */
+async function longOperation(opts: { admin: string; wait: boolean }, path: string, body: unknown): Promise<void> {
+  const admin = target(opts);
+  const { message, operation } = await operate(admin, path, body);
+  say(message);
+  if (!opts.wait || operation === undefined) return;
+  say(await follow(admin, operation, say));
+}
+
+program
+  .command('switchover')
+  .description('planned switchover: hold new writers, drain the primary at transaction boundaries, promote the standby once it has everything, rejoin the old primary when managed')
+  .addOption(adminOption())
+  .option('--to <node>', 'the standby to promote (default: a healthy, streaming one)')
+  .option('--force', 'switch even though logical replication slots on the primary would be lost')
+  .option('--no-wait', 'return once the switchover has started')
+  .action(async (opts: { admin: string; to?: string; force?: boolean; wait: boolean }) => {
+    await longOperation(opts, '/switchover', { to: opts.to, force: opts.force === true });
+  });
+
 program
   .command('failover')
   .description('force a failover to a standby (token from PGFLOAT_ADMIN_TOKEN)')
   .addOption(adminOption())
   .option('--to <node>', 'the standby to promote (default: the one furthest ahead)')
   .option('--allow-data-loss', 'promote even past failover.maxLagBytes or with the primary position unknown')
-  .action(async (opts: { admin: string; to?: string; allowDataLoss?: boolean }) => {
-    say(await operate(target(opts), '/failover', { to: opts.to, allowDataLoss: opts.allowDataLoss === true }));
+  .option('--no-wait', 'return once the failover has started')
+  .action(async (opts: { admin: string; to?: string; allowDataLoss?: boolean; wait: boolean }) => {
+    await longOperation(opts, '/failover', { to: opts.to, allowDataLoss: opts.allowDataLoss === true });
+  });
+
+program
+  .command('rejoin <node>')
+  .description('turn NODE into a standby of the current primary (pg_rewind, or a new base backup), then unfence it; the node must be managed')
+  .addOption(adminOption())
+  .option('--rebuild', 'recreate it from a fresh pg_basebackup instead of rewinding')
+  .option('--no-wait', 'return once the rejoin has started')
+  .action(async (node: string, opts: { admin: string; rebuild?: boolean; wait: boolean }) => {
+    await longOperation(opts, `/rejoin/${encodeURIComponent(node)}`, { rebuild: opts.rebuild === true });
   });
 
 for (const [command, description] of [
@@ -91,7 +122,7 @@ for (const [command, description] of [
     .description(`${description} (token from PGFLOAT_ADMIN_TOKEN)`)
     .addOption(adminOption())
     .action(async (node: string, opts: { admin: string }) => {
-      say(await operate(target(opts), `/${command}/${encodeURIComponent(node)}`));
+      say((await operate(target(opts), `/${command}/${encodeURIComponent(node)}`)).message);
     });
 }
 

@@ -48,7 +48,8 @@ function preflight(s: CoreState, op: SwitchoverCommand, opts: FailoverOptions): 
   if (target.inRecovery !== true) return `${name} is not a standby`;
   if (!sameSystem(s, target)) return `${name} belongs to another cluster (system identifier ${target.systemIdentifier ?? 'unknown'})`;
   if (target.seesPrimary !== true) return `${name} is not streaming from ${primary}`;
-  const lag = lagBytes(p.currentLsn, target.receiveLsn);
+  // Replay, not receipt: the switchover waits for the standby to replay everything before promoting.
+  const lag = lagBytes(p.currentLsn, target.replayLsn ?? target.receiveLsn);
   if (lag === undefined) return `the lag of ${name} is unknown`;
   if (lag > opts.switchover.maxLagBytes) return `${name} is ${lag} bytes behind ${primary}, over switchover.maxLagBytes (${opts.switchover.maxLagBytes})`;
   if (op.logicalSlots.length > 0 && !op.force) {

@@ -14,6 +14,8 @@ export interface NodeReport {
   currentLsn?: string;
   /** pg_last_wal_receive_lsn() on a standby: WAL it holds and will replay when promoted. */
   receiveLsn?: string;
+  /** pg_last_wal_replay_lsn() on a standby: how far a promotion would start from. */
+  replayLsn?: string;
   /** The standby's WAL receiver got data or a keepalive from the primary recently (the witness). */
   seesPrimary?: boolean;
 }

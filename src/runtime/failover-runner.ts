@@ -238,6 +238,7 @@ function toReport(health: NodeHealth, confirmationMs: number): NodeReport {
     timeline: seen?.timeline,
     currentLsn: seen?.currentLsn,
     receiveLsn: seen?.receiveLsn,
+    replayLsn: seen?.replayLsn,
     seesPrimary:
       seen?.inRecovery === true
         ? seen.walReceiverStatus === 'streaming' && seen.walReceiverAgeMs !== undefined && seen.walReceiverAgeMs < confirmationMs

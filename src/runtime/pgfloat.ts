@@ -3,7 +3,7 @@
 import type { ListenAddress } from '../config/address';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log';
-import { AdminServer } from '../admin/http-server';
+import { AdminServer, type AdminOperation } from '../admin/http-server';
 import { Metrics } from '../admin/metrics';
 import { Monitor } from '../monitor/monitor';
 import { BusyPoller } from '../proxy/busy-poll';
@@ -20,7 +20,10 @@ import type { ClusterState, StateStore } from '../state/cluster-state';
 import { FileStateStore } from '../state/file-store';
 import type { CoreState, OperatorCommand } from '../failover/types';
 import { FailoverRunner } from './failover-runner';
+import { EventEmitter } from 'node:events';
 import { NodeAdmin } from './node-admin';
+import { Operations } from './operations';
+import * as procedures from './procedures';
 import { buildStatus, type PgfloatStatus } from './status';
 
 export class Pgfloat {
@@ -39,12 +42,18 @@ export class Pgfloat {
   private readonly startedAt = new Date();
   private readonly nodes: Map<string, BackendNode>;
   private readonly log: Logger;
+  readonly operations: Operations;
+  private readonly nodeAdmin: NodeAdmin;
+  /** 'core' after every failover-core step: what long operations wait on. */
+  private readonly coreEvents = new EventEmitter().setMaxListeners(0);
 
   constructor(
     private readonly config: Config,
     log: Logger,
   ) {
     this.log = log;
+    this.operations = new Operations(log.child({ component: 'operations' }));
+    this.nodeAdmin = new NodeAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
     this.nodeNames = config.nodes.map((n) => n.name);
     this.store = new FileStateStore(config.state.dir);
     this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
@@ -87,10 +96,9 @@ export class Pgfloat {
           metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
           nodeNames: () => this.nodeNames,
           roles: () => ({ primary: this.router.current().primary, standbys: this.router.current().standbys }),
-          operate: (op) => {
-            if (this.failover === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
-            return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
-          },
+          operate: (op) => this.operate(op),
+          operation: (id) => this.operations.get(id),
+          operations: () => this.operations.list(),
         },
         log.child({ component: 'admin' }),
         config.admin.token ?? undefined,
@@ -126,7 +134,7 @@ export class Pgfloat {
   }
 
   private createFailoverRunner(cluster: ClusterState): FailoverRunner {
-    const { failover, fencing, monitor, proxy, switchover } = this.config;
+    const { failover, fencing, switchover } = this.config;
     return new FailoverRunner(
       {
         options: { ...failover, switchover },
@@ -135,13 +143,19 @@ export class Pgfloat {
         store: this.store,
         router: this.router,
         sessions: this.sessions,
-        admin: new NodeAdmin(monitor, Math.min(proxy.connectTimeoutMs, monitor.timeoutMs * 2)),
+        admin: this.nodeAdmin,
         log: this.log.child({ component: 'failover' }),
         // Until sessions can be drained at transaction boundaries, a switchover cuts them.
         drainSessions: async (node, refusal) => ({ atBoundary: 0, cut: this.sessions.dropNode(node, refusal) }),
         control: () => undefined,
-        onChange: () => this.refreshRoutes(),
-        onCoreLog: () => undefined,
+        onChange: (core) => {
+          this.refreshRoutes();
+          this.coreEvents.emit('core', core);
+        },
+        onCoreLog: (_level, message) => {
+          const op = this.operations.current;
+          if (op !== undefined && op.record.kind !== 'rejoin') op.progress(message);
+        },
         onFailoverFinished: (result) => this.metrics.onFailover(result),
       },
       cluster,
@@ -168,6 +182,60 @@ export class Pgfloat {
   /** The cluster state as last persisted (the failover core's copy once it runs). */
   cluster(): ClusterState | undefined {
     return this.failover?.state.cluster ?? this.state;
+  }
+
+  /** An admin API operation: the long ones become Operations, the others are answered at once by the core. */
+  async operate(op: AdminOperation): Promise<procedures.ProcedureAnswer> {
+    const ctx = this.procedureContext();
+    switch (op.command) {
+      case 'switchover':
+        return procedures.switchover(ctx, op);
+      case 'failover':
+        return procedures.failover(ctx, op);
+      case 'rejoin':
+        return procedures.rejoin(ctx, op.node, op.rebuild);
+      default:
+        return ctx.command(op);
+    }
+  }
+
+  private procedureContext(): procedures.ProcedureContext {
+    const { switchover, fencing, failover, management } = this.config;
+    return {
+      operations: this.operations,
+      nodes: this.nodes,
+      admin: this.nodeAdmin,
+      core: () => this.failover?.state,
+      command: (op) => {
+        if (this.failover === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
+        return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
+      },
+      waitForCore: (predicate, timeoutMs, what) => this.waitForCore(predicate, timeoutMs, what),
+      manager: () => undefined,
+      outcomeTimeoutMs: switchover.drainMs + 2 * fencing.timeoutMs + switchover.catchUpTimeoutMs + failover.promoteTimeoutMs + 30_000,
+      rejoinTimeoutMs: management.rejoinTimeoutMs,
+      adminTimeoutMs: Math.max(this.config.monitor.timeoutMs * 2, 5_000),
+    };
+  }
+
+  private waitForCore(predicate: (core: CoreState) => boolean, timeoutMs: number, what: string): Promise<CoreState> {
+    return new Promise((resolve, reject) => {
+      const check = (core: CoreState): void => {
+        if (!predicate(core)) return;
+        cleanup();
+        resolve(core);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        this.coreEvents.off('core', check);
+      };
+      this.coreEvents.on('core', check);
+      if (this.failover) check(this.failover.state);
+    });
   }
 
   /** Operator commands go to the failover core; without it they are refused. */
