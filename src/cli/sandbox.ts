@@ -36,7 +36,9 @@ export async function runSandbox(opts: SandboxOptions): Promise<void> {
     {
       listen: { readWrite: `127.0.0.1:${opts.port}`, readOnly: `127.0.0.1:${opts.port + 1}` },
       admin: { listen: `127.0.0.1:${opts.adminPort}`, token: sandboxToken(baseDir) },
-      nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
+      // The sandbox's servers are local: pgfloat manages them (switchover rejoins the old primary, `pgfloat rejoin` works).
+      nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, dataDir: n.dataDir })),
+      management: { binDir: binaries.binDir },
       state: { dir: resolve(baseDir, 'state') },
       log: { level: opts.logLevel },
     },

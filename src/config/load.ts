@@ -40,6 +40,9 @@ export function parseConfigObject(value: unknown, source: string, env: NodeJS.Pr
   const config = result.data;
   const envPassword = env.PGFLOAT_MONITOR_PASSWORD;
   if (envPassword !== undefined && config.monitor.password === '') config.monitor.password = envPassword;
+  if (config.management.replicationPassword === '') {
+    config.management.replicationPassword = env.PGFLOAT_REPLICATION_PASSWORD || config.monitor.password;
+  }
   const envToken = env.PGFLOAT_ADMIN_TOKEN;
   if (config.admin.token === null && envToken) {
     if (envToken.length < 16) throw new ConfigError('PGFLOAT_ADMIN_TOKEN (admin.token): use at least 16 characters', source);

@@ -153,8 +153,10 @@ export const configSchema = z
       .object({
         /** PostgreSQL binaries for managed nodes (pg_ctl, pg_rewind, pg_basebackup); found like the sandbox's when null. */
         binDir: z.string().min(1).nullable().default(null),
-        /** Role for pg_rewind, pg_basebackup and primary_conninfo; monitor.user when null. Password: PGFLOAT_REPLICATION_PASSWORD, else monitor.password. */
+        /** Role for pg_rewind, pg_basebackup and primary_conninfo; monitor.user when null. */
         replicationUser: z.string().min(1).nullable().default(null),
+        /** Its password; when empty, PGFLOAT_REPLICATION_PASSWORD, else monitor.password. */
+        replicationPassword: z.string().default(''),
         /** A rejoin (rewind or rebuild, then catching up) must finish within this. */
         rejoinTimeoutMs: positiveMs.default(30 * 60_000),
       })

@@ -21,6 +21,8 @@ import { FileStateStore } from '../state/file-store';
 import type { CoreState, OperatorCommand } from '../failover/types';
 import { FailoverRunner } from './failover-runner';
 import { EventEmitter } from 'node:events';
+import { managerFor, type ManagementContext, type NodeManager } from '../management/node-manager';
+import { findPgBinaries, pgBinariesAt } from '../sandbox/pg-binaries';
 import { NodeAdmin } from './node-admin';
 import { Operations } from './operations';
 import * as procedures from './procedures';
@@ -44,6 +46,8 @@ export class Pgfloat {
   private readonly log: Logger;
   readonly operations: Operations;
   private readonly nodeAdmin: NodeAdmin;
+  /** Nodes pgfloat can stop, start and rejoin itself (nodes[].dataDir or nodes[].commands). */
+  private readonly managers: Map<string, NodeManager>;
   /** 'core' after every failover-core step: what long operations wait on. */
   private readonly coreEvents = new EventEmitter().setMaxListeners(0);
 
@@ -54,6 +58,7 @@ export class Pgfloat {
     this.log = log;
     this.operations = new Operations(log.child({ component: 'operations' }));
     this.nodeAdmin = new NodeAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
+    this.managers = createManagers(config, log.child({ component: 'management' }));
     this.nodeNames = config.nodes.map((n) => n.name);
     this.store = new FileStateStore(config.state.dir);
     this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
@@ -147,7 +152,7 @@ export class Pgfloat {
         log: this.log.child({ component: 'failover' }),
         // Until sessions can be drained at transaction boundaries, a switchover cuts them.
         drainSessions: async (node, refusal) => ({ atBoundary: 0, cut: this.sessions.dropNode(node, refusal) }),
-        control: () => undefined,
+        control: (node) => this.managers.get(node),
         onChange: (core) => {
           this.refreshRoutes();
           this.coreEvents.emit('core', core);
@@ -211,7 +216,7 @@ export class Pgfloat {
         return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
       },
       waitForCore: (predicate, timeoutMs, what) => this.waitForCore(predicate, timeoutMs, what),
-      manager: () => undefined,
+      manager: (node) => this.managers.get(node),
       outcomeTimeoutMs: switchover.drainMs + 2 * fencing.timeoutMs + switchover.catchUpTimeoutMs + failover.promoteTimeoutMs + 30_000,
       rejoinTimeoutMs: management.rejoinTimeoutMs,
       adminTimeoutMs: Math.max(this.config.monitor.timeoutMs * 2, 5_000),
@@ -252,3 +257,23 @@ export class Pgfloat {
   }
 }
 
+
+function createManagers(config: Config, log: Logger): Map<string, NodeManager> {
+  const { monitor, management } = config;
+  const managed = config.nodes.some((n) => n.dataDir !== null || Object.values(n.commands).some((c) => c !== null));
+  if (!managed) return new Map();
+  const ctx: ManagementContext = {
+    // Only local nodes need them; a missing binDir is reported when such a node is operated on.
+    binaries: management.binDir !== null ? pgBinariesAt(management.binDir) : findPgBinaries(),
+    credentials: { user: monitor.user, password: monitor.password, database: monitor.database },
+    replication: { user: management.replicationUser ?? monitor.user, password: management.replicationPassword },
+    log,
+    rejoinTimeoutMs: management.rejoinTimeoutMs,
+  };
+  const managers = new Map<string, NodeManager>();
+  config.nodes.forEach((node, index) => {
+    const manager = managerFor(node, ctx, index);
+    if (manager !== undefined) managers.set(node.name, manager);
+  });
+  return managers;
+}

@@ -59,6 +59,13 @@ function majorVersionOf(binDir: string): number | undefined {
   }
 }
 
+/** The binaries in one given directory (management.binDir), or undefined when it lacks them. */
+export function pgBinariesAt(binDir: string): PgBinaries | undefined {
+  if (!has(binDir, 'pg_ctl', 'postgres')) return undefined;
+  const majorVersion = majorVersionOf(binDir);
+  return majorVersion === undefined ? undefined : { binDir, majorVersion, path: (tool) => join(binDir, tool) };
+}
+
 let found: PgBinaries | undefined;
 
 export function findPgBinaries(): PgBinaries | undefined {

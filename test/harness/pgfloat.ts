@@ -30,12 +30,15 @@ export interface NodeAddress {
   name: string;
   host: string;
   port: number;
+  dataDir?: string;
 }
 
 export interface StartOptions {
   password?: string;
   user?: string;
   log?: Logger;
+  /** Give pgfloat the nodes' data directories: it can then stop, start and rejoin them itself. */
+  managed?: boolean;
 }
 
 /** A state directory removed at teardown, shared by the pgfloat instances a test starts over it. */
@@ -69,7 +72,7 @@ export async function startPgfloatAt(
     {
       listen: { readWrite: '127.0.0.1:0', readOnly: '127.0.0.1:0' },
       admin: { listen: '127.0.0.1:0' },
-      nodes: nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
+      nodes: nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, ...(options.managed && n.dataDir ? { dataDir: n.dataDir } : {}) })),
       monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2, password: options.password ?? '' },
       state: { dir: stateDir },
       ...overrides,

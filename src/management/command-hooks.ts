@@ -1,0 +1,116 @@
+// A node managed through the operator's shell hooks (nodes[].commands): stop, start and rejoin run with /bin/sh.
+
+import type { NodeConfig } from '../config/schema';
+import type { BackendNode } from '../proxy/session';
+import { Deadline, describeExit, outputTail, runProcess } from './process';
+import { checkpointPrimary, waitAccepting, waitForStreaming } from './replication';
+import type { ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './node-manager';
+
+type Hook = keyof NodeConfig['commands'];
+
+/** Variables a hook gets; stale copies in pgfloat's own environment are not passed on. */
+const HOOK_VARIABLES = [
+  'PGFLOAT_NODE_NAME',
+  'PGFLOAT_NODE_HOST',
+  'PGFLOAT_NODE_PORT',
+  'PGFLOAT_DATA_DIR',
+  'PGFLOAT_PRIMARY_NAME',
+  'PGFLOAT_PRIMARY_HOST',
+  'PGFLOAT_PRIMARY_PORT',
+  'PGFLOAT_REBUILD',
+  'PGFLOAT_REPLICATION_USER',
+];
+
+export class CommandNodeManager implements NodeManager {
+  readonly kind = 'commands' as const;
+
+  constructor(
+    private readonly config: NodeConfig,
+    private readonly ctx: ManagementContext,
+    /** "nodes[1]", for messages. */
+    private readonly configKey: string,
+    private readonly hookTimeoutMs: number,
+    private readonly rejoinTimeoutMs: number,
+  ) {}
+
+  get node(): string {
+    return this.config.name;
+  }
+
+  async stop(progress: Progress): Promise<void> {
+    const command = this.hook('stop');
+    progress(`stopping ${this.node} with ${this.configKey}.commands.stop`);
+    await this.run('stop', command, {}, this.hookTimeoutMs, progress);
+  }
+
+  /** Runs the start hook, then waits (within the same time budget) until the server answers a query. */
+  async start(progress: Progress): Promise<void> {
+    const command = this.hook('start');
+    const deadline = new Deadline(this.hookTimeoutMs, `starting ${this.node}`);
+    progress(`starting ${this.node} with ${this.configKey}.commands.start`);
+    await this.run('start', command, {}, deadline.remaining('the start hook'), progress);
+    progress(`waiting for ${this.node} to accept connections`);
+    await waitAccepting(this.address(), this.ctx, deadline);
+    progress(`${this.node} accepts connections`);
+  }
+
+  /**
+   * The hook does the whole job (stop, pg_rewind or pg_basebackup, standby.signal, start); pgfloat
+   * checkpoints the primary before it, so the hook's pg_rewind sees the new timeline, and afterwards
+   * waits for the node to stream on that timeline, as for a local node.
+   */
+  async rejoin(primary: BackendNode, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
+    const command = this.hook('rejoin');
+    if (primary.name === this.node) throw new Error(`${this.node} cannot rejoin itself: name the current primary`);
+    const deadline = new Deadline(options.timeoutMs ?? this.rejoinTimeoutMs, `the rejoin of ${this.node}`);
+    const timeline = await checkpointPrimary(primary, this.ctx, deadline, progress, "so the rejoin hook's pg_rewind sees the new timeline");
+    progress(`running ${this.configKey}.commands.rejoin for ${this.node} (primary ${primary.name} at ${primary.host}:${primary.port}${options.rebuild ? ', rebuild' : ''})`);
+    await this.run(
+      'rejoin',
+      command,
+      {
+        PGFLOAT_PRIMARY_NAME: primary.name,
+        PGFLOAT_PRIMARY_HOST: primary.host,
+        PGFLOAT_PRIMARY_PORT: String(primary.port),
+        PGFLOAT_REBUILD: options.rebuild ? '1' : '0',
+        PGFLOAT_REPLICATION_USER: this.ctx.replication.user,
+      },
+      deadline.remaining('the rejoin hook'),
+      progress,
+    );
+    await waitForStreaming(this.address(), primary, timeline, this.ctx, deadline, progress);
+    return 'command';
+  }
+
+  private hook(name: Hook): string {
+    const command = this.config.commands[name];
+    if (command === null) throw new Error(`${this.configKey}.commands.${name} is not set: pgfloat cannot ${name} ${this.node}`);
+    return command;
+  }
+
+  private address(): BackendNode {
+    return { name: this.config.name, host: this.config.host, port: this.config.port };
+  }
+
+  private async run(name: Hook, command: string, extra: Record<string, string>, timeoutMs: number, progress: Progress): Promise<void> {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const key of HOOK_VARIABLES) delete env[key];
+    Object.assign(env, {
+      PGFLOAT_NODE_NAME: this.config.name,
+      PGFLOAT_NODE_HOST: this.config.host,
+      PGFLOAT_NODE_PORT: String(this.config.port),
+      ...(this.config.dataDir !== null && { PGFLOAT_DATA_DIR: this.config.dataDir }),
+      ...extra,
+    });
+    const key = `${this.configKey}.commands.${name}`;
+    // Hooks run as pgfloat itself, from its working directory, like fencing.command.
+    const result = await runProcess('/bin/sh', ['-c', command], { env, timeoutMs, cwd: process.cwd() }).catch((err: Error) => {
+      throw new Error(`${key} for ${this.node} could not start: ${err.message}`);
+    });
+    const tail = outputTail(result.output, 10);
+    if (result.code !== 0 || result.timedOut) {
+      throw new Error(`${key} failed for ${this.node} (${describeExit(result, timeoutMs)})${tail ? `:\n${tail}` : ' without output'}`);
+    }
+    progress(`${key} finished${tail ? `: ${outputTail(result.output, 3).replace(/\n/g, ' | ')}` : ''}`);
+  }
+}
