@@ -22,6 +22,8 @@ const node = z
     name: nodeName,
     host: z.string().min(1),
     port: z.number().int().min(1).max(65535).default(5432),
+    /** false for a reporting server: it serves read-only clients but is never promoted. */
+    promotable: z.boolean().default(true),
     /** Set when pgfloat runs on the node's host: it can then stop, start and rejoin it itself. */
     dataDir: z.string().min(1).nullable().default(null),
     /** Shell hooks for a node on another host (environment: PGFLOAT_NODE_NAME, _HOST, _PORT, _DATA_DIR, PGFLOAT_PRIMARY_HOST, _PORT, PGFLOAT_REBUILD). */

@@ -255,7 +255,7 @@ interface FailoverRequest {
 function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): void {
   const oldPrimary = s.cluster.primary!;
   const candidates = s.names
-    .filter((n) => n !== oldPrimary && !s.cluster.fenced.includes(n) && (request.to === undefined || n === request.to))
+    .filter((n) => n !== oldPrimary && !s.cluster.fenced.includes(n) && !opts.notPromotable.includes(n) && (request.to === undefined || n === request.to))
     .map((n) => s.nodes[n])
     .filter((r): r is NodeReport => r?.status === 'up' && r.inRecovery === true && sameSystem(s, r))
     .sort(furthestAhead);

@@ -40,7 +40,8 @@ function preflight(s: CoreState, op: SwitchoverCommand, opts: FailoverOptions): 
   const p = s.nodes[primary];
   if (p?.status !== 'up' || p.inRecovery !== false) return `the primary ${primary} is not healthy (${p?.status ?? 'unknown'}); use failover`;
   if (op.to === primary) return `${op.to} is already the primary`;
-  const target = op.to !== undefined ? s.nodes[op.to] : bestStandby(s, primary);
+  if (op.to !== undefined && opts.notPromotable.includes(op.to)) return `${op.to} is a reporting server (nodes[].promotable: false)`;
+  const target = op.to !== undefined ? s.nodes[op.to] : bestStandby(s, primary, opts);
   const name = op.to ?? target?.node;
   if (target === undefined || name === undefined) return op.to !== undefined ? `${op.to} has not been seen yet` : 'no healthy, streaming standby to switch to';
   if (s.cluster.fenced.includes(name)) return `${name} is fenced; rejoin it first`;
@@ -58,9 +59,9 @@ function preflight(s: CoreState, op: SwitchoverCommand, opts: FailoverOptions): 
   return { primary, target, lag };
 }
 
-function bestStandby(s: CoreState, primary: string): NodeReport | undefined {
+function bestStandby(s: CoreState, primary: string, opts: FailoverOptions): NodeReport | undefined {
   return s.names
-    .filter((n) => n !== primary && !s.cluster.fenced.includes(n))
+    .filter((n) => n !== primary && !s.cluster.fenced.includes(n) && !opts.notPromotable.includes(n))
     .map((n) => s.nodes[n])
     .find((r): r is NodeReport => r?.status === 'up' && r.inRecovery === true && r.seesPrimary === true && sameSystem(s, r));
 }

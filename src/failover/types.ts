@@ -117,6 +117,8 @@ export interface FailoverOptions {
   maxLagBytes: number;
   promoteTimeoutMs: number;
   retryIntervalMs: number;
+  /** Reporting servers (nodes[].promotable: false): never promoted, by failover or switchover. */
+  notPromotable: readonly string[];
   switchover: {
     drainMs: number;
     maxLagBytes: number;

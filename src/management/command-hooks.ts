@@ -25,7 +25,7 @@ export class CommandNodeManager implements NodeManager {
   readonly kind = 'commands' as const;
 
   constructor(
-    private readonly config: NodeConfig,
+    private readonly config: Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>,
     private readonly ctx: ManagementContext,
     /** "nodes[1]", for messages. */
     private readonly configKey: string,

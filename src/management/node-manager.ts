@@ -1,6 +1,9 @@
 // Managed nodes: what pgfloat can do to a server itself (stop, start, rejoin as a standby), locally or through the operator's hooks.
 
 import type { NodeConfig } from '../config/schema';
+
+/** What managing a node needs from its configuration. */
+export type ManagedNodeConfig = Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>;
 import type { Logger } from '../log';
 import type { BackendNode } from '../proxy/session';
 import type { PgBinaries } from '../sandbox/pg-binaries';
@@ -60,7 +63,7 @@ const DEFAULT_STOP_START_TIMEOUT_MS = 2 * 60_000;
  * ("nodes[1].commands.rejoin is not set"). Keep one manager per node: each runs one operation
  * at a time and refuses a second one meanwhile.
  */
-export function managerFor(node: NodeConfig, ctx: ManagementContext, index?: number): NodeManager | undefined {
+export function managerFor(node: ManagedNodeConfig, ctx: ManagementContext, index?: number): NodeManager | undefined {
   const configKey = index === undefined ? `nodes[name=${node.name}]` : `nodes[${index}]`;
   const { stop, start, rejoin } = node.commands;
   const stopStartMs = ctx.stopStartTimeoutMs ?? DEFAULT_STOP_START_TIMEOUT_MS;

@@ -142,7 +142,7 @@ export class Pgfloat {
     const { failover, fencing, switchover } = this.config;
     return new FailoverRunner(
       {
-        options: { ...failover, switchover },
+        options: { ...failover, switchover, notPromotable: this.config.nodes.filter((n) => !n.promotable).map((n) => n.name) },
         fencing,
         nodes: this.nodes,
         store: this.store,

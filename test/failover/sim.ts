@@ -12,6 +12,7 @@ export const defaultOptions: FailoverOptions = {
   maxLagBytes: 1024 * 1024,
   promoteTimeoutMs: 5000,
   retryIntervalMs: 2000,
+  notPromotable: [],
   switchover: { drainMs: 1000, maxLagBytes: 16 * 1024 * 1024, catchUpTimeoutMs: 2000 },
 };
 

@@ -157,3 +157,28 @@ t.test('a pgfloat restarted after the switchover fence was persisted finishes it
   t.equal(restarted.store.primary, 'n2');
   t.equal(restarted.writable(), 'n2');
 });
+
+t.test('a reporting server (promotable: false) is never promoted, by failover or switchover', async (t) => {
+  const { Sim: SimClass, defaultOptions } = await import('./sim');
+  const { emptyState } = await import('../../src/state/cluster-state');
+  const sim = new SimClass(['n1', 'n2', 'n3'], emptyState(), { ...defaultOptions, notPromotable: ['n3'] });
+  sim.primary('n1');
+  sim.standby('n2', '0/3000000');
+  sim.standby('n3', '0/3000000');
+  sim.answerPersist();
+  switchover(sim, { to: 'n3' });
+  t.match(sim.state.operatorAnswer, { accepted: false, message: /n3 is a reporting server/ });
+  sim.standby('n2', '0/2F00000', 1, false);
+  sim.standby('n3', '0/3000000', 1, false);
+  sim.down('n1');
+  t.ok(sim.last.some((a) => a.type === 'hold-writes'), 'fails over');
+  t.match(sim.state.phase, { kind: 'failover', target: 'n2' }, 'to n2, although the reporting server n3 is further ahead');
+  const lone = new SimClass(['n1', 'n3'], emptyState(), { ...defaultOptions, notPromotable: ['n3'] });
+  lone.primary('n1');
+  lone.standby('n3');
+  lone.answerPersist();
+  lone.standby('n3', '0/3000000', 1, false);
+  lone.down('n1');
+  t.equal(lone.state.phase.kind, 'steady', 'with only a reporting server left: no failover');
+  t.match(lone.state.blocked, /no healthy standby/);
+});
