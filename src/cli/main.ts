@@ -6,6 +6,7 @@ import { ConfigError, loadConfigFile } from '../config/load';
 import { createLogger } from '../log';
 import { runUntilSignal } from './run-instance';
 import { runSandbox } from './sandbox';
+import { registerWalCommands } from './wal-commands';
 import { CliError, fetchStatus, follow, formatStatus, operate, type AdminTarget } from './admin-client';
 
 /** Exit statuses: 2 for bad configuration or usage, 1 for anything that failed at run time. */
@@ -125,6 +126,8 @@ for (const [command, description] of [
       say((await operate(target(opts), `/${command}/${encodeURIComponent(node)}`)).message);
     });
 }
+
+registerWalCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CliError) {

@@ -18,7 +18,8 @@ export interface ToolOptions {
 /** The caller's libpq settings (PGSSLMODE, PGSERVICE, PGPASSWORD...) must not redirect or break our tools. */
 function cleanEnv(extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  // NODE_OPTIONS (a test runner's hooks, say) would follow the server into every archive_command it runs.
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG') && k !== 'NODE_OPTIONS') env[k] = v;
   return { ...env, ...extra };
 }
 
