@@ -1,5 +1,6 @@
 // The configuration file's schema: every key, its type and its default (README "Configuration" mirrors it).
 
+import { resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parseAddress, type ListenAddress } from './address';
 
@@ -25,7 +26,13 @@ const node = z
     /** false for a reporting server: it serves read-only clients but is never promoted. */
     promotable: z.boolean().default(true),
     /** Set when pgfloat runs on the node's host: it can then stop, start and rejoin it itself. */
-    dataDir: z.string().min(1).nullable().default(null),
+    // Relative to pgfloat's working directory; the tools it runs for the node start elsewhere.
+    dataDir: z
+      .string()
+      .min(1)
+      .transform((dir) => resolvePath(dir))
+      .nullable()
+      .default(null),
     /** Shell hooks for a node on another host (environment: PGFLOAT_NODE_NAME, _HOST, _PORT, _DATA_DIR, PGFLOAT_PRIMARY_HOST, _PORT, PGFLOAT_REBUILD). */
     commands: z
       .object({
