@@ -64,6 +64,8 @@ export function formatStatus(s: PgfloatStatus): string {
     `epoch ${s.epoch}, phase ${s.phase}, read-write: ${s.readWrite}`,
     `primary: ${s.primary ?? 'none'}; read-only: ${s.standbys.length ? s.standbys.join(', ') : 'none'}; clients: ${s.clients.readWrite} read-write, ${s.clients.readOnly} read-only`,
   ];
+  if (s.operation) lines.push(`running: ${s.operation.kind}${s.operation.node ? ` ${s.operation.node}` : ''} (${s.operation.id}) since ${s.operation.startedAt}: ${s.operation.lastStep ?? ''}`);
+  if (s.lastOutcome && !s.lastOutcome.ok) lines.push(`last ${s.lastOutcome.planned ? 'switchover' : 'failover'} failed at ${s.lastOutcome.at}: ${s.lastOutcome.message}`);
   if (s.failoverBlocked) lines.push(`failover blocked: ${s.failoverBlocked}`);
   if (s.degenerate) lines.push(`degenerate (one server) since ${s.degenerateSince}: rejoin the fenced node as a standby`);
   if (s.splitBrain) lines.push('SPLIT BRAIN: several nodes claim primary; resolve with `pgfloat adopt NODE`');

@@ -181,6 +181,7 @@ export class Pgfloat {
       core: this.failover?.state,
       sessions: this.sessions,
       heldClients: this.router.heldClients,
+      operation: this.operations.current?.record,
     });
   }
 

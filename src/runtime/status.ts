@@ -6,6 +6,7 @@ import type { BackendNode } from '../proxy/session';
 import type { SessionRegistry } from '../proxy/session-registry';
 import type { Routes } from '../routing/routes';
 import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+import type { OperationRecord } from './operations';
 
 export interface NodeStatus {
   name: string;
@@ -44,6 +45,10 @@ export interface PgfloatStatus {
   degenerate: boolean;
   degenerateSince: string | null;
   lastFailover: FailoverRecord | null;
+  /** How the last failover or switchover this instance ran ended (ok, or why not). */
+  lastOutcome: { planned: boolean; ok: boolean; message: string; at: string } | null;
+  /** The long operation running now (switchover, failover, rejoin), with its latest step. */
+  operation: { id: string; kind: string; node: string | null; startedAt: string; lastStep: string | null } | null;
   clients: { readWrite: number; readOnly: number };
   nodes: NodeStatus[];
 }
@@ -57,6 +62,7 @@ export interface StatusSources {
   core: CoreState | undefined;
   sessions: SessionRegistry;
   heldClients: number;
+  operation: OperationRecord | undefined;
 }
 
 export function buildStatus(src: StatusSources): PgfloatStatus {
@@ -78,6 +84,12 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     degenerate: core?.degenerateSince !== undefined,
     degenerateSince: core?.degenerateSince === undefined ? null : new Date(core.degenerateSince).toISOString(),
     lastFailover: cluster?.history.at(-1) ?? null,
+    lastOutcome: core?.lastOutcome
+      ? { planned: core.lastOutcome.planned, ok: core.lastOutcome.ok, message: core.lastOutcome.message, at: new Date(core.lastOutcome.at).toISOString() }
+      : null,
+    operation: src.operation
+      ? { id: src.operation.id, kind: src.operation.kind, node: src.operation.node, startedAt: src.operation.startedAt, lastStep: src.operation.steps.at(-1)?.message ?? null }
+      : null,
     clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
     nodes: src.nodes.map((n) =>
       nodeStatus(n, src.health.find((h) => h.node === n.name)!, primaryHealth, cluster, core, src.sessions.countOn(n.name)),
