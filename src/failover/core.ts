@@ -33,6 +33,7 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     writesHeld: false,
     persisting: false,
     roguePrimaries: [],
+    demoted: [],
     rogueFencedAt: {},
     degenerateSince: cluster.fenced.length > 0 ? now : undefined,
     now,
@@ -87,6 +88,7 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
         const { target, oldPrimary, startedAt, planned } = s.phase;
         recordOutcome(s, true, `${planned ? 'switched over' : 'failed over'} from ${oldPrimary} to ${target} at epoch ${s.cluster.epoch}`);
         s.phase = { kind: 'steady' };
+        if (planned) s.demoted = [...s.demoted.filter((n) => n !== oldPrimary), oldPrimary];
         s.degenerateSince = s.now;
         s.writesHeld = false;
         out.push({ type: 'release-writes' });
@@ -194,6 +196,7 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     const fenced = s.cluster.fenced.includes(name);
     if (!claimsPrimary) {
       s.roguePrimaries = s.roguePrimaries.filter((n) => n !== name);
+      if (r?.status === 'down' || r?.inRecovery === true) s.demoted = s.demoted.filter((n) => n !== name);
       if (fenced && r && isRejoinedStandby(s, r) && !(s.cluster.operatorFenced ?? []).includes(name)) {
         persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== name) });
         log(out, 'info', 'fenced node follows the current primary in recovery: unfencing it as a standby', { node: name, epoch: s.cluster.epoch });
@@ -212,6 +215,7 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
       log(out, 'error', 'a second node runs as primary: fencing it', { node: name, primary, epoch: s.cluster.epoch });
       return;
     }
+    if (s.demoted.includes(name)) continue; // fenced and read-only by our own switchover: awaiting its rejoin
     if (!s.roguePrimaries.includes(name)) {
       s.roguePrimaries.push(name);
       s.rogueFencedAt[name] = s.now;

@@ -152,6 +152,11 @@ export interface CoreState {
   blocked?: string;
   /** Fenced nodes seen running as primaries: an alert. */
   roguePrimaries: string[];
+  /**
+   * Old primaries a switchover fenced while they ran (read-only): not rogue, only waiting to be
+   * rejoined. A node leaves the list once it is seen down or in recovery.
+   */
+  demoted: string[];
   /** When the fencing action was last applied to each rogue primary (it is repeated while it stays one). */
   rogueFencedAt: Record<string, number>;
   /** The answer to the operator command of this step, if there was one. */

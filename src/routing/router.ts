@@ -146,6 +146,8 @@ export class Router extends EventEmitter<RouterEvents> {
     };
     if (next.readWriteRefusal?.reason === 'split-brain') {
       this.log.error({ ...fields, reason: 'split-brain' }, 'split brain: more than one node claims primary; refusing writes');
+    } else if (next.primary === undefined && this.heldBecause !== undefined) {
+      this.log.info({ ...fields, held: this.heldBecause }, 'no verified primary; new read-write clients are held');
     } else if (next.primary === undefined) {
       this.log.warn({ ...fields, reason: next.readWriteRefusal?.reason }, 'no verified primary; refusing read-write clients');
     } else {

@@ -25,6 +25,8 @@ export interface FailoverRunnerDeps {
   drainSessions(node: string, refusal: Refusal, drainMs: number): Promise<{ atBoundary: number; cut: number }>;
   /** Stops and starts nodes pgfloat manages (nodes[].dataDir or nodes[].commands); undefined for the others. */
   control(node: string): ManagedControl | undefined;
+  /** Heartbeats a node now instead of at its next interval (a promotion to verify). */
+  expedite(node: string): void;
   /** Called after every step, so routing and metrics follow the core. */
   onChange(core: CoreState): void;
   /** Every message the core logs, for the progress of a running operation. */
@@ -206,7 +208,11 @@ export class FailoverRunner {
       case 'promote': {
         const node = this.deps.nodes.get(action.node)!;
         this.deps.admin.promote(node, this.deps.options.promoteTimeoutMs).then(
-          () => this.dispatch({ type: 'promoted', at: Date.now(), node: node.name }),
+          () => {
+            this.dispatch({ type: 'promoted', at: Date.now(), node: node.name });
+            // Verification waits for a heartbeat that sees the new timeline: take it now.
+            this.deps.expedite(node.name);
+          },
           (err: Error) => this.dispatch({ type: 'promotion-failed', at: Date.now(), node: node.name, error: err.message }),
         );
         return;

@@ -68,12 +68,16 @@ export class NodeAdmin {
   }
 
   /**
-   * The last WAL position the node wrote, once it is flushed (walsenders send only flushed WAL,
-   * so waiting for a standby to replay an unflushed position could wait forever). Asynchronous
-   * commits may still be unflushed for up to wal_writer_delay, hence the polling.
+   * The last WAL position the node wrote, once it is flushed: walsenders send only flushed WAL,
+   * so waiting for a standby to replay an unflushed position could wait forever.
    */
   async finalLsn(node: BackendNode, timeoutMs: number): Promise<string> {
     return this.withClient(node, timeoutMs, async (client) => {
+      // Committing a transaction that has an xid flushes the WAL up to its commit record, and so
+      // everything inserted before it (the aborts of terminated sessions, asynchronous commits):
+      // without it the WAL writer gets to them only after up to wal_writer_delay.
+      await client.query('SET synchronous_commit = local');
+      await client.query('SELECT pg_current_xact_id()');
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const { rows } = await client.query<{ insert: string; flush: string }>(

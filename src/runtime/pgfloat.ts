@@ -153,6 +153,7 @@ export class Pgfloat {
         // Until sessions can be drained at transaction boundaries, a switchover cuts them.
         drainSessions: async (node, refusal) => ({ atBoundary: 0, cut: this.sessions.dropNode(node, refusal) }),
         control: (node) => this.managers.get(node),
+        expedite: (node) => this.monitor.expedite(node),
         onChange: (core) => {
           this.refreshRoutes();
           this.coreEvents.emit('core', core);
@@ -218,6 +219,7 @@ export class Pgfloat {
       },
       waitForCore: (predicate, timeoutMs, what) => this.waitForCore(predicate, timeoutMs, what),
       manager: (node) => this.managers.get(node),
+      expedite: (node) => this.monitor.expedite(node),
       outcomeTimeoutMs: switchover.drainMs + 2 * fencing.timeoutMs + switchover.catchUpTimeoutMs + failover.promoteTimeoutMs + 30_000,
       rejoinTimeoutMs: management.rejoinTimeoutMs,
       adminTimeoutMs: Math.max(this.config.monitor.timeoutMs * 2, 5_000),

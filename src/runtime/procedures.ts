@@ -21,6 +21,8 @@ export interface ProcedureContext {
   /** Resolves with the core's state once `predicate` holds (checked after every step), rejects after `timeoutMs`. */
   waitForCore(predicate: (core: CoreState) => boolean, timeoutMs: number, what: string): Promise<CoreState>;
   manager(node: string): Rejoinable | undefined;
+  /** Heartbeats a node now. */
+  expedite(node: string): void;
   /** How long the core may take to finish a switchover or failover it accepted. */
   outcomeTimeoutMs: number;
   rejoinTimeoutMs: number;
@@ -134,6 +136,15 @@ async function rejoinAndUnfence(ctx: ProcedureContext, op: Operation, node: stri
   for (;;) {
     const core = ctx.core();
     if (core === undefined || !core.cluster.fenced.includes(node)) break;
+    // Not before pgfloat itself has seen it in recovery: its last heartbeat may still say primary,
+    // and unfencing it then would make two claimants for a moment.
+    const seen = core.nodes[node];
+    if (seen?.status !== 'up' || seen.inRecovery !== true) {
+      ctx.expedite(node);
+      if (Date.now() > deadline) throw new Error(`${node} streams but pgfloat has not seen it in recovery within 60 s`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      continue;
+    }
     // The core unfences a rejoined standby by itself, except one an operator fenced.
     if (!core.persisting && core.phase.kind === 'steady') ctx.command({ command: 'unfence', node });
     if (Date.now() > deadline) throw new Error(`${node} streams but was not unfenced within 60 s`);

@@ -30,8 +30,8 @@ t.test('switchover: drain, fence, stop writes, catch up, promote, verify, persis
   sim.send({ type: 'caught-up', node: 'n2', lsn: '0/3000500' });
   t.same(sim.types(), ['promote n2'], 'promotes only after catching up');
   sim.send({ type: 'promoted', node: 'n2' });
-  // n1 is read-only or stopped now: its reports must not trigger anything.
-  sim.down('n1');
+  // n1 is read-only now: its reports must not trigger anything.
+  sim.primary('n1', '0/3000500', 1);
   t.same(sim.types(), []);
   sim.primary('n2', '0/3000600', 2);
   t.same(sim.types(), ['persist']);
@@ -44,6 +44,12 @@ t.test('switchover: drain, fence, stop writes, catch up, promote, verify, persis
   t.equal(sim.store.history.at(-1)?.oldPrimaryLsn, '0/3000500', 'history keeps the final position');
   t.equal(sim.writable(), 'n2');
   t.match(sim.state.lastOutcome, { planned: true, ok: true, oldPrimary: 'n1', target: 'n2' });
+  sim.primary('n1', '0/3000500', 1);
+  t.same(sim.types(), [], 'the demoted old primary, still running read-only, is not treated as a rogue primary');
+  t.same(sim.state.roguePrimaries, []);
+  sim.down('n1'); // stopped for its rejoin
+  sim.primary('n1', '0/3000500', 1);
+  t.same(sim.types(), ['drop-sessions n1', 'fence n1'], 'but once it was down, coming back as a primary is rogue');
   // The old primary rejoins as a standby of n2: unfenced, roles switched, cluster whole again.
   sim.standby('n1', '0/3000600', 2, true);
   t.same(sim.types(), ['persist']);
