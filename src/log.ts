@@ -4,7 +4,11 @@ import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
-export const REDACTED_KEYS = ['password', '*.password', '*.*.password', 'token', '*.token', 'connectionString'];
+export const REDACTED_KEYS = [
+  'password', '*.password', '*.*.password',
+  'replicationPassword', '*.replicationPassword', '*.*.replicationPassword',
+  'token', '*.token', 'connectionString',
+];
 
 export function createLogger(level: string = process.env.PGFLOAT_LOG_LEVEL ?? 'info', destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {

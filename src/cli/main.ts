@@ -2,7 +2,7 @@
 // The pgfloat command line: `start` runs the proxy from a config file, `sandbox` runs the embedded default.
 
 import { Command, Option } from 'commander';
-import { ConfigError, loadConfigFile } from '../config/load';
+import { ConfigError, loadConfigFile, redactConfig } from '../config/load';
 import { createLogger } from '../log';
 import { runUntilSignal } from './run-instance';
 import { runSandbox } from './sandbox';
@@ -36,13 +36,7 @@ program
   .description('validate a configuration file and print it with every default filled in')
   .requiredOption('-c, --config <file>', 'configuration file')
   .action((opts: { config: string }) => {
-    const config = loadConfigFile(opts.config);
-    const shown = {
-      ...config,
-      monitor: { ...config.monitor, password: config.monitor.password ? '[set]' : '' },
-      admin: { ...config.admin, token: config.admin.token ? '[set]' : null },
-    };
-    process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(redactConfig(loadConfigFile(opts.config)), null, 2) + '\n');
   });
 
 program

@@ -89,3 +89,14 @@ function formatIssues(error: ZodError): string {
 function formatPath(path: ReadonlyArray<string | number>): string {
   return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
 }
+
+/** The config as it may be shown (check-config, logs): every secret replaced by whether it is set. */
+export function redactConfig(config: Config): Config {
+  const hidden = (secret: string): string => (secret ? '[set]' : '');
+  return {
+    ...config,
+    monitor: { ...config.monitor, password: hidden(config.monitor.password) },
+    management: { ...config.management, replicationPassword: hidden(config.management.replicationPassword) },
+    admin: { ...config.admin, token: config.admin.token ? '[set]' : null },
+  };
+}

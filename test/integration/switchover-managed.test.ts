@@ -46,7 +46,13 @@ t.test('pgfloat rejoin after a failover where the old primary diverged; --rebuil
   const proxy = await startPgfloat(t, cluster, { admin, fencing: { action: 'none' } }, { managed: true });
   await queryOnce(proxy.readWriteUrl(), 'CREATE TABLE t (id int, origin text)');
   await queryOnce(proxy.readWriteUrl(), "INSERT INTO t VALUES (1, 'before')");
-  await eventually(async () => (await queryOnce(cluster.standby.connectionString(), 'SELECT 1 FROM t')).length === 1, 'replicated');
+  // The table itself may not have replicated yet (42P01).
+  const replicated = (): Promise<boolean> =>
+    queryOnce(cluster.standby.connectionString(), 'SELECT 1 FROM t').then(
+      (rows) => rows.length === 1,
+      (err: { code?: string }) => (err.code === '42P01' ? false : Promise.reject(err)),
+    );
+  await eventually(replicated, 'replicated');
 
   // Cut the standby off, write on n1 only, then fail over: n1 holds transactions n2 never got.
   await queryOnce(cluster.standby.connectionString(), "ALTER SYSTEM SET primary_conninfo = ''");

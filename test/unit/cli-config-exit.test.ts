@@ -94,12 +94,21 @@ t.test('check-config of a good file exits 0 and prints JSON without the password
   };
   t.same(shown.listen, { readWrite: { host: '127.0.0.1', port: 7432 }, readOnly: null });
   t.same(shown.nodes, [
-    { name: 'n1', host: '127.0.0.1', port: 15432 },
-    { name: 'n2', host: '127.0.0.1', port: 15433 },
+    { name: 'n1', host: '127.0.0.1', port: 15432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'n2', host: '127.0.0.1', port: 15433, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
   ]);
   t.equal(shown.monitor.user, 'mon');
   t.equal(shown.monitor.password, '[set]');
   t.equal(shown.monitor.intervalMs, 500, 'defaults filled in');
+});
+
+t.test('check-config hides the replication password, set or inherited', async (t) => {
+  const path = file('replpw.yaml', 'nodes: [{ name: n1, host: 127.0.0.1 }]\nmanagement: { replicationPassword: "repl-secret-value" }\n');
+  const result = await run(['check-config', '--config', path], { PGFLOAT_MONITOR_PASSWORD: 'monitor-secret-value' });
+  t.equal(result.status, 0);
+  t.notMatch(result.stdout, /repl-secret-value|monitor-secret-value/, 'neither password appears');
+  const shown = JSON.parse(result.stdout) as { management: { replicationPassword: string } };
+  t.equal(shown.management.replicationPassword, '[set]');
 });
 
 t.test('check-config hides a password that comes from PGFLOAT_MONITOR_PASSWORD', async (t) => {
