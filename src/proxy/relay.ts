@@ -1,12 +1,36 @@
-// The hot path: moves bytes between a client and its server with backpressure and no parsing.
+// The hot path: moves bytes between a client and its server with backpressure, only walking message headers.
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
 
 export interface RelayCounters {
   clientToServerBytes: number;
   serverToClientBytes: number;
+}
+
+/**
+ * Set on both pumps while a session drains: calls `onIdle` at its first transaction boundary,
+ * right after the chunk that reached it is forwarded, or before a client chunk that finds the
+ * session idle (that chunk is then dropped, and the client is waiting for an answer).
+ */
+export class BoundaryWatch {
+  constructor(
+    private readonly tracker: TransactionTracker,
+    private readonly onIdle: (clientWaiting: boolean) => void,
+  ) {}
+
+  /** False drops the chunk. */
+  admitClientChunk(): boolean {
+    if (!this.tracker.idle()) return true;
+    this.onIdle(true);
+    return false;
+  }
+
+  afterChunk(): void {
+    if (this.tracker.idle()) this.onIdle(false);
+  }
 }
 
 const READ_BUFFER_SIZE = 64 * 1024;
@@ -15,28 +39,52 @@ const READ_BUFFER_SIZE = 64 * 1024;
  * Client to server. Accepted sockets cannot take an `onread` buffer, so this side uses
  * 'data' events; the client's half is the small one (queries), the server's carries results.
  */
-export function forwardClientToServer(
-  client: Duplex,
-  server: Duplex,
-  counters: RelayCounters,
-  busyPoller: BusyPoller | undefined,
-): void {
-  let waitingForDrain = false;
-  const resume = (): void => {
-    waitingForDrain = false;
-    client.resume();
-  };
-  client.on('data', (chunk: Buffer) => {
-    counters.clientToServerBytes += chunk.length;
-    busyPoller?.kick();
-    if (!server.write(chunk) && !waitingForDrain) {
+export class ClientToServerPump {
+  private waitingForDrain = false;
+  watch: BoundaryWatch | undefined;
+
+  constructor(
+    private readonly client: Duplex,
+    private readonly server: Duplex,
+    private readonly tracker: TransactionTracker,
+    private readonly counters: RelayCounters,
+    private readonly busyPoller: BusyPoller | undefined,
+  ) {}
+
+  start(): void {
+    this.client.on('data', this.onData);
+  }
+
+  /** Nothing more is forwarded: the session is closing. */
+  stop(): void {
+    this.client.removeListener('data', this.onData);
+    this.watch = undefined;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    const watch = this.watch;
+    if (watch !== undefined && !watch.admitClientChunk()) return;
+    this.counters.clientToServerBytes += chunk.length;
+    this.busyPoller?.kick();
+    this.tracker.client(chunk, 0, chunk.length);
+    const accepted = this.server.write(chunk);
+    if (watch !== undefined) {
+      watch.afterChunk();
+      if (this.watch === undefined) return; // the session closed
+    }
+    if (!accepted && !this.waitingForDrain) {
       // The server reads slower than the client sends: stop reading until it catches up,
       // so memory stays bounded by one socket buffer per direction.
-      waitingForDrain = true;
-      client.pause();
-      server.once('drain', resume);
+      this.waitingForDrain = true;
+      this.client.pause();
+      this.server.once('drain', this.resume);
     }
-  });
+  };
+
+  private readonly resume = (): void => {
+    this.waitingForDrain = false;
+    this.client.resume();
+  };
 }
 
 /**
@@ -49,9 +97,11 @@ export class ServerToClientPump {
   private buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
   private client: Duplex | undefined;
   private server: Socket | undefined;
+  private tracker: TransactionTracker | undefined;
   private waitingForDrain = false;
   /** Sees each chunk before it is forwarded while set; dropped once it returns false. */
   private observe: ((chunk: Buffer) => boolean) | undefined;
+  watch: BoundaryWatch | undefined;
 
   constructor(private readonly counters: RelayCounters) {}
 
@@ -61,20 +111,30 @@ export class ServerToClientPump {
     callback: (nread: number, buffer: Buffer): boolean => this.onChunk(buffer.subarray(0, nread)),
   };
 
-  start(server: Socket, client: Duplex, observe?: (chunk: Buffer) => boolean): void {
+  start(server: Socket, client: Duplex, tracker: TransactionTracker, observe?: (chunk: Buffer) => boolean): void {
     this.server = server;
     this.client = client;
+    this.tracker = tracker;
     this.observe = observe;
+  }
+
+  /** Nothing more is forwarded: the session is closing. */
+  stop(): void {
+    this.client = undefined;
+    this.watch = undefined;
   }
 
   private onChunk(chunk: Buffer): boolean {
     const client = this.client;
     if (client === undefined) return true;
     if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
+    this.tracker!.server(chunk, 0, chunk.length);
     this.counters.serverToClientBytes += chunk.length;
     const accepted = client.write(chunk);
     if (client.writableLength > 0) this.buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
-    if (accepted) return true;
+    // Synchronously after the forward, so no client byte can be forwarded in between.
+    if (this.watch !== undefined) this.watch.afterChunk();
+    if (accepted || this.client === undefined) return true;
     if (!this.waitingForDrain) {
       this.waitingForDrain = true;
       client.once('drain', this.resume);

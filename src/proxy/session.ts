@@ -8,12 +8,13 @@ import { SqlState } from '../protocol/codes';
 import { errorResponse, GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
 import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
 import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
+import { TransactionTracker } from '../protocol/transaction-tracker';
 import type { ListenerKind, Refusal } from '../routing/routes';
 import type { Router } from '../routing/router';
 import type { RoutingRules } from '../routing/rules';
 import type { BusyPoller } from './busy-poll';
 import type { CancelRegistry } from './cancel-registry';
-import { forwardClientToServer, ServerToClientPump, type RelayCounters } from './relay';
+import { BoundaryWatch, ClientToServerPump, ServerToClientPump, type RelayCounters } from './relay';
 import type { SessionRegistry, TrackedSession } from './session-registry';
 import { upgradeToTls } from './tls';
 
@@ -48,6 +49,9 @@ type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'closed'
 
 const STARTUP_MESSAGES = new Set([MessageType.backendKeyData, MessageType.readyForQuery, MessageType.errorResponse]);
 const EMPTY = Buffer.alloc(0);
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]); // 'X'
+/** How long a client that sends nothing waits for the FATAL after its session is closed at a boundary. */
+const FATAL_DELAY_MS = 200;
 let nextSessionId = 1;
 
 export class ClientSession implements TrackedSession {
@@ -69,6 +73,12 @@ export class ClientSession implements TrackedSession {
   private connectTimer: NodeJS.Timeout | undefined;
   /** The server socket while it is still connecting, so a client leaving can abort it. */
   private connecting: Socket | undefined;
+  /** Set once the relay starts: where both streams are in their message framing and transactions. */
+  private tracker: TransactionTracker | undefined;
+  private clientPump: ClientToServerPump | undefined;
+  private serverPump: ServerToClientPump | undefined;
+  /** Set by drain(): the session closes at its next transaction boundary. */
+  private draining = false;
   private readonly log: Logger;
 
   constructor(
@@ -101,13 +111,66 @@ export class ClientSession implements TrackedSession {
   terminate(refusal: Refusal): void {
     if (this.phase === 'closed') return;
     this.log.info({ node: this.node, reason: refusal.reason }, 'terminating session');
-    if (this.phase === 'relaying') {
-      // Mid-stream the client may be inside a message from the server; an ErrorResponse could
-      // corrupt it, so the connection is cut (the client sees an unexpected EOF, as on a server crash).
-      this.close(refusal.message);
+    if (this.phase !== 'relaying') return this.refuse(refusal);
+    if (this.tracker!.atServerBoundary()) {
+      // The server is cut without a Terminate, so whatever transaction it has open is rolled back.
+      this.closeWithError(refusal, false);
     } else {
-      this.refuse(refusal);
+      // Mid-message an ErrorResponse would corrupt what the client is reading, so the connection
+      // is cut (the client sees an unexpected EOF, as on a server crash).
+      this.close(refusal.message);
     }
+  }
+
+  /**
+   * Closes the session at its next transaction boundary (at once if it is at one): the client
+   * gets a FATAL ErrorResponse for `refusal`, the server a Terminate. A session still starting up
+   * is refused or cut as terminate() does.
+   */
+  drain(refusal: Refusal): void {
+    if (this.phase === 'closed' || this.draining) return;
+    if (this.phase !== 'relaying') return this.terminate(refusal);
+    this.draining = true;
+    const tracker = this.tracker!;
+    if (tracker.idle()) return this.closeWithError(refusal, true);
+    this.log.debug({ node: this.node, status: tracker.lastStatus(), lost: tracker.isLost() }, 'session busy: closing it at the next transaction boundary');
+    const watch = new BoundaryWatch(tracker, (clientWaiting) => {
+      if (this.phase === 'relaying') this.closeWithError(refusal, true, clientWaiting);
+    });
+    this.clientPump!.watch = watch;
+    this.serverPump!.watch = watch;
+  }
+
+  /**
+   * Sends the client a FATAL ErrorResponse and closes both sides; only valid at a server message
+   * boundary. At a transaction boundary (`graceful`) the server gets a Terminate and ends cleanly.
+   */
+  private closeWithError(refusal: Refusal, graceful: boolean, clientWaiting = false): void {
+    this.log.info({ node: this.node, reason: refusal.reason, graceful }, graceful ? 'closing session at a transaction boundary' : 'closing session with an ErrorResponse');
+    this.clientPump!.stop();
+    this.serverPump!.stop();
+    const client = this.client;
+    const server = this.server!;
+    this.server = undefined; // shutdown() would destroy it before the Terminate is sent
+    this.shutdown();
+    if (graceful) {
+      server.end(TERMINATE);
+      lingerThenDestroy(server);
+    } else {
+      server.destroy();
+    }
+    if (clientWaiting) return endWithError(client, refusal);
+    // node-postgres turns an ErrorResponse read with no query running into an 'error' event, which a
+    // pool client still checked out has no listener for: read in the same chunk as the last
+    // ReadyForQuery, before the release that follows it, the FATAL would crash the application.
+    // So it goes out a moment later, or at once as the answer to anything the client sends meanwhile.
+    const tell = (): void => {
+      clearTimeout(timer);
+      client.removeListener('data', tell);
+      endWithError(client, refusal);
+    };
+    const timer = setTimeout(tell, FATAL_DELAY_MS);
+    client.on('data', tell);
   }
 
   private readonly onStartupData = (chunk: Buffer): void => {
@@ -222,12 +285,13 @@ export class ClientSession implements TrackedSession {
       }
       this.node = node.name;
       this.server = server;
-      this.env.sessions.attach(this, node.name);
       this.phase = 'authenticating';
       this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
       server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
       server.on('close', () => this.closeAfterFlush('server closed'));
       this.startRelay(node, packet.raw, pump);
+      // Last: a drain of this node in progress refuses the session from inside attach().
+      this.env.sessions.attach(this, node.name);
       return;
     }
   }
@@ -261,9 +325,12 @@ export class ClientSession implements TrackedSession {
   private startRelay(node: BackendNode, startup: Buffer, pump: ServerToClientPump): void {
     const server = this.server!;
     const scanner = new MessageScanner(STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
-    // Until the first ReadyForQuery the server's messages are watched for BackendKeyData; after
-    // that the pump forwards chunks untouched.
-    pump.start(server, this.client, (chunk) => {
+    // The tracker walks both streams from the start, owing the startup's ReadyForQuery, so a
+    // query pipelined with the startup is counted like any other.
+    const tracker = (this.tracker = new TransactionTracker());
+    this.serverPump = pump;
+    // Until the first ReadyForQuery the server's messages are also watched for BackendKeyData.
+    pump.start(server, this.client, tracker, (chunk) => {
       try {
         scanner.push(chunk);
       } catch (err) {
@@ -273,7 +340,9 @@ export class ClientSession implements TrackedSession {
       }
       return this.phase === 'authenticating';
     });
-    forwardClientToServer(this.client, server, this.env.counters, this.env.busyPoller);
+    this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
+    this.clientPump.start();
+    tracker.client(this.pending, 0, this.pending.length);
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
     this.pending = EMPTY;
     this.client.resume();
@@ -301,12 +370,7 @@ export class ClientSession implements TrackedSession {
     this.env.onRefused(this.listener, refusal);
     const client = this.client;
     this.shutdown();
-    if (!client.destroyed && client.writable) {
-      client.end(errorResponse({ code: refusal.code, message: refusal.message, detail: refusal.detail }));
-      lingerThenDestroy(client);
-    } else {
-      client.destroy();
-    }
+    endWithError(client, refusal);
   }
 
   /** The server side ended: let the client read what the server said last, then close. */
@@ -346,6 +410,13 @@ export class ClientSession implements TrackedSession {
 
 function protocolViolation(message: string): Refusal {
   return { reason: 'protocol-violation', code: SqlState.protocolViolation, message };
+}
+
+/** The client's last message is a FATAL ErrorResponse, unless it can no longer be written. */
+function endWithError(client: Duplex, refusal: Refusal): void {
+  if (client.destroyed || !client.writable) return void client.destroy();
+  client.end(errorResponse({ severity: 'FATAL', code: refusal.code, message: refusal.message, detail: refusal.detail }));
+  lingerThenDestroy(client);
 }
 
 /** A peer that never reads its last bytes must not keep the socket forever. */

@@ -150,8 +150,7 @@ export class Pgfloat {
         sessions: this.sessions,
         admin: this.nodeAdmin,
         log: this.log.child({ component: 'failover' }),
-        // Until sessions can be drained at transaction boundaries, a switchover cuts them.
-        drainSessions: async (node, refusal) => ({ atBoundary: 0, cut: this.sessions.dropNode(node, refusal) }),
+        drainSessions: (node, refusal, drainMs) => this.sessions.drainNode(node, refusal, drainMs),
         control: (node) => this.managers.get(node),
         expedite: (node) => this.monitor.expedite(node),
         onChange: (core) => {
