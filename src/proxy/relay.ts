@@ -42,6 +42,8 @@ const READ_BUFFER_SIZE = 64 * 1024;
 export class ClientToServerPump {
   private waitingForDrain = false;
   watch: BoundaryWatch | undefined;
+  /** Whether any client byte has gone to the server through this pump. */
+  forwardedAny = false;
 
   constructor(
     private readonly client: Duplex,
@@ -65,6 +67,7 @@ export class ClientToServerPump {
     const watch = this.watch;
     if (watch !== undefined && !watch.admitClientChunk()) return;
     this.counters.clientToServerBytes += chunk.length;
+    this.forwardedAny = true;
     this.busyPoller?.kick();
     this.tracker.client(chunk, 0, chunk.length);
     const accepted = this.server.write(chunk);

@@ -6,8 +6,8 @@ export interface TrackedSession {
   readonly id: number;
   readonly node: string | undefined;
   readonly listener: string;
-  /** Ends the session now. */
-  terminate(refusal: Refusal): void;
+  /** Ends the session now; `leavingNode` when only its node is being left (fenced, drained), not pgfloat. */
+  terminate(refusal: Refusal, leavingNode?: boolean): void;
   /** Ends the session at its next transaction boundary. */
   drain(refusal: Refusal): void;
 }
@@ -65,6 +65,14 @@ export class SessionRegistry {
     }
   }
 
+  /** The session left its node without closing (it is being routed again): drains stop waiting for it. */
+  detach(session: TrackedSession): void {
+    if (session.node !== undefined) this.byNode.get(session.node)?.delete(session);
+    for (const drain of this.drains) {
+      if (drain.open.delete(session) && drain.open.size === 0) this.finish(drain);
+    }
+  }
+
   get size(): number {
     return this.all.size;
   }
@@ -82,13 +90,13 @@ export class SessionRegistry {
   /** Ends every session on `node`; returns how many there were. */
   dropNode(node: string, refusal: Refusal): number {
     const sessions = [...(this.byNode.get(node) ?? [])];
-    for (const session of sessions) this.cut(session, refusal);
+    for (const session of sessions) this.cut(session, refusal, true);
     return sessions.length;
   }
 
   dropAll(refusal: Refusal): number {
     const sessions = [...this.all];
-    for (const session of sessions) this.cut(session, refusal);
+    for (const session of sessions) this.cut(session, refusal, false);
     return sessions.length;
   }
 
@@ -104,7 +112,7 @@ export class SessionRegistry {
       const drain: Drain = { node, refusal, open: new Set(sessions), result: { atBoundary: 0, cut: 0 }, timer: undefined, resolve };
       this.drains.add(drain);
       drain.timer = setTimeout(() => {
-        for (const session of [...drain.open]) this.cut(session, refusal);
+        for (const session of [...drain.open]) this.cut(session, refusal, true);
         // A session that somehow stays registered must not hold the caller past its deadline.
         if (this.drains.has(drain)) {
           drain.result.cut += drain.open.size;
@@ -117,14 +125,14 @@ export class SessionRegistry {
   }
 
   /** Terminates a session, counting it as cut by any drain waiting for it. */
-  private cut(session: TrackedSession, refusal: Refusal): void {
+  private cut(session: TrackedSession, refusal: Refusal, leavingNode: boolean): void {
     for (const drain of this.drains) {
       if (drain.open.delete(session)) {
         drain.result.cut++;
         if (drain.open.size === 0) this.finish(drain);
       }
     }
-    session.terminate(refusal);
+    session.terminate(refusal, leavingNode);
   }
 
   private finish(drain: Drain): void {

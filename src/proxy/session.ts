@@ -79,6 +79,8 @@ export class ClientSession implements TrackedSession {
   private serverPump: ServerToClientPump | undefined;
   /** Set by drain(): the session closes at its next transaction boundary. */
   private draining = false;
+  /** The startup packet while the session may still be routed again: the server has not answered it, the client sent nothing more. */
+  private unansweredStartup: Buffer | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -107,9 +109,14 @@ export class ClientSession implements TrackedSession {
     }, this.env.startupTimeoutMs);
   }
 
-  /** Ends the session now, telling the client why when that can be said cleanly. */
-  terminate(refusal: Refusal): void {
+  /**
+   * Ends the session now, telling the client why when that can be said cleanly. With
+   * `leavingNode` (the node is fenced or drained, not pgfloat stopping) a session whose server
+   * has not answered yet is routed again instead.
+   */
+  terminate(refusal: Refusal, leavingNode = false): void {
     if (this.phase === 'closed') return;
+    if (leavingNode && this.rerouteUnanswered(refusal)) return;
     this.log.info({ node: this.node, reason: refusal.reason }, 'terminating session');
     if (this.phase !== 'relaying') return this.refuse(refusal);
     if (this.tracker!.atServerBoundary()) {
@@ -129,7 +136,7 @@ export class ClientSession implements TrackedSession {
    */
   drain(refusal: Refusal): void {
     if (this.phase === 'closed' || this.draining) return;
-    if (this.phase !== 'relaying') return this.terminate(refusal);
+    if (this.phase !== 'relaying') return this.terminate(refusal, true);
     this.draining = true;
     const tracker = this.tracker!;
     if (tracker.idle()) return this.closeWithError(refusal, true);
@@ -139,6 +146,32 @@ export class ClientSession implements TrackedSession {
     });
     this.clientPump!.watch = watch;
     this.serverPump!.watch = watch;
+  }
+
+  /**
+   * A client whose startup packet the server has not answered has seen nothing of that server,
+   * so when routing no longer sends it there (writes held for a switchover, the node fenced) it
+   * is routed again, and waits like any new client, instead of failing a connection that a
+   * moment earlier would have been held. Returns false when that is no longer possible.
+   */
+  private rerouteUnanswered(refusal: Refusal): boolean {
+    const startup = this.unansweredStartup;
+    if (this.phase !== 'authenticating' || startup === undefined || this.clientPump!.forwardedAny) return false;
+    if (this.env.router.allows(this.route!, this.node!)) return false;
+    this.log.debug({ node: this.node, reason: refusal.reason }, 'server had not answered the startup yet: routing the session again');
+    this.clientPump!.stop();
+    this.serverPump!.stop();
+    const server = this.server!;
+    server.removeAllListeners('close');
+    server.removeAllListeners('error');
+    server.on('error', () => undefined);
+    server.destroy();
+    this.env.sessions.detach(this);
+    this.server = this.node = this.tracker = this.clientPump = this.serverPump = this.unansweredStartup = undefined;
+    this.phase = 'connecting';
+    this.client.pause();
+    this.connectToRoute(startup).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
+    return true;
   }
 
   /**
@@ -245,13 +278,19 @@ export class ClientSession implements TrackedSession {
       database: this.database,
       applicationName: this.applicationName,
     });
-    clearTimeout(this.startupTimer);
     if (this.refusal !== undefined) return this.refuse(this.refusal);
+    return this.connectToRoute(packet.raw);
+  }
+
+  /** Decides a node for the session's route, connects to it and starts the relay with `startup`. */
+  private async connectToRoute(startup: Buffer): Promise<void> {
+    clearTimeout(this.startupTimer);
+    const route = this.route!;
     // A primary that refuses connections is usually one that just died: read-write clients then
     // wait (up to the hold time) for routing to change instead of failing at once.
     const deadline = Date.now() + this.env.holdMs;
     for (;;) {
-      const decision = await this.env.router.decide(this.route);
+      const decision = await this.env.router.decide(route);
       if (this.phase !== 'connecting') return; // the client went away while we waited
       if (!decision.ok) return this.refuse(decision.refusal);
       const node = this.env.nodes.get(decision.node)!;
@@ -261,7 +300,7 @@ export class ClientSession implements TrackedSession {
         server = await this.connectServer(node, pump);
       } catch (err) {
         if (this.phase !== 'connecting') return;
-        const retry = this.route === 'readWrite' && Date.now() < deadline;
+        const retry = route === 'readWrite' && Date.now() < deadline;
         this.log.debug({ node: node.name, err: (err as Error).message, retry }, 'server connection failed');
         if (retry) {
           this.env.onServerUnreachable(node.name);
@@ -271,14 +310,14 @@ export class ClientSession implements TrackedSession {
         return this.refuse({
           reason: 'backend-unreachable',
           code: SqlState.connectionFailure,
-          message: `could not connect to ${this.route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${(err as Error).message}`,
+          message: `could not connect to ${route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${(err as Error).message}`,
         });
       }
       if (this.phase !== 'connecting') {
         server.destroy();
         return;
       }
-      if (!this.env.router.allows(this.route, node.name)) {
+      if (!this.env.router.allows(route, node.name)) {
         // Routing changed while we connected (the node was fenced, say): decide again.
         server.destroy();
         continue;
@@ -289,7 +328,7 @@ export class ClientSession implements TrackedSession {
       this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
       server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
       server.on('close', () => this.closeAfterFlush('server closed'));
-      this.startRelay(node, packet.raw, pump);
+      this.startRelay(node, startup, pump);
       // Last: a drain of this node in progress refuses the session from inside attach().
       this.env.sessions.attach(this, node.name);
       return;
@@ -338,11 +377,13 @@ export class ClientSession implements TrackedSession {
         this.log.warn({ node: node.name, err: err.message }, 'unexpected bytes from server during startup; relaying as is');
         return false;
       }
+      this.unansweredStartup = undefined;
       return this.phase === 'authenticating';
     });
     this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
     this.clientPump.start();
     tracker.client(this.pending, 0, this.pending.length);
+    this.unansweredStartup = this.pending.length === 0 ? startup : undefined;
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
     this.pending = EMPTY;
     this.client.resume();

@@ -10,6 +10,7 @@ import { startupMessage } from '../../src/protocol/startup';
 import { SessionRegistry, type TrackedSession } from '../../src/proxy/session-registry';
 import type { Refusal } from '../../src/routing/routes';
 import { startCluster } from '../harness/cluster';
+import { freezePid } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import {
   connectClient,
@@ -248,6 +249,30 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     t.equal((late as Error & { code?: string }).code, '57P01', 'the newcomer is refused with the drain reason');
     await busy.query('commit');
     t.same(await draining, { atBoundary: 2, cut: 0 }, 'the refused newcomer counts as closed cleanly');
+  });
+
+  t.test('a newcomer whose startup the server has not answered yet is held and routed again, not refused', async (t) => {
+    const router = proxy.instance.router;
+    const busy = await connectClient(url);
+    t.teardown(() => busy.end().catch(() => undefined));
+    await busy.query('begin'); // keeps the drain open
+    // A stopped postmaster still completes TCP handshakes (the kernel's backlog) but answers no startup packet.
+    const frozen = freezePid(t, cluster.primary.postmasterPid()!);
+    const newcomer = connectClient(url);
+    await eventually(() => sessions.countOn(node) === 2, 'the newcomer to be attached to n1, unanswered');
+    router.hold('test: as a switchover does');
+    t.teardown(() => router.release());
+    const draining = sessions.drainNode(node, refusal, 20_000);
+    await eventually(() => sessions.countOn(node) === 1, 'the newcomer to leave n1');
+    t.equal(router.heldClients, 1, 'it waits with the held clients');
+    frozen.thaw();
+    await busy.query('commit');
+    t.same(await draining, { atBoundary: 1, cut: 0 }, 'the rerouted newcomer is not counted');
+    router.release();
+    const client = await newcomer;
+    t.teardown(() => client.end().catch(() => undefined));
+    t.same((await client.query('select 1 as one')).rows, [{ one: 1 }], 'the newcomer connected and works');
+    t.same(client.errors, []);
   });
 
   t.test('pooled pg clients in a query loop: no FATAL reaches a checked-out client between queries', async (t) => {
