@@ -1,11 +1,11 @@
 // One client connection: the startup handshake, routing, the server connection, then the relay.
 
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { Logger } from '../log';
 import { SqlState } from '../protocol/codes';
-import { errorResponse, GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
+import { GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
 import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
 import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
 import { TransactionTracker } from '../protocol/transaction-tracker';
@@ -15,6 +15,8 @@ import type { RoutingRules } from '../routing/rules';
 import type { BusyPoller } from './busy-poll';
 import type { CancelRegistry } from './cancel-registry';
 import { BoundaryWatch, ClientToServerPump, ServerToClientPump, type RelayCounters } from './relay';
+import { connectToServer } from './server-connection';
+import { endWithError, endWithErrorSoon, lingerThenDestroy, terminateServer } from './session-end';
 import type { SessionRegistry, TrackedSession } from './session-registry';
 import { upgradeToTls } from './tls';
 
@@ -49,9 +51,6 @@ type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'closed'
 
 const STARTUP_MESSAGES = new Set([MessageType.backendKeyData, MessageType.readyForQuery, MessageType.errorResponse]);
 const EMPTY = Buffer.alloc(0);
-const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]); // 'X'
-/** How long a client that sends nothing waits for the FATAL after its session is closed at a boundary. */
-const FATAL_DELAY_MS = 200;
 let nextSessionId = 1;
 
 export class ClientSession implements TrackedSession {
@@ -70,7 +69,6 @@ export class ClientSession implements TrackedSession {
   private negotiatedGss = false;
   private cancelKey: string | undefined;
   private startupTimer: NodeJS.Timeout | undefined;
-  private connectTimer: NodeJS.Timeout | undefined;
   /** The server socket while it is still connecting, so a client leaving can abort it. */
   private connecting: Socket | undefined;
   /** Set once the relay starts: where both streams are in their message framing and transactions. */
@@ -186,24 +184,10 @@ export class ClientSession implements TrackedSession {
     const server = this.server!;
     this.server = undefined; // shutdown() would destroy it before the Terminate is sent
     this.shutdown();
-    if (graceful) {
-      server.end(TERMINATE);
-      lingerThenDestroy(server);
-    } else {
-      server.destroy();
-    }
-    if (clientWaiting) return endWithError(client, refusal);
-    // node-postgres turns an ErrorResponse read with no query running into an 'error' event, which a
-    // pool client still checked out has no listener for: read in the same chunk as the last
-    // ReadyForQuery, before the release that follows it, the FATAL would crash the application.
-    // So it goes out a moment later, or at once as the answer to anything the client sends meanwhile.
-    const tell = (): void => {
-      clearTimeout(timer);
-      client.removeListener('data', tell);
-      endWithError(client, refusal);
-    };
-    const timer = setTimeout(tell, FATAL_DELAY_MS);
-    client.on('data', tell);
+    if (graceful) terminateServer(server);
+    else server.destroy();
+    if (clientWaiting) endWithError(client, refusal);
+    else endWithErrorSoon(client, refusal);
   }
 
   private readonly onStartupData = (chunk: Buffer): void => {
@@ -297,7 +281,9 @@ export class ClientSession implements TrackedSession {
       const pump = new ServerToClientPump(this.env.counters);
       let server: Socket;
       try {
-        server = await this.connectServer(node, pump);
+        const attempt = connectToServer(node, pump, this.env);
+        this.connecting = attempt.socket;
+        server = await attempt.connected.finally(() => (this.connecting = undefined));
       } catch (err) {
         if (this.phase !== 'connecting') return;
         const retry = route === 'readWrite' && Date.now() < deadline;
@@ -333,32 +319,6 @@ export class ClientSession implements TrackedSession {
       this.env.sessions.attach(this, node.name);
       return;
     }
-  }
-
-  /** Resolves with the connected socket; rejects on refusal, error or connectTimeoutMs. */
-  private connectServer(node: BackendNode, pump: ServerToClientPump): Promise<Socket> {
-    return new Promise((resolve, reject) => {
-      const server = connect({
-        host: node.host,
-        port: node.port,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: this.env.keepaliveIdleMs,
-        onread: pump.onread,
-      });
-      this.connecting = server;
-      const settle = (err?: Error): void => {
-        clearTimeout(this.connectTimer);
-        server.removeListener('error', settle);
-        this.connecting = undefined;
-        if (err === undefined) return resolve(server);
-        server.destroy();
-        reject(err);
-      };
-      this.connectTimer = setTimeout(() => settle(new Error(`connect timeout after ${this.env.connectTimeoutMs} ms`)), this.env.connectTimeoutMs);
-      server.once('connect', () => settle());
-      server.once('error', settle);
-    });
   }
 
   private startRelay(node: BackendNode, startup: Buffer, pump: ServerToClientPump): void {
@@ -441,7 +401,6 @@ export class ClientSession implements TrackedSession {
   private shutdown(): void {
     this.phase = 'closed';
     clearTimeout(this.startupTimer);
-    clearTimeout(this.connectTimer);
     if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
     this.connecting?.destroy();
     this.server?.destroy();
@@ -451,16 +410,4 @@ export class ClientSession implements TrackedSession {
 
 function protocolViolation(message: string): Refusal {
   return { reason: 'protocol-violation', code: SqlState.protocolViolation, message };
-}
-
-/** The client's last message is a FATAL ErrorResponse, unless it can no longer be written. */
-function endWithError(client: Duplex, refusal: Refusal): void {
-  if (client.destroyed || !client.writable) return void client.destroy();
-  client.end(errorResponse({ severity: 'FATAL', code: refusal.code, message: refusal.message, detail: refusal.detail }));
-  lingerThenDestroy(client);
-}
-
-/** A peer that never reads its last bytes must not keep the socket forever. */
-function lingerThenDestroy(socket: Duplex): void {
-  setTimeout(() => socket.destroy(), 5000).unref();
 }
