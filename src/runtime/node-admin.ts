@@ -26,17 +26,24 @@ export class NodeAdmin {
   ) {}
 
   /**
-   * pg_promote(wait) returns true once the server has left recovery, false when the wait ran out.
-   * A read-only setting left by an earlier `sql` fencing is cleared only afterwards: reloading the
-   * configuration while a standby is retrying for WAL makes it miss the promote request until
-   * wal_retrieve_retry_interval (5 s by default) has passed.
+   * Resolves once the server has left recovery. pg_promote(wait => true) checks only every 100 ms,
+   * which would add up to that much to every failover's write gap, so pgfloat asks without waiting
+   * and watches pg_is_in_recovery() itself. A read-only setting left by an earlier `sql` fencing
+   * is cleared only afterwards: reloading the configuration while a standby is retrying for WAL
+   * makes it miss the promote request until wal_retrieve_retry_interval (5 s by default) has passed.
    */
   async promote(node: BackendNode, timeoutMs: number): Promise<void> {
     await this.withClient(node, timeoutMs, async (client) => {
       const readOnly = await client.query<{ on: boolean }>("SELECT current_setting('default_transaction_read_only') = 'on' AS on");
-      const waitSeconds = Math.max(1, Math.ceil(timeoutMs / 1000));
-      const { rows } = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, $1) AS promoted', [waitSeconds]);
-      if (rows[0]?.promoted !== true) throw new Error(`pg_promote() did not finish within ${waitSeconds} s`);
+      const { rows } = await client.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
+      if (rows[0]?.signalled !== true) throw new Error('pg_promote() could not signal the postmaster');
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const recovery = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+        if (recovery.rows[0]?.r === false) break;
+        if (Date.now() > deadline) throw new Error(`the server was still in recovery ${timeoutMs} ms after pg_promote()`);
+        await sleep(5);
+      }
       if (readOnly.rows[0]?.on) {
         await client.query('ALTER SYSTEM RESET default_transaction_read_only');
         await client.query('SELECT pg_reload_conf()');
@@ -73,11 +80,14 @@ export class NodeAdmin {
    */
   async finalLsn(node: BackendNode, timeoutMs: number): Promise<string> {
     return this.withClient(node, timeoutMs, async (client) => {
-      // Committing a transaction that has an xid flushes the WAL up to its commit record, and so
-      // everything inserted before it (the aborts of terminated sessions, asynchronous commits):
-      // without it the WAL writer gets to them only after up to wal_writer_delay.
+      // A commit flushes the WAL up to its commit record, and so everything inserted before it (the
+      // aborts of terminated sessions, asynchronous commits), but only for a transaction that wrote
+      // WAL: one that merely took an xid commits asynchronously, and the WAL writer gets to it only
+      // after wal_writer_delay (200 ms of write gap). A transactional logical message is WAL that
+      // needs no table and works at any wal_level; it also marks the switchover point in the WAL.
+      // READ WRITE: the sql fencing has just made read-only the default.
       await client.query('SET synchronous_commit = local');
-      await client.query('SELECT pg_current_xact_id()');
+      await client.query("BEGIN READ WRITE; SELECT pg_logical_emit_message(true, 'pgfloat', 'switchover'); COMMIT");
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const { rows } = await client.query<{ insert: string; flush: string }>(
