@@ -270,7 +270,7 @@ export function summaryTable(records: SwitchoverRecord[]): string {
     { label: 'slowest new unpooled connection (held by pgfloat), ms', values: records.map((r) => r.probes?.slowestMs ?? null) },
     { label: 'idle pooled connections closed by pgfloat', values: records.map((r) => total(r.idleClosed)), shown: records.map((r) => codes(r.idleClosed)) },
     {
-      label: 'old primary sessions closed at a transaction boundary / cut at drainMs',
+      label: 'old primary sessions cut at drainMs (each: closed at a transaction boundary / cut)',
       values: records.map((r) => r.drain?.cut ?? null),
       shown: records.map((r) => (r.drain ? `${r.drain.atBoundary}/${r.drain.cut}` : 'n/a')),
     },
