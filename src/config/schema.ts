@@ -144,6 +144,11 @@ export const configSchema = z
         holdMs: positiveMs.default(10_000),
         promoteTimeoutMs: positiveMs.default(10_000),
         retryIntervalMs: positiveMs.default(5_000),
+        /**
+         * With synchronous_standby_names set, keep it on a new primary that has no standby yet
+         * (writes wait until one streams) instead of lifting it until one does.
+         */
+        keepSynchronousWhenAlone: z.boolean().default(false),
       })
       .strict()
       .default({}),

@@ -229,11 +229,17 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
   }
 
   const r = s.nodes[primary];
+  s.primaryDownSince = r?.status === 'down' ? (s.primaryDownSince ?? s.now) : undefined;
   if (s.cluster.fenced.includes(primary) || r?.status === 'down') {
     const reason = s.cluster.fenced.includes(primary) ? 'primary is fenced' : 'primary is down';
-    considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
-    if (s.phase.kind === 'steady' && s.writesHeld) {
-      // Blocked: nothing is coming for the held writers, so they get their refusal now.
+    const blocked = considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
+    // A standby goes on hearing a primary that just died for up to standbyConfirmationMs (its last
+    // message ages out, or its connection breaks), so while the witness blocks, the held writers
+    // wait that long for the failover that is probably coming. Blocked for any other reason (lag,
+    // no candidate), or past that window (pgfloat is cut off from a live primary), nothing is
+    // coming for them, and they get their refusal now.
+    const witnessMayChange = blocked === 'witness' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
+    if (s.phase.kind === 'steady' && s.writesHeld && !witnessMayChange) {
       s.writesHeld = false;
       out.push({ type: 'release-writes' });
     }
@@ -256,7 +262,8 @@ interface FailoverRequest {
   forced: boolean;
 }
 
-function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): void {
+/** Starts a failover if it may; otherwise records why not, and says whether it is the witness that blocks it. */
+function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): 'witness' | 'other' | undefined {
   const oldPrimary = s.cluster.primary!;
   const candidates = s.names
     .filter((n) => n !== oldPrimary && !s.cluster.fenced.includes(n) && !opts.notPromotable.includes(n) && (request.to === undefined || n === request.to))
@@ -265,21 +272,25 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
     .sort(furthestAhead);
   const best = candidates[0];
   if (best === undefined) {
-    return setBlocked(s, out, `${reason}, and no healthy standby of this cluster to promote${request.to ? ` (asked for ${request.to})` : ''}`);
+    setBlocked(s, out, `${reason}, and no healthy standby of this cluster to promote${request.to ? ` (asked for ${request.to})` : ''}`);
+    return 'other';
   }
   // A primary whose fence is persisted was already given up on (by an operator, or by a failover
   // or switchover that a restart interrupted): the standby still hearing it is no reason to wait.
   const givenUp = s.cluster.fenced.includes(oldPrimary);
   if (!request.forced && !givenUp && opts.requireStandbyConfirmation && best.seesPrimary === true) {
-    return setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
+    setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
+    return 'witness';
   }
   const lag = lagBytes(s.lastPrimaryLsn, best.receiveLsn);
   if (!request.allowDataLoss) {
     if (lag === undefined) {
-      return setBlocked(s, out, `${reason}; the primary's last WAL position is unknown, so the data loss of promoting ${best.node} cannot be bounded: use failover --allow-data-loss`);
+      setBlocked(s, out, `${reason}; the primary's last WAL position is unknown, so the data loss of promoting ${best.node} cannot be bounded: use failover --allow-data-loss`);
+      return 'other';
     }
     if (lag > opts.maxLagBytes) {
-      return setBlocked(s, out, `${reason}; standby ${best.node} is ${lag} bytes behind the primary's last position, over failover.maxLagBytes (${opts.maxLagBytes}): use failover --allow-data-loss`);
+      setBlocked(s, out, `${reason}; standby ${best.node} is ${lag} bytes behind the primary's last position, over failover.maxLagBytes (${opts.maxLagBytes}): use failover --allow-data-loss`);
+      return 'other';
     }
   }
   setBlocked(s, out, undefined);
@@ -288,8 +299,9 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   log(out, 'warn', 'failover: starting', { epoch: s.cluster.epoch, oldPrimary, target: best.node, reason, lagBytes: lag ?? null });
   out.push({ type: 'hold-writes', reason: `failover from ${oldPrimary} to ${best.node}` });
   dropAndFence(out, oldPrimary, `failover: ${reason}`);
-  if (s.cluster.fenced.includes(oldPrimary)) return startPromotion(s, out);
-  persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
+  if (s.cluster.fenced.includes(oldPrimary)) startPromotion(s, out);
+  else persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
+  return undefined;
 }
 
 function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOptions): void {

@@ -113,6 +113,8 @@ export type Phase =
 export interface FailoverOptions {
   /** Do not promote while the standby still hears from the primary. */
   requireStandbyConfirmation: boolean;
+  /** How recent the standby's last message from the primary must be to count as hearing it. */
+  standbyConfirmationMs: number;
   /** Refuse to promote a standby further behind the primary's last seen position than this. */
   maxLagBytes: number;
   promoteTimeoutMs: number;
@@ -150,6 +152,8 @@ export interface CoreState {
   persisting: boolean;
   /** Why a needed failover is not happening (lag, witness, no candidate); shown in status. */
   blocked?: string;
+  /** When the recorded primary was first seen down, until it answers again. */
+  primaryDownSince?: number;
   /** Fenced nodes seen running as primaries: an alert. */
   roguePrimaries: string[];
   /**

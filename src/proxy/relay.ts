@@ -128,9 +128,11 @@ export class ServerToClientPump {
   }
 
   private onChunk(chunk: Buffer): boolean {
+    if (this.client === undefined) return true;
+    if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
+    // Read after the observer, which may have stopped the pump (the session went elsewhere).
     const client = this.client;
     if (client === undefined) return true;
-    if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
     this.tracker!.server(chunk, 0, chunk.length);
     this.counters.serverToClientBytes += chunk.length;
     const accepted = client.write(chunk);

@@ -79,6 +79,8 @@ export class ClientSession implements TrackedSession {
   private draining = false;
   /** The startup packet while the session may still be routed again: the server has not answered it, the client sent nothing more. */
   private unansweredStartup: Buffer | undefined;
+  /** Until when a read-write client may wait for a primary that can take it (failover.holdMs). */
+  private holdDeadline: number | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -157,6 +159,12 @@ export class ClientSession implements TrackedSession {
     if (this.phase !== 'authenticating' || startup === undefined || this.clientPump!.forwardedAny) return false;
     if (this.env.router.allows(this.route!, this.node!)) return false;
     this.log.debug({ node: this.node, reason: refusal.reason }, 'server had not answered the startup yet: routing the session again');
+    this.routeAgain(startup, undefined);
+    return true;
+  }
+
+  /** Leaves the server the session is starting up on, unseen by the client, and routes it again. */
+  private routeAgain(startup: Buffer, failedNode: string | undefined): void {
     this.clientPump!.stop();
     this.serverPump!.stop();
     const server = this.server!;
@@ -168,8 +176,7 @@ export class ClientSession implements TrackedSession {
     this.server = this.node = this.tracker = this.clientPump = this.serverPump = this.unansweredStartup = undefined;
     this.phase = 'connecting';
     this.client.pause();
-    this.connectToRoute(startup).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
-    return true;
+    this.connectToRoute(startup, failedNode).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
   }
 
   /**
@@ -267,12 +274,17 @@ export class ClientSession implements TrackedSession {
   }
 
   /** Decides a node for the session's route, connects to it and starts the relay with `startup`. */
-  private async connectToRoute(startup: Buffer): Promise<void> {
+  private async connectToRoute(startup: Buffer, failedNode?: string): Promise<void> {
     clearTimeout(this.startupTimer);
     const route = this.route!;
     // A primary that refuses connections is usually one that just died: read-write clients then
     // wait (up to the hold time) for routing to change instead of failing at once.
-    const deadline = Date.now() + this.env.holdMs;
+    // One deadline for the whole startup, however often it is routed again.
+    const deadline = (this.holdDeadline ??= Date.now() + this.env.holdMs);
+    if (failedNode !== undefined) {
+      this.env.onServerUnreachable(failedNode);
+      await this.env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
+    }
     for (;;) {
       const decision = await this.env.router.decide(route);
       if (this.phase !== 'connecting') return; // the client went away while we waited
@@ -330,6 +342,9 @@ export class ClientSession implements TrackedSession {
     this.serverPump = pump;
     // Until the first ReadyForQuery the server's messages are also watched for BackendKeyData.
     pump.start(server, this.client, tracker, (chunk) => {
+      const unanswered = this.unansweredStartup;
+      this.unansweredStartup = undefined;
+      if (unanswered !== undefined && this.notReadyForWrites(chunk, node, unanswered)) return false;
       try {
         scanner.push(chunk);
       } catch (err) {
@@ -337,7 +352,6 @@ export class ClientSession implements TrackedSession {
         this.log.warn({ node: node.name, err: err.message }, 'unexpected bytes from server during startup; relaying as is');
         return false;
       }
-      this.unansweredStartup = undefined;
       return this.phase === 'authenticating';
     });
     this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
@@ -347,6 +361,22 @@ export class ClientSession implements TrackedSession {
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
     this.pending = EMPTY;
     this.client.resume();
+  }
+
+  /**
+   * A primary that answers the startup with 57P03 ("the database system is shutting down", "...
+   * starting up") is one about to go away or not there yet: a read-write client then waits for
+   * routing to change, as for a refused connection, instead of failing. The answer is the
+   * server's first chunk, not yet forwarded, so the client never sees it.
+   */
+  private notReadyForWrites(chunk: Buffer, node: BackendNode, startup: Buffer): boolean {
+    if (this.route !== 'readWrite' || this.clientPump!.forwardedAny || Date.now() >= (this.holdDeadline ?? 0)) return false;
+    if (chunk.length < 5 || chunk[0] !== MessageType.errorResponse) return false;
+    const end = 1 + chunk.readInt32BE(1);
+    if (chunk.length < end || errorMessageOf(chunk.subarray(5, end)).code !== SqlState.cannotConnectNow) return false;
+    this.log.debug({ node: node.name, message: errorMessageOf(chunk.subarray(5, end)).message }, 'server not ready for the session: waiting for routing to change');
+    this.routeAgain(startup, node.name);
+    return true;
   }
 
   private onServerStartupMessage(node: BackendNode, type: number, body: Buffer): void {

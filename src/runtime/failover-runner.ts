@@ -13,7 +13,7 @@ import type { ClusterState, StateStore } from '../state/cluster-state';
 import type { FencingOptions, NodeAdmin } from './node-admin';
 
 export interface FailoverRunnerDeps {
-  options: FailoverOptions & { standbyConfirmationMs: number };
+  options: FailoverOptions;
   fencing: FencingOptions;
   nodes: ReadonlyMap<string, BackendNode>;
   store: StateStore;
@@ -25,6 +25,8 @@ export interface FailoverRunnerDeps {
   drainSessions(node: string, refusal: Refusal, drainMs: number): Promise<{ atBoundary: number; cut: number }>;
   /** Stops and starts nodes pgfloat manages (nodes[].dataDir or nodes[].commands); undefined for the others. */
   control(node: string): ManagedControl | undefined;
+  /** Runs right after a promotion, before the core hears of it (synchronous replication is lifted here). */
+  afterPromotion(node: BackendNode): Promise<void>;
   /** Heartbeats a node now instead of at its next interval (a promotion to verify). */
   expedite(node: string): void;
   /** Called after every step, so routing and metrics follow the core. */
@@ -207,14 +209,22 @@ export class FailoverRunner {
       }
       case 'promote': {
         const node = this.deps.nodes.get(action.node)!;
-        this.deps.admin.promote(node, this.deps.options.promoteTimeoutMs).then(
-          () => {
-            this.dispatch({ type: 'promoted', at: Date.now(), node: node.name });
-            // Verification waits for a heartbeat that sees the new timeline: take it now.
-            this.deps.expedite(node.name);
-          },
-          (err: Error) => this.dispatch({ type: 'promotion-failed', at: Date.now(), node: node.name, error: err.message }),
-        );
+        this.deps.admin
+          .promote(node, this.deps.options.promoteTimeoutMs)
+          .then(() =>
+            // The node is a primary now whatever happens here; a failure only means commits may wait.
+            this.deps.afterPromotion(node).catch((err: Error) => {
+              log.error({ node: node.name, err: err.message, epoch }, 'after the promotion: could not check synchronous replication');
+            }),
+          )
+          .then(
+            () => {
+              this.dispatch({ type: 'promoted', at: Date.now(), node: node.name });
+              // Verification waits for a heartbeat that sees the new timeline: take it now.
+              this.deps.expedite(node.name);
+            },
+            (err: Error) => this.dispatch({ type: 'promotion-failed', at: Date.now(), node: node.name, error: err.message }),
+          );
         return;
       }
       case 'persist':

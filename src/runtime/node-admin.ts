@@ -33,7 +33,7 @@ export class NodeAdmin {
    * makes it miss the promote request until wal_retrieve_retry_interval (5 s by default) has passed.
    */
   async promote(node: BackendNode, timeoutMs: number): Promise<void> {
-    await this.withClient(node, timeoutMs, async (client) => {
+    await this.session(node, timeoutMs, async (client) => {
       const readOnly = await client.query<{ on: boolean }>("SELECT current_setting('default_transaction_read_only') = 'on' AS on");
       const { rows } = await client.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
       if (rows[0]?.signalled !== true) throw new Error('pg_promote() could not signal the postmaster');
@@ -57,7 +57,7 @@ export class NodeAdmin {
       case 'none':
         return 'fencing.action is none: the node is fenced at the proxy only';
       case 'sql':
-        return this.withClient(node, fencing.timeoutMs, async (client) => {
+        return this.session(node, fencing.timeoutMs, async (client) => {
           // Read-only for new transactions, and every client session ended: whatever still
           // reaches this server directly (not through pgfloat) cannot write.
           await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
@@ -79,7 +79,7 @@ export class NodeAdmin {
    * so waiting for a standby to replay an unflushed position could wait forever.
    */
   async finalLsn(node: BackendNode, timeoutMs: number): Promise<string> {
-    return this.withClient(node, timeoutMs, async (client) => {
+    return this.session(node, timeoutMs, async (client) => {
       // A commit flushes the WAL up to its commit record, and so everything inserted before it (the
       // aborts of terminated sessions, asynchronous commits), but only for a transaction that wrote
       // WAL: one that merely took an xid commits asynchronously, and the WAL writer gets to it only
@@ -103,7 +103,7 @@ export class NodeAdmin {
 
   /** The WAL a standby has received (what it will have once replayed); for an old primary that was stopped cleanly. */
   async receivedLsn(node: BackendNode, timeoutMs: number): Promise<string> {
-    return this.withClient(node, timeoutMs, async (client) => {
+    return this.session(node, timeoutMs, async (client) => {
       const { rows } = await client.query<{ lsn: string | null }>('SELECT pg_last_wal_receive_lsn()::text AS lsn');
       const lsn = rows[0]?.lsn;
       if (lsn == null) throw new Error(`${node.name} reports no received WAL position`);
@@ -113,7 +113,7 @@ export class NodeAdmin {
 
   /** Polls until the standby has replayed up to `lsn`; one connection, a few milliseconds between checks. */
   async awaitReplay(node: BackendNode, lsn: string, timeoutMs: number): Promise<void> {
-    await this.withClient(node, timeoutMs, async (client) => {
+    await this.session(node, timeoutMs, async (client) => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const { rows } = await client.query<{ replayed: string | null; done: boolean | null }>(
@@ -129,7 +129,7 @@ export class NodeAdmin {
 
   /** Undoes the `sql` fencing: new transactions may write again. */
   async resumeWrites(node: BackendNode, timeoutMs: number): Promise<void> {
-    await this.withClient(node, timeoutMs, async (client) => {
+    await this.session(node, timeoutMs, async (client) => {
       await client.query('ALTER SYSTEM RESET default_transaction_read_only');
       await client.query('SELECT pg_reload_conf()');
     });
@@ -141,7 +141,7 @@ export class NodeAdmin {
    * synchronized to the standby.
    */
   async slotsLostBySwitchover(primary: BackendNode, standby: BackendNode, timeoutMs: number): Promise<string[]> {
-    return this.withClient(primary, timeoutMs, async (client) => {
+    return this.session(primary, timeoutMs, async (client) => {
       const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0);
       if (version < 170000) {
         const { rows } = await client.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
@@ -153,7 +153,7 @@ export class NodeAdmin {
       const notFailover = rows.map((r) => r.slot_name);
       const failover = await client.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND failover ORDER BY 1");
       if (failover.rows.length === 0) return notFailover;
-      const synced = await this.withClient(standby, timeoutMs, async (sc) => {
+      const synced = await this.session(standby, timeoutMs, async (sc) => {
         const r = await sc.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND synced AND NOT temporary");
         return new Set(r.rows.map((x) => x.slot_name));
       });
@@ -161,7 +161,8 @@ export class NodeAdmin {
     });
   }
 
-  private async withClient<T>(node: BackendNode, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
+  /** Runs `work` on a short-lived admin connection to `node`, closed afterwards whatever happens. */
+  async session<T>(node: BackendNode, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
     const client = new Client({
       host: node.host,
       port: node.port,

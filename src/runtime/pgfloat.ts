@@ -27,6 +27,11 @@ import { NodeAdmin } from './node-admin';
 import { Operations } from './operations';
 import * as procedures from './procedures';
 import { buildStatus, type PgfloatStatus } from './status';
+import { SynchronousGuard } from './synchronous-guard';
+import { join } from 'node:path';
+
+/** How often a lifted synchronous_standby_names is checked for restoring. */
+const SYNCHRONOUS_CHECK_MS = 1000;
 
 export class Pgfloat {
   readonly monitor: Monitor;
@@ -50,6 +55,8 @@ export class Pgfloat {
   private readonly managers: Map<string, NodeManager>;
   /** 'core' after every failover-core step: what long operations wait on. */
   private readonly coreEvents = new EventEmitter().setMaxListeners(0);
+  private readonly synchronous: SynchronousGuard;
+  private synchronousTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: Config,
@@ -61,6 +68,13 @@ export class Pgfloat {
     this.managers = createManagers(config, log.child({ component: 'management' }));
     this.nodeNames = config.nodes.map((n) => n.name);
     this.store = new FileStateStore(config.state.dir);
+    this.synchronous = new SynchronousGuard(
+      this.nodeAdmin,
+      join(config.state.dir, 'lifted-synchronous-standby-names.json'),
+      config.failover.keepSynchronousWhenAlone,
+      config.failover.promoteTimeoutMs,
+      log.child({ component: 'synchronous' }),
+    );
     this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
     this.router = new Router(
       { fallbackToPrimary: config.readOnly.fallbackToPrimary, maxLagBytes: config.readOnly.maxLagBytes, holdMs: config.failover.holdMs },
@@ -120,6 +134,7 @@ export class Pgfloat {
 
   async start(): Promise<void> {
     this.state = await this.store.load();
+    await this.synchronous.load();
     if (this.config.failover.enabled) this.failover = this.createFailoverRunner(this.state);
     // One round of heartbeats before listening, so the first clients are not refused for lack of a view.
     for (const health of await this.monitor.probeAll()) this.failover?.onHeartbeat(health);
@@ -129,9 +144,18 @@ export class Pgfloat {
     await this.proxy.start();
     await this.admin?.start();
     this.monitor.start();
+    if (this.failover) {
+      this.synchronousTimer = setInterval(() => {
+        const core = this.failover?.state;
+        const primary = core?.phase.kind === 'steady' ? core.cluster.primary : undefined;
+        void this.synchronous.check(primary === undefined ? undefined : this.nodes.get(primary));
+      }, SYNCHRONOUS_CHECK_MS);
+      this.synchronousTimer.unref();
+    }
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.synchronousTimer);
     this.failover?.stop();
     this.monitor.stop();
     await this.proxy.stop();
@@ -151,6 +175,7 @@ export class Pgfloat {
         admin: this.nodeAdmin,
         log: this.log.child({ component: 'failover' }),
         drainSessions: (node, refusal, drainMs) => this.sessions.drainNode(node, refusal, drainMs),
+        afterPromotion: (node) => this.synchronous.afterPromotion(node),
         control: (node) => this.managers.get(node),
         expedite: (node) => this.monitor.expedite(node),
         onChange: (core) => {
@@ -182,6 +207,7 @@ export class Pgfloat {
       sessions: this.sessions,
       heldClients: this.router.heldClients,
       operation: this.operations.current?.record,
+      synchronousLifted: this.synchronous.status(),
     });
   }
 

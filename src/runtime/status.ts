@@ -49,6 +49,8 @@ export interface PgfloatStatus {
   lastOutcome: { planned: boolean; ok: boolean; message: string; at: string } | null;
   /** The long operation running now (switchover, failover, rejoin), with its latest step. */
   operation: { id: string; kind: string; node: string | null; startedAt: string; lastStep: string | null } | null;
+  /** synchronous_standby_names lifted on a new primary that no standby streams from yet. */
+  synchronousLifted: { node: string; names: string; since: string } | null;
   clients: { readWrite: number; readOnly: number };
   nodes: NodeStatus[];
 }
@@ -63,6 +65,7 @@ export interface StatusSources {
   sessions: SessionRegistry;
   heldClients: number;
   operation: OperationRecord | undefined;
+  synchronousLifted: { node: string; names: string; since: string } | undefined;
 }
 
 export function buildStatus(src: StatusSources): PgfloatStatus {
@@ -90,6 +93,7 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     operation: src.operation
       ? { id: src.operation.id, kind: src.operation.kind, node: src.operation.node, startedAt: src.operation.startedAt, lastStep: src.operation.steps.at(-1)?.message ?? null }
       : null,
+    synchronousLifted: src.synchronousLifted ? { node: src.synchronousLifted.node, names: src.synchronousLifted.names, since: src.synchronousLifted.since } : null,
     clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
     nodes: src.nodes.map((n) =>
       nodeStatus(n, src.health.find((h) => h.node === n.name)!, primaryHealth, cluster, core, src.sessions.countOn(n.name)),

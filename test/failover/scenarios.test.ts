@@ -239,13 +239,42 @@ t.test('a rogue primary is fenced again every retry interval while it stays one'
   t.same(sim.types(sim.tick(defaultOptions.retryIntervalMs)), [], 'not once it left the primary role');
 });
 
-t.test('a blocked failover lets held writers go to their refusal at once', async (t) => {
+t.test('blocked by the witness, held writers wait out standbyConfirmationMs for the failover that is probably coming', async (t) => {
   const sim = adoptedCluster();
   sim.report({ node: 'n1', status: 'suspect', inRecovery: false });
   t.same(sim.types(), ['hold-writes']);
   sim.standby('n2', '0/3000000', 1, true);
   sim.down('n1');
   t.match(sim.state.blocked, /still receives WAL/);
+  t.same(sim.types(), [], 'a standby hears a primary that just died for a while: writers stay held');
+  t.equal(sim.state.writesHeld, true);
+  sim.tick(defaultOptions.standbyConfirmationMs - 100);
+  t.same(sim.types(), [], 'still within the window');
+  sim.standby('n2', '0/3000000', 1, false);
+  t.same(sim.types(), ['hold-writes', 'drop-sessions n1', 'fence n1', 'persist'], 'the standby stopped hearing it: the held writers get the failover');
+  t.equal(sim.state.writesHeld, true);
+});
+
+t.test('blocked by the witness past standbyConfirmationMs, held writers go to their refusal', async (t) => {
+  const sim = adoptedCluster();
+  sim.report({ node: 'n1', status: 'suspect', inRecovery: false });
+  sim.standby('n2', '0/3000000', 1, true);
+  sim.down('n1');
+  t.same(sim.types(), []);
+  sim.tick(defaultOptions.standbyConfirmationMs);
+  t.same(sim.types(), ['release-writes'], 'pgfloat is cut off from a primary that lives: nothing is coming');
+  t.equal(sim.state.writesHeld, false);
+  t.match(sim.state.blocked, /still receives WAL/);
+});
+
+t.test('blocked by lag, held writers go to their refusal at once', async (t) => {
+  const sim = adoptedCluster();
+  sim.primary('n1', '0/9000000');
+  sim.report({ node: 'n1', status: 'suspect', inRecovery: false });
+  t.same(sim.types(), ['hold-writes']);
+  sim.standby('n2', '0/3000000', 1, false);
+  sim.down('n1');
+  t.match(sim.state.blocked, /maxLagBytes/);
   t.same(sim.types(), ['release-writes']);
   t.equal(sim.state.writesHeld, false);
 });

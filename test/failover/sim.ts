@@ -9,6 +9,7 @@ type Untimed<E> = E extends FailoverEvent ? Omit<E, 'at'> & { at?: number } : ne
 
 export const defaultOptions: FailoverOptions = {
   requireStandbyConfirmation: true,
+  standbyConfirmationMs: 3000,
   maxLagBytes: 1024 * 1024,
   promoteTimeoutMs: 5000,
   retryIntervalMs: 2000,

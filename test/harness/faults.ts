@@ -153,9 +153,9 @@ export async function clientBackendCount(node: LocalNode): Promise<number> {
 }
 
 /** One statement on a fresh direct connection; undefined when the server cannot be reached or errs. */
-export async function tryQuery<R extends Record<string, unknown>>(config: string | ClientConfig, sql: string): Promise<R[] | undefined> {
+export async function tryQuery<R extends Record<string, unknown>>(config: string | ClientConfig, sql: string, params: unknown[] = []): Promise<R[] | undefined> {
   try {
-    const attempt = queryOnce<R>(typeof config === 'string' ? { connectionString: config, connectionTimeoutMillis: 3000 } : config, sql);
+    const attempt = queryOnce<R>(typeof config === 'string' ? { connectionString: config, connectionTimeoutMillis: 3000 } : config, sql, params);
     const outcome = await outcomeWithin(attempt, 5000);
     return outcome.kind === 'answered' ? outcome.value : undefined;
   } catch {

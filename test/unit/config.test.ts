@@ -83,6 +83,7 @@ t.test('a config with only nodes gets every default', async (t) => {
     holdMs: 10_000,
     promoteTimeoutMs: 10_000,
     retryIntervalMs: 5_000,
+    keepSynchronousWhenAlone: false,
   });
   t.same(config.fencing, { action: 'sql', command: null, timeoutMs: 10_000 });
 });
