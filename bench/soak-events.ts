@@ -1,0 +1,158 @@
+// The soak's two events (a switchover; a SIGKILL of the primary, then its rejoin) and the sampler that watches pgfloat throughout.
+
+import { inject } from './failover-faults';
+import type { LoadEnv } from './load-setup';
+import { sampleMetrics, sampleProcess, type MetricsSample, type ProcessSample } from './process-sample';
+import { awaitOperation, requestSwitchover, waitForStatus, type OperationView } from './switchover-setup';
+
+type Say = (message: string) => void;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A refused operation (the last rejoined standby not streaming yet, say) is asked again this often, this many times. */
+const RETRY = { pauseMs: 1000, attempts: 30 };
+
+export interface SwitchoverEvent {
+  kind: 'switchover';
+  from: string;
+  to: string;
+  toPort: number;
+  requestedAt: number;
+  refusals: string[];
+  operation: OperationView;
+  /** The operation's end (the old primary's rejoin included). */
+  endedAt: number;
+}
+
+export interface FailoverEvent {
+  kind: 'failover';
+  from: string;
+  to: string;
+  toPort: number;
+  /** Just before the SIGKILL of the primary's postmaster. */
+  killedAt: number;
+  /** When /status first named the new primary (polled every 100 ms). */
+  routedAt: number | null;
+  rejoinRequestedAt: number | null;
+  rejoinRefusals: string[];
+  rejoin: OperationView | null;
+  endedAt: number;
+}
+
+export type SoakEvent = SwitchoverEvent | FailoverEvent;
+
+const steady = (env: LoadEnv): Promise<unknown> =>
+  waitForStatus(env, (s) => s.phase === 'steady' && !s.degenerate && s.primary !== null && s.standbys.length > 0, 120_000, 'a steady cluster with a standby');
+
+export async function switchover(env: LoadEnv, say: Say): Promise<SwitchoverEvent> {
+  const s = (await steady(env)) as { primary: string };
+  const to = env.cluster.nodes.find((n) => n.name !== s.primary)!;
+  const refusals: string[] = [];
+  for (let tries = 1; ; tries++) {
+    const requestedAt = Date.now();
+    const answer = await requestSwitchover(env, to.name);
+    if (answer.accepted && answer.operation !== undefined) {
+      say(`switchover ${s.primary}→${to.name} requested (operation ${answer.operation})`);
+      const operation = await awaitOperation(env, answer.operation, 600_000);
+      return { kind: 'switchover', from: s.primary, to: to.name, toPort: to.port, requestedAt, refusals, operation, endedAt: Date.now() };
+    }
+    refusals.push(`${answer.status} ${answer.message}`);
+    if (tries >= RETRY.attempts) throw new Error(`switchover refused ${tries} times: ${refusals.join('; ')}`);
+    await sleep(RETRY.pauseMs);
+  }
+}
+
+async function requestRejoin(env: LoadEnv, node: string): Promise<{ status: number; accepted: boolean; message: string; operation?: string }> {
+  const res = await fetch(`${env.adminUrl}/rejoin/${encodeURIComponent(node)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${env.token}` },
+    body: '{}',
+  });
+  const body = (await res.json()) as { accepted?: boolean; message?: string; operation?: string; error?: string };
+  return { status: res.status, accepted: body.accepted === true, message: body.message ?? body.error ?? '', operation: body.operation };
+}
+
+/** SIGKILL of the primary's postmaster; once pgfloat routes to the standby, POST /rejoin/<old> makes the pair whole again. */
+export async function failover(env: LoadEnv, say: Say): Promise<FailoverEvent> {
+  const s = (await steady(env)) as { primary: string };
+  const old = env.cluster.nodes.find((n) => n.name === s.primary)!;
+  const to = env.cluster.nodes.find((n) => n.name !== s.primary)!;
+  const fault = inject('sigkill', old);
+  say(`SIGKILL of ${old.name}'s postmaster (pid ${fault.pids[0]})`);
+  const event: FailoverEvent = { kind: 'failover', from: old.name, to: to.name, toPort: to.port, killedAt: fault.at, routedAt: null, rejoinRequestedAt: null, rejoinRefusals: [], rejoin: null, endedAt: 0 };
+  try {
+    await waitForStatus(env, (st) => st.primary === to.name, 60_000, `pgfloat to route writes to ${to.name}`);
+    event.routedAt = Date.now();
+    say(`pgfloat routes writes to ${to.name} ${event.routedAt - fault.at} ms after the kill`);
+  } catch (err) {
+    say(`no failover: ${(err as Error).message}`);
+    event.endedAt = Date.now();
+    return event;
+  }
+  for (let tries = 1; ; tries++) {
+    event.rejoinRequestedAt = Date.now();
+    const answer = await requestRejoin(env, old.name);
+    if (answer.accepted && answer.operation !== undefined) {
+      event.rejoin = await awaitOperation(env, answer.operation, 600_000);
+      say(`rejoin of ${old.name}: ${event.rejoin.state} in ${Date.now() - event.rejoinRequestedAt} ms: ${event.rejoin.result}`);
+      break;
+    }
+    event.rejoinRefusals.push(`${answer.status} ${answer.message}`);
+    if (tries >= RETRY.attempts) {
+      say(`rejoin of ${old.name} refused ${tries} times: ${event.rejoinRefusals.join('; ')}`);
+      break;
+    }
+    await sleep(RETRY.pauseMs);
+  }
+  event.endedAt = Date.now();
+  return event;
+}
+
+export interface LiveHeapSample {
+  at: number;
+  usedBytes: number;
+  gcMs: number;
+}
+
+export interface Samples {
+  process: ProcessSample[];
+  metrics: Array<MetricsSample & { at: number }>;
+  liveHeap: LiveHeapSample[];
+  /** Samples that failed (pgfloat gone, admin API not answering), with the reason. */
+  errors: Array<{ at: number; message: string }>;
+}
+
+/**
+ * Samples pgfloat from /proc every `everyMs` and its /metrics with it; every `gcEveryMs` forces a
+ * full GC through the inspector and records the live heap (a ~10-50 ms pause in pgfloat each time).
+ */
+export class Sampler {
+  readonly samples: Samples = { process: [], metrics: [], liveHeap: [], errors: [] };
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(env: LoadEnv, everyMs: number, gcEveryMs: number) {
+    this.done = (async () => {
+      let lastGc = 0;
+      while (this.running) {
+        const at = Date.now();
+        try {
+          this.samples.process.push(sampleProcess(env.pgfloatPid));
+          this.samples.metrics.push({ at, ...(await sampleMetrics(env.adminUrl)) });
+          if (env.heap && gcEveryMs > 0 && at - lastGc >= gcEveryMs) {
+            lastGc = at;
+            const live = await env.heap.liveHeap();
+            this.samples.liveHeap.push({ at, usedBytes: live.usedBytes, gcMs: live.gcMs });
+          }
+        } catch (err) {
+          this.samples.errors.push({ at, message: (err as Error).message });
+        }
+        await sleep(Math.max(0, everyMs - (Date.now() - at)));
+      }
+    })();
+  }
+
+  async stop(): Promise<Samples> {
+    this.running = false;
+    await this.done;
+    return this.samples;
+  }
+}
