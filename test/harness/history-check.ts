@@ -18,6 +18,8 @@ export interface HistoryExpectations {
   maxLagBytes: number;
   /** When the fault was injected, for the failover time. */
   faultAt?: number;
+  /** An operator accepted the loss (failover --allow-data-loss): no bound on it. */
+  allowDataLoss?: boolean;
 }
 
 /** One pgfloat instance's log, or several (a restarted or second instance); `endedAt` for one that was killed. */
@@ -104,7 +106,7 @@ export async function checkHistory(
   const violations: string[] = [];
   if (expect.synchronous && lost.length > 0) violations.push(`${lost.length} acknowledged writes lost with synchronous replication`);
   if (lostBeforePromotionPoint.length > 0) violations.push(`${lostBeforePromotionPoint.length} lost writes lie before the promotion point: they had reached the new primary's timeline`);
-  if (!expect.synchronous && lostSpanBytes > expect.maxLagBytes) violations.push(`lost writes reach ${lostSpanBytes} bytes past the promotion point, over maxLagBytes ${expect.maxLagBytes}`);
+  if (!expect.synchronous && !expect.allowDataLoss && lostSpanBytes > expect.maxLagBytes) violations.push(`lost writes reach ${lostSpanBytes} bytes past the promotion point, over maxLagBytes ${expect.maxLagBytes}`);
   if (ackedAfterFence.length > 0) violations.push(`${ackedAfterFence.length} writes acknowledged by a node after it was fenced`);
   if (strayAfterFence.length > 0) violations.push(`${strayAfterFence.length} rows on a fenced node, inserted after the fence, that no writer sent`);
   if (failedButCommitted.length > 0) violations.push(`${failedButCommitted.length} writes answered with an ERROR are committed`);

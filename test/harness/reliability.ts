@@ -50,6 +50,7 @@ export interface FinishOptions {
   synchronous?: boolean;
   /** New connections may fail (no primary is left to hold them for); by default none may. */
   connectFailuresExpected?: boolean;
+  allowDataLoss?: boolean;
 }
 
 export async function startScenario(t: ScenarioTest, name: string, opts: ScenarioOptions = {}): Promise<Scenario> {
@@ -78,7 +79,7 @@ export async function startScenario(t: ScenarioTest, name: string, opts: Scenari
       const finalPrimary = finish.finalPrimary ?? proxy.instance.status().primary;
       if (finalPrimary === null) throw new Error('no primary at the end of the scenario');
       const maxLagBytes = proxy.config.failover.maxLagBytes;
-      const report = await checkHistory(history, checked, finalPrimary, instances, { synchronous: finish.synchronous ?? false, maxLagBytes, faultAt: finish.faultAt });
+      const report = await checkHistory(history, checked, finalPrimary, instances, { synchronous: finish.synchronous ?? false, maxLagBytes, faultAt: finish.faultAt, allowDataLoss: finish.allowDataLoss });
       t.comment(`${name}: ${describeReport(report)}`);
       if (history.connectFailures.length > 0) t.comment(`failed connects: ${JSON.stringify(history.connectFailures.slice(0, 5))}`);
       t.same(report.violations, [], 'the history holds no violation');
