@@ -33,6 +33,8 @@ export interface HistoryReport {
   finalPrimary: string;
   acked: number;
   failed: number;
+  /** SQLSTATE of each failed write, counted. */
+  failedCodes: Record<string, number>;
   unknown: number;
   connectFailures: number;
   /** Acknowledged writes missing on the final primary. */
@@ -115,6 +117,7 @@ export async function checkHistory(
     finalPrimary,
     acked: log.acked.length,
     failed: log.failed.length,
+    failedCodes: log.failed.reduce<Record<string, number>>((out, w) => ((out[w.code ?? '?'] = (out[w.code ?? '?'] ?? 0) + 1), out), {}),
     unknown: log.unknown.length,
     connectFailures: log.connectFailures.length,
     lost,
@@ -130,11 +133,19 @@ export async function checkHistory(
   };
 }
 
+/** Acknowledged writes the node does not hold; undefined when it cannot be read. */
+export async function missingFrom(node: CheckedNode, acked: readonly AckedWrite[]): Promise<AckedWrite[] | undefined> {
+  const rows = await readRows(node);
+  if (rows === undefined) return undefined;
+  const present = new Set(rows.map(key));
+  return acked.filter((w) => !present.has(key(w)));
+}
+
 /** One line for a test's output. */
 export function describeReport(r: HistoryReport): string {
   const lostNote = r.lost.length > 0 ? ` (${r.lostSpanBytes} bytes past the promotion point)` : '';
   return (
-    `final primary ${r.finalPrimary}; acknowledged ${r.acked}, failed ${r.failed}, unknown ${r.unknown}, failed connects ${r.connectFailures}; ` +
+    `final primary ${r.finalPrimary}; acknowledged ${r.acked}, failed ${r.failed}${r.failed ? ` ${JSON.stringify(r.failedCodes)}` : ''}, unknown ${r.unknown}, failed connects ${r.connectFailures}; ` +
     `lost ${r.lost.length}${lostNote}; queued writes run by a fenced node ${r.unknownAfterFence.length}` +
     (r.failoverMs !== undefined ? `; failover ${r.failoverMs} ms` : '') +
     (r.unreadable.length ? `; unreadable: ${r.unreadable.join(', ')}` : '') +

@@ -24,7 +24,7 @@ export interface ScenarioOptions {
   writers?: Partial<WriterOptions>;
   managed?: boolean;
   /** pgfloat's view of each node (a fault relay's port, say); the nodes themselves by default. */
-  nodes?: (cluster: LocalCluster) => NodeAddress[];
+  nodes?: (cluster: LocalCluster) => NodeAddress[] | Promise<NodeAddress[]>;
 }
 
 export interface Scenario {
@@ -57,7 +57,7 @@ export async function startScenario(t: ScenarioTest, name: string, opts: Scenari
   const cluster = await startCluster(t, opts.cluster);
   const log = captureLog('info');
   const stateDir = stateDirFor(t);
-  const nodes = opts.nodes?.(cluster) ?? cluster.nodes;
+  const nodes = (await opts.nodes?.(cluster)) ?? cluster.nodes;
   const proxy = await startPgfloatAt(t, nodes, stateDir, opts.overrides ?? {}, { log: log.logger, managed: opts.managed });
   await createHistoryTable(proxy.readWriteUrl());
   const writers = startHistoryWriters(proxy.readWriteUrl(), { clients: 4, pauseMs: 5, queryTimeoutMs: 5000, ...opts.writers });
