@@ -198,6 +198,9 @@ export class ClientSession implements TrackedSession {
   }
 
   private readonly onStartupData = (chunk: Buffer): void => {
+    // A refused client's socket stays open a while for it to read the ErrorResponse: what it
+    // sends meanwhile is dropped, not collected (a flood would grow, and recopy, the buffer).
+    if (this.phase !== 'startup') return;
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     this.processStartup();
   };
