@@ -104,8 +104,16 @@ export function startHistoryWriters(url: string, opts: WriterOptions): HistoryWr
         // An ERROR means the statement did not commit; a FATAL (the session terminated) or a lost
         // connection may have come after the commit.
         const settled = { client, seq, at: Date.now(), code: e.code, message: e.message };
-        if (e.code !== undefined && e.severity !== 'FATAL') {
+        // Known not to have run: pgfloat's own FATAL for a session it closed at a transaction
+        // boundary answers the statement in the server's place, and pg refuses to send anything
+        // on a connection it already knows is broken.
+        const neverSent = (e.code === '57P01' && /switching over to another server/.test(e.message)) || /not queryable/.test(e.message);
+        if (neverSent || (e.code !== undefined && e.severity !== 'FATAL')) {
           log.failed.push(settled);
+          if (e.severity === 'FATAL' || neverSent) {
+            conn.end().catch(() => undefined);
+            conn = undefined;
+          }
         } else {
           log.unknown.push(settled);
           conn.end().catch(() => undefined);

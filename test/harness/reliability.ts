@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import type { LocalCluster, LocalClusterOptions } from '../../src/sandbox/local-cluster';
 import { startCluster, type Teardown } from './cluster';
 import { checkHistory, describeReport, type CheckedNode, type HistoryReport, type InstanceLog } from './history-check';
-import { createHistoryTable, startHistoryWriters, type HistoryWriters, type WriterOptions } from './history';
+import { createHistoryTable, startHistoryWriters, type HistoryLog, type HistoryWriters, type WriterOptions } from './history';
 import { captureLog, type CapturedLog } from './log-capture';
 import { startPgfloatAt, stateDirFor, type ConfigOverrides, type NodeAddress, type RunningPgfloat } from './pgfloat';
 
@@ -78,28 +78,45 @@ export async function startScenario(t: ScenarioTest, name: string, opts: Scenari
       instances[0]!.lines = log.lines();
       const finalPrimary = finish.finalPrimary ?? proxy.instance.status().primary;
       if (finalPrimary === null) throw new Error('no primary at the end of the scenario');
-      const maxLagBytes = proxy.config.failover.maxLagBytes;
-      const report = await checkHistory(history, checked, finalPrimary, instances, { synchronous: finish.synchronous ?? false, maxLagBytes, faultAt: finish.faultAt, allowDataLoss: finish.allowDataLoss });
-      t.comment(`${name}: ${describeReport(report)}`);
-      if (history.connectFailures.length > 0) t.comment(`failed connects: ${JSON.stringify(history.connectFailures.slice(0, 5))}`);
-      t.same(report.violations, [], 'the history holds no violation');
-      if (!finish.connectFailuresExpected) t.same(history.connectFailures, [], 'no new connection failed: they were held');
-      record({
-        scenario: name,
-        result: t.passing() ? 'pass' : 'FAIL',
-        failoverMs: report.failoverMs ?? null,
-        acknowledged: report.acked,
-        lost: report.lost.length,
-        failed: report.failed,
-        unknown: report.unknown,
-        failedConnects: report.connectFailures,
-        fencedNodeRanQueued: report.unknownAfterFence.length,
-        violations: report.violations,
-      });
-      return report;
+      return judge(t, name, history, checked, finalPrimary, instances, { ...finish, maxLagBytes: proxy.config.failover.maxLagBytes });
     },
   };
   return scenario;
+}
+
+/** Checks a finished history, asserts it is clean, and records the scenario's line for the README table. */
+export async function judge(
+  t: ScenarioTest,
+  name: string,
+  history: HistoryLog,
+  checked: readonly CheckedNode[],
+  finalPrimary: string,
+  instances: readonly InstanceLog[],
+  finish: FinishOptions & { maxLagBytes: number },
+): Promise<HistoryReport> {
+  const report = await checkHistory(history, checked, finalPrimary, instances, {
+    synchronous: finish.synchronous ?? false,
+    maxLagBytes: finish.maxLagBytes,
+    faultAt: finish.faultAt,
+    allowDataLoss: finish.allowDataLoss,
+  });
+  t.comment(`${name}: ${describeReport(report)}`);
+  if (history.connectFailures.length > 0) t.comment(`failed connects: ${JSON.stringify(history.connectFailures.slice(0, 3))}`);
+  t.same(report.violations, [], 'the history holds no violation');
+  if (!finish.connectFailuresExpected) t.same(history.connectFailures, [], 'no new connection failed: they were held');
+  record({
+    scenario: name,
+    result: t.passing() ? 'pass' : 'FAIL',
+    failoverMs: report.failoverMs ?? null,
+    acknowledged: report.acked,
+    lost: report.lost.length,
+    failed: report.failed,
+    unknown: report.unknown,
+    failedConnects: report.connectFailures,
+    fencedNodeRanQueued: report.unknownAfterFence.length,
+    violations: report.violations,
+  });
+  return report;
 }
 
 function record(result: Record<string, unknown>): void {
