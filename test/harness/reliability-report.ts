@@ -1,0 +1,46 @@
+// `npm run report:reliability`: the reliability scenarios' latest results as the README's markdown table.
+
+import { readFileSync } from 'node:fs';
+import { RESULTS_FILE } from './reliability';
+
+interface ScenarioResult {
+  scenario: string;
+  result: string;
+  failoverMs: number | null;
+  acknowledged: number;
+  lost: number;
+  failed: number;
+  unknown: number;
+  failedConnects: number;
+  fencedNodeRanQueued: number;
+  violations: string[];
+  at: string;
+}
+
+function main(): void {
+  let text: string;
+  try {
+    text = readFileSync(RESULTS_FILE, 'utf8');
+  } catch {
+    process.stderr.write(`no results in ${RESULTS_FILE}: run the tests first (npm test, or npx tap dist/test/integration/reliability-*.test.js)\n`);
+    process.exit(1);
+  }
+  const latest = new Map<string, ScenarioResult>();
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const r = JSON.parse(line) as ScenarioResult;
+    latest.set(r.scenario, r);
+  }
+  const rows = [...latest.values()];
+  const out = [
+    '| scenario | result | fault to first write on the new primary | acknowledged writes | lost | failed / unknown outcome | failed new connections | queued writes a fenced node ran |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.scenario} | ${r.result}${r.violations.length ? ` (${r.violations.join('; ')})` : ''} | ${r.failoverMs === null ? '-' : `${(r.failoverMs / 1000).toFixed(2)} s`} | ${r.acknowledged} | ${r.lost} | ${r.failed} / ${r.unknown} | ${r.failedConnects} | ${r.fencedNodeRanQueued} |`,
+    ),
+  ];
+  process.stdout.write(`${out.join('\n')}\n\n${rows.length} scenarios, from ${RESULTS_FILE} (latest run of each; oldest ${rows.map((r) => r.at).sort()[0]})\n`);
+}
+
+main();
