@@ -12,6 +12,8 @@ export type LoadCommand =
   | { cmd: 'open'; port: number; count: number; batch: number; timeoutMs: number }
   /** `run` keys the rows written, so several traffic runs can share the table. */
   | { cmd: 'traffic'; run: number; seconds: number; intervalMs: number; writeEvery: number }
+  /** One query on every held connection, `concurrency` at a time (a large result, say). */
+  | { cmd: 'once'; sql: string; concurrency: number }
   | { cmd: 'close' }
   | { cmd: 'exit' };
 
@@ -54,6 +56,13 @@ export interface TrafficResult {
   generatorCpuPercent: number;
 }
 
+export interface OnceResult {
+  type: 'once';
+  ok: number;
+  errors: Record<string, number>;
+  ms: number;
+}
+
 export interface CloseResult {
   type: 'closed';
   closed: number;
@@ -66,7 +75,7 @@ export interface LostReport {
   reasons: Record<string, number>;
 }
 
-export type LoadReply = OpenResult | TrafficResult | CloseResult | LostReport | { type: 'error'; message: string };
+export type LoadReply = OpenResult | TrafficResult | OnceResult | CloseResult | LostReport | { type: 'error'; message: string };
 
 const SELECT = queryMessage('select 1');
 const tally = (counts: Record<string, number>, key: string): void => {
@@ -166,6 +175,29 @@ class Generator {
     };
   }
 
+  async once(cmd: Extract<LoadCommand, { cmd: 'once' }>): Promise<OnceResult> {
+    const started = Date.now();
+    const live = this.conns.filter((c) => c.open);
+    const message = queryMessage(cmd.sql);
+    const errors: Record<string, number> = {};
+    let ok = 0;
+    for (let i = 0; i < live.length; i += cmd.concurrency) {
+      await Promise.all(
+        live.slice(i, i + cmd.concurrency).map(async (conn) => {
+          try {
+            const { error } = await conn.query(message);
+            if (error) tally(errors, `${error.code} ${error.message}`);
+            else ok++;
+          } catch (err) {
+            tally(errors, (err as Error).message);
+          }
+        }),
+      );
+    }
+    this.flushLost();
+    return { type: 'once', ok, errors, ms: Date.now() - started };
+  }
+
   async close(): Promise<CloseResult> {
     const started = Date.now();
     const open = this.conns.filter((c) => c.open);
@@ -194,6 +226,8 @@ if (require.main === module) {
           return generator.open(message);
         case 'traffic':
           return generator.traffic(message);
+        case 'once':
+          return generator.once(message);
         case 'close':
           return generator.close();
         case 'exit':

@@ -4,7 +4,7 @@ import type { OpenResult, TrafficResult } from './connections-load';
 import { markdownTable } from './markdown';
 import { mib, type MetricsSample, type ProcessSample } from './process-sample';
 
-export type StageKind = 'baseline' | 'idle' | 'traffic' | 'after-traffic' | 'closed';
+export type StageKind = 'baseline' | 'idle' | 'traffic' | 'after-traffic' | 'after-large' | 'closed';
 
 export interface Stage extends MetricsSample {
   name: string;
@@ -15,6 +15,8 @@ export interface Stage extends MetricsSample {
   openFds: number;
   /** V8 heap in use right after a full GC forced through the inspector; null without the heap probe. */
   liveHeapBytes: number | null;
+  /** RSS shortly after that GC. */
+  rssAfterGcBytes: number | null;
   /** The primary PostgreSQL server: postmaster and children, PSS. */
   server: { processes: number; pssBytes: number };
 }
@@ -38,7 +40,7 @@ const ms = (us: number): string => (us / 1000).toFixed(2);
 
 export function stageTable(stages: Stage[]): string {
   return markdownTable(
-    ['stage', 'client connections', 'pgfloat RSS, MiB', 'of which anonymous, MiB', 'V8 heap used, MiB', 'live heap after a full GC, MiB', 'pgfloat open fds', 'primary PostgreSQL processes', 'their PSS, MiB'],
+    ['stage', 'client connections', 'pgfloat RSS, MiB', 'of which anonymous, MiB', 'V8 heap used, MiB', 'live heap after a full GC, MiB', 'RSS after the GC, MiB', 'pgfloat open fds', 'primary PostgreSQL processes', 'their PSS, MiB'],
     stages.map((s) => [
       s.name,
       String(s.clientConnections),
@@ -46,6 +48,7 @@ export function stageTable(stages: Stage[]): string {
       mib(s.rssAnonBytes).toFixed(1),
       mib(s.heapUsedBytes).toFixed(1),
       s.liveHeapBytes === null ? '-' : mib(s.liveHeapBytes).toFixed(1),
+      s.rssAfterGcBytes === null ? '-' : mib(s.rssAfterGcBytes).toFixed(1),
       String(s.openFds),
       String(s.server.processes),
       mib(s.server.pssBytes).toFixed(0),
@@ -98,6 +101,10 @@ export interface PerThousand {
   liveHeapMiB: number | null;
   fdsPerClient: number;
   serverPssMiB: number;
+  /** External (ArrayBuffer) memory allocated per 1,000: the read buffers, resident or not. */
+  externalMiB: number;
+  /** RSS over the baseline per 1,000 once every connection has had one large answer; null if not measured. */
+  afterLargeRssMiB: number | null;
   /** The same from each step of the ramp (0 to 1,000, 1,000 to 2,000, ...), to show it is linear. */
   steps: Array<{ from: number; to: number; rssMiB: number }>;
 }
@@ -111,6 +118,7 @@ export function perThousand(stages: Stage[]): PerThousand | undefined {
   const k = full.clientConnections / 1000;
   const per = (f: (s: Stage) => number): number => Math.round(mib((f(full) - f(base)) / k) * 100) / 100;
   const ramp = [base, ...idle];
+  const large = stages.find((s) => s.kind === 'after-large');
   return {
     clients: full.clientConnections,
     rssMiB: per((s) => s.rssBytes),
@@ -119,6 +127,8 @@ export function perThousand(stages: Stage[]): PerThousand | undefined {
     liveHeapMiB: base.liveHeapBytes === null || full.liveHeapBytes === null ? null : per((s) => s.liveHeapBytes!),
     fdsPerClient: Math.round(((full.openFds - base.openFds) / full.clientConnections) * 100) / 100,
     serverPssMiB: per((s) => s.server.pssBytes),
+    externalMiB: per((s) => s.externalBytes),
+    afterLargeRssMiB: large === undefined ? null : Math.round(mib((large.rssBytes - base.rssBytes) / k) * 100) / 100,
     steps: ramp.slice(1).map((s, i) => {
       const prev = ramp[i]!;
       const clients = s.clientConnections - prev.clientConnections;
@@ -141,6 +151,8 @@ export function summaryLines(stages: Stage[], opens: OpenResult[], run: TrafficR
       `Memory per 1,000 idle client connections (pgfloat only, PostgreSQL's backends excluded): RSS +${p.rssMiB} MiB (anonymous +${p.rssAnonMiB} MiB, V8 heap used +${p.heapUsedMiB} MiB${p.liveHeapMiB === null ? '' : `, live heap after a full GC +${p.liveHeapMiB} MiB`}); ` +
         `by step: ${p.steps.map((s) => `${s.from}→${s.to}: +${s.rssMiB} MiB per 1,000`).join(', ')}. ` +
         `Open fds per client: ${p.fdsPerClient} (client socket + server socket).`,
+      `pgfloat allocates a 64 kB read buffer per server socket (external memory +${p.externalMiB} MiB per 1,000), resident only as far as answers have filled it: ` +
+        (p.afterLargeRssMiB === null ? 'not measured.' : `once every connection has had one large answer, RSS is +${p.afterLargeRssMiB} MiB per 1,000 over the baseline.`),
       `For context, the primary's PostgreSQL processes grew by ${p.serverPssMiB} MiB (PSS) per 1,000 backends` +
         (p.rssMiB >= 1 ? `, ${(p.serverPssMiB / p.rssMiB).toFixed(0)} times pgfloat's figure.` : '.'),
     );
@@ -150,7 +162,9 @@ export function summaryLines(stages: Stage[], opens: OpenResult[], run: TrafficR
   if (base && closed) {
     lines.push(
       `After every client closed: ${closed.clientConnections} clients, fds ${closed.openFds} (baseline ${base.openFds}: ${closed.openFds <= base.openFds ? 'back to baseline' : `+${closed.openFds - base.openFds} NOT released`}), ` +
-        `RSS ${mib(closed.rssBytes)} MiB (baseline ${mib(base.rssBytes)} MiB; freed memory V8 and the allocator keep is not returned at once), V8 heap used ${mib(closed.heapUsedBytes)} MiB (baseline ${mib(base.heapUsedBytes)})` +
+        `RSS ${mib(closed.rssBytes)} MiB` +
+        (closed.rssAfterGcBytes === null ? '' : `, ${mib(closed.rssAfterGcBytes)} MiB after a full GC`) +
+        ` (baseline ${mib(base.rssBytes)} MiB; what is above it is memory the allocator kept after freeing, unless the live heap is up too), V8 heap used ${mib(closed.heapUsedBytes)} MiB (baseline ${mib(base.heapUsedBytes)})` +
         (closed.liveHeapBytes !== null && base.liveHeapBytes !== null ? `, live heap after a full GC ${mib(closed.liveHeapBytes)} MiB (baseline ${mib(base.liveHeapBytes)})` : '') +
         `, active handles ${closed.activeHandles} (baseline ${base.activeHandles}).`,
     );

@@ -1,9 +1,9 @@
 // `npm run bench:connections`: thousands of client connections held through pgfloat, idle then with paced traffic; memory and fds at each stage.
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, totalmem } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
 import { CONNECTIONS_SCHEMA, type LoadCommand, type LoadReply, type OpenResult } from './connections-load';
@@ -25,6 +25,8 @@ const { values: flags } = parseArgs({
     'log-level': { type: 'string', default: 'info' },
     'no-heap-probe': { type: 'boolean', default: false },
     'no-direct': { type: 'boolean', default: false },
+    /** Run pgfloat under this open-files limit, to see how it fails when it runs out of descriptors. */
+    'pgfloat-open-files': { type: 'string' },
     out: { type: 'string', default: resolve(__dirname, '../../bench/results/connections-latest.json') },
   },
 });
@@ -45,10 +47,13 @@ const OPTS = {
   logLevel: String(flags['log-level']),
   heapProbe: flags['no-heap-probe'] !== true,
   direct: flags['no-direct'] !== true,
+  pgfloatOpenFiles: flags['pgfloat-open-files'] === undefined ? undefined : int('pgfloat-open-files', 64),
 };
 /** Room above the client connections for pgfloat's monitor, superuser_reserved_connections and our own checks. */
 const SPARE_SERVER_CONNECTIONS = 50;
 const OPEN_TIMEOUT_MS = 30_000;
+/** Larger than pgfloat's per-session read buffer (64 kB), so the whole buffer gets written. */
+const LARGE_RESULT_BYTES = 256 * 1024;
 
 const started = Date.now();
 const say = (message: string): void => {
@@ -110,9 +115,11 @@ async function stage(env: LoadEnv, name: string, kind: StageKind): Promise<Stage
   const metrics = await sampleMetrics(env.adminUrl);
   // Last: the forced GC may shrink RSS, and the /proc figures above are the unforced ones.
   const live = env.heap ? await env.heap.liveHeap() : undefined;
+  // RSS again once the GC has freed what closed sessions left (their read buffers among it): what the allocator keeps, not garbage.
+  const afterGc = live ? await sleep(1000).then(() => settledSample(env.pgfloatPid, 3, 500)) : undefined;
   const pid = env.cluster.primary.postmasterPid();
   const server = pid === undefined ? { processes: 0, pssBytes: 0 } : serverMemory(pid);
-  const s: Stage = { name, kind, at: proc.at, rssBytes: proc.rssBytes, rssAnonBytes: proc.rssAnonBytes, openFds: proc.openFds, ...metrics, liveHeapBytes: live?.usedBytes ?? null, server };
+  const s: Stage = { name, kind, at: proc.at, rssBytes: proc.rssBytes, rssAnonBytes: proc.rssAnonBytes, openFds: proc.openFds, ...metrics, liveHeapBytes: live?.usedBytes ?? null, rssAfterGcBytes: afterGc?.rssBytes ?? null, server };
   say(`${name}: ${metrics.clientConnections} clients, pgfloat RSS ${(proc.rssBytes / 1048576).toFixed(1)} MiB, heap ${(metrics.heapUsedBytes / 1048576).toFixed(1)} MiB (live ${live ? (live.usedBytes / 1048576).toFixed(1) : '?'}), fds ${proc.openFds}; primary ${server.processes} processes, PSS ${(server.pssBytes / 1048576).toFixed(0)} MiB`);
   return s;
 }
@@ -158,6 +165,7 @@ async function traffic(env: LoadEnv, generator: Generator, label: string, runId:
     externalBytes: peak(metrics, (m) => m.externalBytes),
     activeHandles: peak(metrics, (m) => m.activeHandles),
     liveHeapBytes: null,
+    rssAfterGcBytes: null,
     clientConnections: last.clientConnections,
     server,
   };
@@ -200,6 +208,7 @@ async function main(): Promise<void> {
       managed: false,
       extraConfig: [`proxy: { maxClientConnections: ${Math.max(10_000, OPTS.connections + 100)} }`],
       openFilesNeeded: 2 * OPTS.connections + 512,
+      openFilesLimit: OPTS.pgfloatOpenFiles,
       logLevel: OPTS.logLevel,
       heapProbe: OPTS.heapProbe,
     },
@@ -226,6 +235,11 @@ async function main(): Promise<void> {
   sayTraffic('through pgfloat', run);
   stages.push(run.peak);
   stages.push(await stage(env, `${r.connections} idle clients after traffic`, 'after-traffic'));
+  // pgfloat reads each server socket into a 64 kB buffer of its own; small answers touch a page or
+  // two of it, one large answer makes all of it resident for the rest of the session.
+  const large = await generator.request({ cmd: 'once', sql: `select repeat('x', ${LARGE_RESULT_BYTES})`, concurrency: OPTS.batch }, 'once');
+  say(`one ${LARGE_RESULT_BYTES / 1024} kB result on each of ${large.ok} connections in ${large.ms} ms` + (Object.keys(large.errors).length ? `; errors ${JSON.stringify(large.errors)}` : ''));
+  stages.push(await stage(env, `${r.connections} idle clients after one ${LARGE_RESULT_BYTES / 1024} kB result each`, 'after-large'));
 
   const closed = await generator.request({ cmd: 'close' }, 'closed');
   const drainMs = await waitForDrain(env, stages[0]!.openFds, 30_000);
@@ -240,7 +254,10 @@ async function main(): Promise<void> {
   const trafficMd = trafficTable(run, direct, OPTS.intervalMs, OPTS.writeEvery);
   write(env, { stages, opens, run, direct, rowsWritten, lost: generator.lost, maxConnections, markdown: { stages: stageMd, traffic: trafficMd, summary } });
   process.stdout.write(`\n${stageMd}\n\n${trafficMd}\n\n${summary}\n\n`);
-  say(`wrote ${flags.out}`);
+  // The run's directory goes with the cluster; pgfloat's log is worth keeping to look into a figure.
+  const kept = join(tmpdir(), 'pgfloat-connections-last.log');
+  copyFileSync(env.logFile, kept);
+  say(`wrote ${flags.out}; pgfloat's log copied to ${kept}`);
 }
 
 function sayTraffic(label: string, run: TrafficRun): void {

@@ -228,3 +228,13 @@ export function resourceTable(windows: WindowFigures[], startedAt: number): stri
   }
   return markdownTable(['window (median of samples)', 'samples', 'pgfloat RSS, MiB', 'anonymous, MiB', 'V8 heap used, MiB', 'live heap after a full GC, MiB', 'open fds', 'client connections'], rows);
 }
+
+/** One row per minute of the run: the trend that a first-versus-last comparison summarises. */
+export function minuteTable(samples: Samples, loadStart: number, loadEnd: number): string {
+  const rows: string[][] = [];
+  for (let from = loadStart, minute = 0; from < loadEnd - 1000; from += 60_000, minute++) {
+    const w = windowFigures(String(minute), samples, from, Math.min(from + 60_000, loadEnd));
+    rows.push([String(minute), w.rssMiB.toFixed(1), w.rssAnonMiB.toFixed(1), w.liveHeapMiB === null ? '-' : w.liveHeapMiB.toFixed(1), String(w.openFds), String(w.clientConnections)]);
+  }
+  return markdownTable(['minute', 'RSS, MiB', 'anonymous, MiB', 'live heap, MiB', 'open fds', 'client connections'], rows);
+}

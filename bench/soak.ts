@@ -9,7 +9,7 @@ import { setUpLoad, type LoadEnv } from './load-setup';
 import { cleanupAll } from './processes';
 import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './soak-events';
 import { SOAK_SCHEMA, SoakLoad } from './soak-load';
-import { eventTable, events, phaseTable, phases, resourceTable, summaryTable, windowFigures, type Verification, type WindowFigures } from './soak-report';
+import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, summaryTable, windowFigures, type Verification, type WindowFigures } from './soak-report';
 import { readLogLines } from './switchover-report';
 import { waitForStatus } from './switchover-setup';
 
@@ -140,17 +140,35 @@ async function main(): Promise<void> {
     events: eventTable(eventRecords),
     phases: phaseTable(phaseRecords),
     resources: resourceTable(windows, loadStart),
+    minutes: minuteTable(samples, loadStart, stoppedAt),
   };
   write(env, { loadStart, stoppedAt, pgfloatAlive, sw, fo, verification, windows, phaseRecords, eventRecords, samples, logCounts, markdown });
   process.stdout.write(
-    `\n${markdown.summary}\n\n${markdown.events}\n\n${markdown.phases}\n\npgfloat (pid ${env.pgfloatPid}, ${pgfloatAlive ? 'still running' : 'GONE'}), sampled every ${OPTS.sampleMs} ms, a forced full GC every ${OPTS.gcEveryMs} ms:\n\n${markdown.resources}\n\n` +
+    `\n${markdown.summary}\n\n${markdown.events}\n\n${markdown.phases}\n\npgfloat (pid ${env.pgfloatPid}, ${pgfloatAlive ? 'still running' : 'GONE'}), sampled every ${OPTS.sampleMs} ms, a forced full GC every ${OPTS.gcEveryMs} ms:\n\n${markdown.resources}\n\nMinute by minute (medians):\n\n${markdown.minutes}\n\n` +
       `Peak over the run: RSS ${Math.max(...samples.process.map((s) => s.rssBytes)) / 1048576 | 0} MiB, open fds ${Math.max(...samples.process.map((s) => s.openFds))}; sampling errors ${samples.errors.length}.\n` +
-      (verification.lost.length ? `Lost acknowledged writes (ms after the kill, server port): ${verification.lost.map((l) => `${l.client}/${l.seq} ${l.msAfterKill} ms :${l.port}`).join(', ')}\n` : '') +
+      lostLine(verification, fo, env) +
       `pgfloat warn/error lines during the load: ${JSON.stringify(logCounts, null, 1)}\n\n`,
   );
   const kept = join(tmpdir(), 'pgfloat-soak-last.log');
   copyFileSync(env.logFile, kept);
   say(`wrote ${flags.out}; pgfloat's log copied to ${kept}`);
+}
+
+/**
+ * Where each lost write came from. A write the killed primary acknowledged after its postmaster
+ * got SIGKILL was committed by a backend that had not noticed yet: with asynchronous replication
+ * its WAL never left the dead server, whatever the proxy does.
+ */
+function lostLine(v: Verification, fo: FailoverEvent, env: LoadEnv): string {
+  if (v.lost.length === 0) return '';
+  const killedPort = env.cluster.nodes.find((n) => n.name === fo.from)!.port;
+  const afterKill = v.lost.filter((l) => l.port === killedPort && l.msAfterKill >= 0);
+  const before = v.lost.filter((l) => l.port === killedPort && l.msAfterKill < 0);
+  const other = v.lost.filter((l) => l.port !== killedPort);
+  return (
+    `Lost acknowledged writes: ${v.lost.length}; ${afterKill.length} acknowledged by the killed primary ${fo.from} ${afterKill.map((l) => l.msAfterKill).join(', ')} ms after the SIGKILL, ` +
+    `${before.length} by it before the kill (the asynchronous replication window)${other.length ? `, ${other.length} ELSEWHERE: ${JSON.stringify(other)}` : ''}.\n`
+  );
 }
 
 function progress(load: SoakLoad, loadStart: number): void {
