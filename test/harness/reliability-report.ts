@@ -14,8 +14,11 @@ interface ScenarioResult {
   failedConnects: number;
   fencedNodeRanQueued: number;
   violations: string[];
+  file?: string;
   at: string;
 }
+
+const FILE_ORDER = ['reliability-primary-crash', 'reliability-server-faults', 'reliability-links', 'reliability-pgfloat-killed', 'reliability-switchover'];
 
 function main(): void {
   let text: string;
@@ -31,7 +34,12 @@ function main(): void {
     const r = JSON.parse(line) as ScenarioResult;
     latest.set(r.scenario, r);
   }
-  const rows = [...latest.values()];
+  // The scenarios' files run in parallel; the table follows the suite's own order.
+  const rank = (r: ScenarioResult): number => {
+    const i = FILE_ORDER.indexOf(r.file ?? '');
+    return i < 0 ? FILE_ORDER.length : i;
+  };
+  const rows = [...latest.values()].sort((a, b) => rank(a) - rank(b) || a.at.localeCompare(b.at));
   const out = [
     '| scenario | result | fault to first write on the new primary | acknowledged writes | lost | failed / unknown outcome | failed new connections | queued writes a fenced node ran |',
     '|---|---|---:|---:|---:|---:|---:|---:|',

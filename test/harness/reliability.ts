@@ -1,7 +1,7 @@
 // One reliability scenario: a cluster, pgfloat with its log captured, history writers, and the check at the end (recorded for the README table).
 
 import { appendFileSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { LocalCluster, LocalClusterOptions } from '../../src/sandbox/local-cluster';
 import { startCluster, type Teardown } from './cluster';
 import { checkHistory, describeReport, type CheckedNode, type HistoryReport, type InstanceLog } from './history-check';
@@ -121,5 +121,6 @@ export async function judge(
 
 function record(result: Record<string, unknown>): void {
   mkdirSync(join(RESULTS_FILE, '..'), { recursive: true });
-  appendFileSync(RESULTS_FILE, JSON.stringify({ ...result, at: new Date().toISOString() }) + '\n');
+  const file = basename(process.argv[1] ?? '').replace(/\.test\.js$/, '');
+  appendFileSync(RESULTS_FILE, JSON.stringify({ ...result, file, at: new Date().toISOString() }) + '\n');
 }
