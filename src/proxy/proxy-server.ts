@@ -4,22 +4,47 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/address';
 import { SqlState } from '../protocol/codes';
 import type { ListenerKind, Refusal } from '../routing/routes';
+import { openFilesLimit, sessionsWithinLimit } from './fd-budget';
 import { ClientSession, type SessionEnvironment } from './session';
 
 export interface ProxyServerOptions {
   listen: Partial<Record<ListenerKind, ListenAddress>>;
   maxClientConnections: number;
+  /** The process's open-files limit; read from /proc when not given. */
+  openFilesLimit?: number;
 }
 
 export class ProxyServer {
   private readonly servers = new Map<ListenerKind, Server>();
   private readonly addresses = new Map<ListenerKind, ListenAddress>();
   private closing = false;
+  /**
+   * Sessions allowed at once: proxy.maxClientConnections, or fewer when the open-files limit
+   * would run out first. Out of descriptors, the listener's accept fails and libuv closes the
+   * connection without a word; refusing before that keeps the ErrorResponse and leaves
+   * descriptors for the monitor and a failover.
+   */
+  private readonly maxSessions: number;
+  private readonly limitText: string;
 
   constructor(
     private readonly options: ProxyServerOptions,
     private readonly env: SessionEnvironment,
-  ) {}
+  ) {
+    const limit = options.openFilesLimit ?? openFilesLimit();
+    const room = limit === undefined ? Infinity : sessionsWithinLimit(limit);
+    this.maxSessions = Math.min(options.maxClientConnections, room);
+    this.limitText =
+      room < options.maxClientConnections
+        ? `open files limit ${limit}: room for ${room} sessions; proxy.maxClientConnections = ${options.maxClientConnections}`
+        : `proxy.maxClientConnections = ${options.maxClientConnections}`;
+    if (room < options.maxClientConnections) {
+      env.log.warn(
+        { openFilesLimit: limit, maxClientConnections: options.maxClientConnections, allowed: room },
+        `open files limit ${limit} allows about ${room} client sessions (two descriptors each): clients beyond that are refused; raise the limit (LimitNOFILE=, ulimit -n) or lower proxy.maxClientConnections`,
+      );
+    }
+  }
 
   async start(): Promise<void> {
     for (const [kind, address] of Object.entries(this.options.listen) as Array<[ListenerKind, ListenAddress | undefined]>) {
@@ -59,11 +84,11 @@ export class ProxyServer {
     let refusal: Refusal | undefined;
     if (this.closing) {
       refusal = { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' };
-    } else if (this.env.sessions.size >= this.options.maxClientConnections) {
+    } else if (this.env.sessions.size >= this.maxSessions) {
       refusal = {
         reason: 'too-many-connections',
         code: SqlState.tooManyConnections,
-        message: `sorry, too many clients already (proxy.maxClientConnections = ${this.options.maxClientConnections})`,
+        message: `sorry, too many clients already (${this.limitText})`,
       };
     }
     new ClientSession(socket, kind, this.env, refusal);
