@@ -11,6 +11,8 @@ import { cancelRequest, startupMessage } from '../../src/protocol/startup';
 
 /** The seed every fuzz test starts from unless PGFLOAT_FUZZ_SEED says otherwise; printed so a failure can be replayed. */
 export const FUZZ_SEED = Number(process.env.PGFLOAT_FUZZ_SEED ?? 0x5eed2026);
+/** Connections test/integration/client-bytes-fuzz.test.ts makes through a real pgfloat; with the unit file's properties, the suite's case count. */
+export const FUZZ_CONNECTIONS = 5_500;
 
 export function int32s(...values: number[]): Buffer {
   const out = Buffer.alloc(values.length * 4);

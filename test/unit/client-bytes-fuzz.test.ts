@@ -7,7 +7,7 @@ import { errorMessageOf, FramingError, MessageScanner, transactionStatus } from 
 import { parseStartupPacket, startupMessage, type StartupParseResult } from '../../src/protocol/startup';
 import { TransactionTracker, type ReadyStatus } from '../../src/protocol/transaction-tracker';
 import {
-  anyFirstBytes, bytes, chunked, cutPoints, FUZZ_SEED, gssencRequest, oneByteAtATime, oversizedPacket, sslRequest,
+  anyFirstBytes, bytes, chunked, cutPoints, FUZZ_CONNECTIONS, FUZZ_SEED, gssencRequest, oneByteAtATime, oversizedPacket, sslRequest,
   startupParameters, truncatedPacket, validFirstPacket, versionedStartup,
 } from '../harness/client-bytes';
 import { conversation, message, oddLength, rarely, type Dir, type Step } from '../harness/session-streams';
@@ -275,6 +275,7 @@ t.test('MessageScanner', async (t) => {
 });
 
 t.test('case count', async (t) => {
-  t.comment(`${generated} generated cases in this file`);
-  t.ok(generated >= 90_000, `${generated} cases`);
+  const suite = generated + FUZZ_CONNECTIONS;
+  t.comment(`${generated} generated cases in this file, ${FUZZ_CONNECTIONS} generated connections in test/integration/client-bytes-fuzz.test.ts: ${suite} in the suite`);
+  t.ok(suite >= 100_000, `at least 100,000 generated cases in the suite (${suite})`);
 });
