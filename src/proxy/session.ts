@@ -5,9 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { Logger } from '../log';
 import { SqlState } from '../protocol/codes';
-import { GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
 import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
-import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
 import { TransactionTracker } from '../protocol/transaction-tracker';
 import type { ListenerKind, Refusal } from '../routing/routes';
 import type { Router } from '../routing/router';
@@ -18,7 +16,7 @@ import { BoundaryWatch, ClientToServerPump, ServerToClientPump, type RelayCounte
 import { connectToServer } from './server-connection';
 import { endWithError, endWithErrorSoon, lingerThenDestroy, terminateServer } from './session-end';
 import type { SessionRegistry, TrackedSession } from './session-registry';
-import { upgradeToTls } from './tls';
+import { StartupHandshake, type HandshakeHandler, type StartupMessagePacket } from './startup-handshake';
 
 export interface BackendNode {
   name: string;
@@ -65,8 +63,7 @@ export class ClientSession implements TrackedSession {
   private client: Duplex;
   private server: Socket | undefined;
   private pending: Buffer = EMPTY;
-  private encrypted = false;
-  private negotiatedGss = false;
+  private readonly handshake: StartupHandshake;
   private cancelKey: string | undefined;
   private startupTimer: NodeJS.Timeout | undefined;
   /** The server socket while it is still connecting, so a client leaving can abort it. */
@@ -84,7 +81,7 @@ export class ClientSession implements TrackedSession {
   private readonly log: Logger;
 
   constructor(
-    private readonly raw: Socket,
+    raw: Socket,
     readonly listener: ListenerKind,
     private readonly env: SessionEnvironment,
     /** Set when the session is refused whatever it asks (pgfloat full or stopping). */
@@ -96,7 +93,7 @@ export class ClientSession implements TrackedSession {
     raw.setKeepAlive(true, env.keepaliveIdleMs);
     raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));
     raw.on('close', () => this.close('client closed'));
-    raw.on('data', this.onStartupData);
+    this.handshake = new StartupHandshake(raw, env.secureContext, this.handshakeEvents);
     this.armStartupTimer(`timeout: no complete startup packet within ${env.startupTimeoutMs} ms`);
     env.sessions.add(this);
   }
@@ -197,72 +194,27 @@ export class ClientSession implements TrackedSession {
     else endWithErrorSoon(client, refusal);
   }
 
-  private readonly onStartupData = (chunk: Buffer): void => {
-    // A refused client's socket stays open a while for it to read the ErrorResponse: what it
-    // sends meanwhile is dropped, not collected (a flood would grow, and recopy, the buffer).
-    if (this.phase !== 'startup') return;
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    this.processStartup();
+  private readonly handshakeEvents: HandshakeHandler = {
+    onStartup: (packet, pipelined) => {
+      this.pending = pipelined;
+      this.routeAndConnect(packet).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
+    },
+    onCancel: (packet) => {
+      const target = this.env.cancels.forward(packet.processId, packet.secretKey, this.env.connectTimeoutMs);
+      this.log.debug({ pid: packet.processId, node: target?.node ?? null }, target ? 'cancel request forwarded' : 'cancel request for unknown key dropped');
+      this.close('cancel request handled');
+    },
+    onRefuse: (refusal) => this.refuse(refusal),
+    onTls: (socket) => {
+      this.client = socket;
+      socket.on('error', (err) => this.fail(`TLS error: ${err.message}`));
+      socket.on('close', () => this.close('client closed'));
+    },
   };
 
-  private processStartup(): void {
-    while (this.phase === 'startup' && this.pending.length > 0) {
-      const result = parseStartupPacket(this.pending);
-      if (result.status === 'incomplete') return;
-      if (result.status === 'invalid') {
-        this.refuse({ reason: result.code === SqlState.featureNotSupported ? 'unsupported-protocol' : 'protocol-violation', code: result.code, message: result.message });
-        return;
-      }
-      this.pending = this.pending.subarray(result.length);
-      this.handlePacket(result.packet);
-    }
-  }
-
-  private handlePacket(packet: StartupPacket): void {
-    switch (packet.kind) {
-      case 'ssl-request':
-        return this.negotiateSsl();
-      case 'gssenc-request':
-        if (this.negotiatedGss || this.encrypted) return this.refuse(protocolViolation('duplicate GSSENCRequest'));
-        this.negotiatedGss = true;
-        this.client.write(GSSENC_NOT_SUPPORTED);
-        return;
-      case 'cancel-request': {
-        const target = this.env.cancels.forward(packet.processId, packet.secretKey, this.env.connectTimeoutMs);
-        this.log.debug({ pid: packet.processId, node: target?.node ?? null }, target ? 'cancel request forwarded' : 'cancel request for unknown key dropped');
-        return this.close('cancel request handled');
-      }
-      case 'startup':
-        this.routeAndConnect(packet).catch((err: Error) => this.fail(`routing failed: ${err.message}`));
-        return;
-    }
-  }
-
-  private negotiateSsl(): void {
-    if (this.encrypted) return this.refuse(protocolViolation('SSLRequest received on an encrypted connection'));
-    if (this.pending.length > 0) {
-      // Bytes sent after SSLRequest but before the handshake could be injected by a man in the
-      // middle (CVE-2021-23214); PostgreSQL refuses them, and so do we.
-      return this.refuse(protocolViolation('received unencrypted data after SSL request'));
-    }
-    if (this.env.secureContext === undefined) {
-      this.client.write(SSL_NOT_SUPPORTED);
-      return;
-    }
-    this.raw.write(SSL_ACCEPTED);
-    this.raw.removeListener('data', this.onStartupData);
-    const tlsSocket = upgradeToTls(this.raw, this.env.secureContext);
-    this.encrypted = true;
-    this.client = tlsSocket;
-    tlsSocket.on('error', (err) => this.fail(`TLS error: ${err.message}`));
-    tlsSocket.on('close', () => this.close('client closed'));
-    tlsSocket.on('data', this.onStartupData);
-  }
-
-  private async routeAndConnect(packet: Extract<StartupPacket, { kind: 'startup' }>): Promise<void> {
+  private async routeAndConnect(packet: StartupMessagePacket): Promise<void> {
     this.phase = 'connecting';
     this.client.pause();
-    this.client.removeListener('data', this.onStartupData);
     const params = packet.parameters;
     this.user = params.get('user')!;
     this.database = params.get('database') ?? this.user;
@@ -433,6 +385,7 @@ export class ClientSession implements TrackedSession {
 
   private shutdown(): void {
     this.phase = 'closed';
+    this.handshake.finish();
     clearTimeout(this.startupTimer);
     if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
     this.connecting?.destroy();
@@ -441,6 +394,3 @@ export class ClientSession implements TrackedSession {
   }
 }
 
-function protocolViolation(message: string): Refusal {
-  return { reason: 'protocol-violation', code: SqlState.protocolViolation, message };
-}
