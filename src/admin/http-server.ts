@@ -144,7 +144,9 @@ export class AdminServer {
   private authorized(req: IncomingMessage): boolean {
     if (this.token === undefined) return false;
     const header = req.headers.authorization ?? '';
-    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    // The scheme name is case-insensitive (RFC 9110); the token is compared in constant time.
+    const match = /^bearer +(.*)$/i.exec(header);
+    const given = Buffer.from(match ? match[1]! : '');
     const expected = Buffer.from(this.token);
     return given.length === expected.length && timingSafeEqual(given, expected);
   }

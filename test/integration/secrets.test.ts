@@ -237,4 +237,5 @@ t.test('admin API: loopback unless configured; every operation 401 without the r
   t.same(((await (await fetch(`${base}/operations`)).json()) as { operations: unknown[] }).operations, [], 'no operation was started');
   t.same(guarded.status().nodes.map((n) => n.fenced), [false], 'nothing was fenced');
   t.equal((await post(base, '/fence/nope', `Bearer ${ADMIN_TOKEN}`)).status, 404, 'the right token gets past the check (to a 404 for an unknown node)');
+  t.equal((await post(base, '/fence/nope', `bearer ${ADMIN_TOKEN}`)).status, 404, 'the scheme name is case-insensitive');
 });
