@@ -2,7 +2,7 @@
 
 import { inject } from './failover-faults';
 import type { LoadEnv } from './load-setup';
-import { sampleMetrics, sampleProcess, type MetricsSample, type ProcessSample } from './process-sample';
+import { sampleMetrics, sampleProcess, schedStat, type MetricsSample, type ProcessSample } from './process-sample';
 import { awaitOperation, requestSwitchover, waitForStatus, type OperationView } from './switchover-setup';
 
 type Say = (message: string) => void;
@@ -116,6 +116,14 @@ export interface Samples {
   process: ProcessSample[];
   metrics: Array<MetricsSample & { at: number }>;
   liveHeap: LiveHeapSample[];
+  /**
+   * Times the sampler itself ran more than a second late: the bench process did not run (the
+   * machine starved it, or the virtual machine was paused). Everything stalls then, pgfloat too,
+   * so write stalls inside these are not pgfloat's.
+   */
+  benchStalls: Array<{ from: number; to: number; lateMs: number }>;
+  /** pgfloat's event loop: share of each interval spent waiting for a CPU (schedstat). */
+  pgfloatWait: Array<{ at: number; percent: number }>;
   /** Samples that failed (pgfloat gone, admin API not answering), with the reason. */
   errors: Array<{ at: number; message: string }>;
 }
@@ -125,16 +133,24 @@ export interface Samples {
  * full GC through the inspector and records the live heap (a ~10-50 ms pause in pgfloat each time).
  */
 export class Sampler {
-  readonly samples: Samples = { process: [], metrics: [], liveHeap: [], errors: [] };
+  readonly samples: Samples = { process: [], metrics: [], liveHeap: [], benchStalls: [], pgfloatWait: [], errors: [] };
   private running = true;
   private readonly done: Promise<void>;
 
   constructor(env: LoadEnv, everyMs: number, gcEveryMs: number) {
     this.done = (async () => {
       let lastGc = 0;
+      let previous: { at: number; sched: { waitNs: number } } | undefined;
       while (this.running) {
         const at = Date.now();
         try {
+          const sched = schedStat(env.pgfloatPid);
+          if (previous !== undefined) {
+            const lateMs = at - previous.at - everyMs;
+            if (lateMs > 1000) this.samples.benchStalls.push({ from: previous.at, to: at, lateMs });
+            this.samples.pgfloatWait.push({ at, percent: Math.round(((sched.waitNs - previous.sched.waitNs) / 1e6 / (at - previous.at)) * 100) });
+          }
+          previous = { at, sched };
           this.samples.process.push(sampleProcess(env.pgfloatPid));
           this.samples.metrics.push({ at, ...(await sampleMetrics(env.adminUrl)) });
           if (env.heap && gcEveryMs > 0 && at - lastGc >= gcEveryMs) {

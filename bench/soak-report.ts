@@ -238,3 +238,36 @@ export function minuteTable(samples: Samples, loadStart: number, loadEnd: number
   }
   return markdownTable(['minute', 'RSS, MiB', 'anonymous, MiB', 'live heap, MiB', 'open fds', 'client connections'], rows);
 }
+
+export interface WriteStall {
+  from: number;
+  to: number;
+  ms: number;
+  /** It overlaps a time the bench process itself did not run (see Samples.benchStalls). */
+  benchStalled: boolean;
+}
+
+/** Gaps over `minMs` between consecutive acknowledgements outside the two events: a soak should have none of pgfloat's making. */
+export function writeStalls(acks: Ack[], sw: SwitchoverEvent, fo: FailoverEvent, samples: Samples, minMs = 1000): WriteStall[] {
+  const inEvent = (from: number, to: number): boolean =>
+    (to > sw.requestedAt && from < sw.endedAt + AFTER_EVENT_MS) || (to > fo.killedAt && from < fo.endedAt + AFTER_EVENT_MS);
+  const stalls: WriteStall[] = [];
+  for (let i = 1; i < acks.length; i++) {
+    const from = acks[i - 1]!.at;
+    const to = acks[i]!.at;
+    if (to - from < minMs || inEvent(from, to)) continue;
+    stalls.push({ from, to, ms: to - from, benchStalled: samples.benchStalls.some((b) => b.to > from && b.from < to) });
+  }
+  return stalls;
+}
+
+export function stallLine(stalls: WriteStall[], samples: Samples, loadStart: number): string {
+  const at = (ms: number): string => `${Math.round((ms - loadStart) / 1000)} s`;
+  const bench = samples.benchStalls.map((b) => `${at(b.from)} (+${b.lateMs} ms)`).join(', ') || 'none';
+  const mine = stalls.filter((s) => !s.benchStalled);
+  return (
+    `Write stalls over 1 s outside the two events: ${stalls.length}` +
+    (stalls.length ? ` (${stalls.map((s) => `${at(s.from)}: ${s.ms} ms${s.benchStalled ? ', bench stalled too' : ''}`).join('; ')})` : '') +
+    `; not explained by a stall of the bench process itself: **${mine.length}**. Bench process stalls (sampler over 1 s late): ${bench}.`
+  );
+}

@@ -9,7 +9,7 @@ import { setUpLoad, type LoadEnv } from './load-setup';
 import { cleanupAll } from './processes';
 import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './soak-events';
 import { SOAK_SCHEMA, SoakLoad } from './soak-load';
-import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, summaryTable, windowFigures, type Verification, type WindowFigures } from './soak-report';
+import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './soak-report';
 import { readLogLines } from './switchover-report';
 import { waitForStatus } from './switchover-setup';
 
@@ -126,6 +126,7 @@ async function main(): Promise<void> {
   ];
   const phaseRecords = phases(loadStart, stoppedAt, sw, fo, load.log, load.reads, load.churn);
   const eventRecords = events(sw, fo, load.log);
+  const stalls = writeStalls(load.log.acks, sw, fo, samples);
   const log = readLogLines(env.logFile);
   const loud = log.filter((l) => l.level >= 40 && l.at >= loadStart);
   const logCounts: Record<string, number> = {};
@@ -141,11 +142,13 @@ async function main(): Promise<void> {
     phases: phaseTable(phaseRecords),
     resources: resourceTable(windows, loadStart),
     minutes: minuteTable(samples, loadStart, stoppedAt),
+    stalls: stallLine(stalls, samples, loadStart),
   };
-  write(env, { loadStart, stoppedAt, pgfloatAlive, sw, fo, verification, windows, phaseRecords, eventRecords, samples, logCounts, markdown });
+  write(env, { loadStart, stoppedAt, pgfloatAlive, sw, fo, verification, windows, phaseRecords, eventRecords, stalls, samples, logCounts, markdown });
   process.stdout.write(
-    `\n${markdown.summary}\n\n${markdown.events}\n\n${markdown.phases}\n\npgfloat (pid ${env.pgfloatPid}, ${pgfloatAlive ? 'still running' : 'GONE'}), sampled every ${OPTS.sampleMs} ms, a forced full GC every ${OPTS.gcEveryMs} ms:\n\n${markdown.resources}\n\nMinute by minute (medians):\n\n${markdown.minutes}\n\n` +
-      `Peak over the run: RSS ${Math.max(...samples.process.map((s) => s.rssBytes)) / 1048576 | 0} MiB, open fds ${Math.max(...samples.process.map((s) => s.openFds))}; sampling errors ${samples.errors.length}.\n` +
+    `\n${markdown.summary}\n\n${markdown.events}\n\n${markdown.phases}\n\n${markdown.stalls}\n\npgfloat (pid ${env.pgfloatPid}, ${pgfloatAlive ? 'still running' : 'GONE'}), sampled every ${OPTS.sampleMs} ms, a forced full GC every ${OPTS.gcEveryMs} ms:\n\n${markdown.resources}\n\nMinute by minute (medians):\n\n${markdown.minutes}\n\n` +
+      `Peak over the run: RSS ${Math.max(...samples.process.map((s) => s.rssBytes)) / 1048576 | 0} MiB, open fds ${Math.max(...samples.process.map((s) => s.openFds))}; sampling errors ${samples.errors.length}; ` +
+      `pgfloat's event loop waited for a CPU ${waitSummary(samples)} of each ${OPTS.sampleMs} ms interval.\n` +
       lostLine(verification, fo, env) +
       `pgfloat warn/error lines during the load: ${JSON.stringify(logCounts, null, 1)}\n\n`,
   );
@@ -171,6 +174,12 @@ function lostLine(v: Verification, fo: FailoverEvent, env: LoadEnv): string {
   );
 }
 
+function waitSummary(samples: Samples): string {
+  const sorted = samples.pgfloatWait.map((w) => w.percent).sort((a, b) => a - b);
+  if (sorted.length === 0) return 'an unknown share';
+  return `median ${sorted[Math.floor(sorted.length / 2)]}%, p90 ${sorted[Math.floor(sorted.length * 0.9)]}%, max ${sorted[sorted.length - 1]}%`;
+}
+
 function progress(load: SoakLoad, loadStart: number): void {
   const l = load.log;
   say(`  ${Math.round((Date.now() - loadStart) / 1000)} s: ${l.acks.length} writes acknowledged, ${l.failed.length} failed, ${l.unknown.length} unknown; ${load.reads.length} reads, ${load.churn.length} short sessions`);
@@ -186,6 +195,7 @@ interface Results {
   windows: WindowFigures[];
   phaseRecords: unknown;
   eventRecords: unknown;
+  stalls: unknown;
   samples: Samples;
   logCounts: Record<string, number>;
   markdown: Record<string, string>;
