@@ -41,7 +41,12 @@ export function terminateServer(server: Socket): void {
   lingerThenDestroy(server);
 }
 
-/** A peer that never reads its last bytes must not keep the socket forever. */
+/**
+ * A peer that never reads its last bytes must not keep the socket forever. The timer goes as
+ * soon as the socket closes: pending, it would hold the socket, and through its listeners the
+ * whole session with its 64 kB read buffer, for LINGER_MS after the session ended.
+ */
 export function lingerThenDestroy(socket: Duplex): void {
-  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  socket.once('close', () => clearTimeout(timer));
 }
