@@ -26,7 +26,7 @@ export interface FailoverRunnerDeps {
   /** Stops and starts nodes pgfloat manages (nodes[].dataDir or nodes[].commands); undefined for the others. */
   control(node: string): ManagedControl | undefined;
   /** Runs right after a promotion, before the core hears of it (synchronous replication is lifted here). */
-  afterPromotion(node: BackendNode): Promise<void>;
+  afterPromotion(node: BackendNode, synchronousStandbyNames: string): Promise<void>;
   /** Heartbeats a node now instead of at its next interval (a promotion to verify). */
   expedite(node: string): void;
   /** Called after every step, so routing and metrics follow the core. */
@@ -211,9 +211,9 @@ export class FailoverRunner {
         const node = this.deps.nodes.get(action.node)!;
         this.deps.admin
           .promote(node, this.deps.options.promoteTimeoutMs)
-          .then(() =>
+          .then((names) =>
             // The node is a primary now whatever happens here; a failure only means commits may wait.
-            this.deps.afterPromotion(node).catch((err: Error) => {
+            this.deps.afterPromotion(node, names).catch((err: Error) => {
               log.error({ node: node.name, err: err.message, epoch }, 'after the promotion: could not check synchronous replication');
             }),
           )

@@ -31,10 +31,13 @@ export class NodeAdmin {
    * and watches pg_is_in_recovery() itself. A read-only setting left by an earlier `sql` fencing
    * is cleared only afterwards: reloading the configuration while a standby is retrying for WAL
    * makes it miss the promote request until wal_retrieve_retry_interval (5 s by default) has passed.
+   * Resolves with the node's synchronous_standby_names, read on the way.
    */
-  async promote(node: BackendNode, timeoutMs: number): Promise<void> {
-    await this.session(node, timeoutMs, async (client) => {
-      const readOnly = await client.query<{ on: boolean }>("SELECT current_setting('default_transaction_read_only') = 'on' AS on");
+  async promote(node: BackendNode, timeoutMs: number): Promise<string> {
+    return this.session(node, timeoutMs, async (client) => {
+      const readOnly = await client.query<{ on: boolean; names: string }>(
+        "SELECT current_setting('default_transaction_read_only') = 'on' AS on, current_setting('synchronous_standby_names') AS names",
+      );
       const { rows } = await client.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
       if (rows[0]?.signalled !== true) throw new Error('pg_promote() could not signal the postmaster');
       const deadline = Date.now() + timeoutMs;
@@ -48,6 +51,7 @@ export class NodeAdmin {
         await client.query('ALTER SYSTEM RESET default_transaction_read_only');
         await client.query('SELECT pg_reload_conf()');
       }
+      return readOnly.rows[0]?.names.trim() ?? '';
     });
   }
 

@@ -175,7 +175,7 @@ export class Pgfloat {
         admin: this.nodeAdmin,
         log: this.log.child({ component: 'failover' }),
         drainSessions: (node, refusal, drainMs) => this.sessions.drainNode(node, refusal, drainMs),
-        afterPromotion: (node) => this.synchronous.afterPromotion(node),
+        afterPromotion: (node, names) => this.synchronous.afterPromotion(node, names),
         control: (node) => this.managers.get(node),
         expedite: (node) => this.monitor.expedite(node),
         onChange: (core) => {

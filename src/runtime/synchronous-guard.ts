@@ -51,20 +51,19 @@ export class SynchronousGuard {
     return this.lifted;
   }
 
-  /** Right after `node` left recovery, before it takes writes. */
-  async afterPromotion(node: BackendNode): Promise<void> {
+  /** Right after `node` left recovery with `names` as its synchronous_standby_names, before it takes writes. */
+  async afterPromotion(node: BackendNode, names: string): Promise<void> {
+    if (names === '') {
+      // Its configuration came from a primary whose setting was lifted (pg_rewind copies it): the
+      // record now describes this node.
+      if (this.lifted !== undefined && this.lifted.node !== node.name) await this.save({ ...this.lifted, node: node.name });
+      return;
+    }
+    if (this.keepWhenAlone) {
+      this.log.warn({ node: node.name, names }, 'synchronous replication kept on the new primary (failover.keepSynchronousWhenAlone): commits wait until a standby streams from it');
+      return;
+    }
     await this.admin.session(node, this.timeoutMs, async (client) => {
-      const names = await currentNames(client);
-      if (names === '') {
-        // Its configuration came from a primary whose setting was lifted (pg_rewind copies it): the
-        // record now describes this node.
-        if (this.lifted !== undefined && this.lifted.node !== node.name) await this.save({ ...this.lifted, node: node.name });
-        return;
-      }
-      if (this.keepWhenAlone) {
-        this.log.warn({ node: node.name, names }, 'synchronous replication kept on the new primary (failover.keepSynchronousWhenAlone): commits wait until a standby streams from it');
-        return;
-      }
       const source = await client.query<{ sourcefile: string | null }>(
         "SELECT sourcefile FROM pg_file_settings WHERE name = 'synchronous_standby_names' AND applied",
       );

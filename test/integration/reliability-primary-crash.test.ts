@@ -74,3 +74,21 @@ t.test('synchronous replication: SIGKILL loses no acknowledged write, the lone n
   const report = await s.finish({ faultAt, synchronous: true });
   t.equal(report.lost.length, 0, 'no acknowledged write lost');
 });
+
+t.test('failover.keepSynchronousWhenAlone: the new primary keeps the setting, and commits wait for a standby', async (t) => {
+  const s = await startScenario(t, 'primary SIGKILL, synchronous replication kept', {
+    cluster: { extraConf: { synchronous_standby_names: '*' } },
+    overrides: { failover: { keepSynchronousWhenAlone: true } },
+  });
+  await crashServer(s.cluster.primary);
+  await eventually(() => s.proxy.instance.status().primary === 'n2', 'failover to n2', FAILOVER_MS);
+  t.equal(s.proxy.instance.status().synchronousLifted, null, 'nothing lifted');
+  t.same(await tryQuery(s.cluster.standby.connectionString(), 'SHOW synchronous_standby_names'), [{ synchronous_standby_names: '*' }], 'n2 keeps it');
+  await eventually(
+    async () => ((await tryQuery(s.cluster.standby.connectionString(), "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'")) ?? []).length > 0,
+    'a commit on n2 to wait for a synchronous standby',
+    30_000,
+  );
+  t.pass('commits on the lone new primary wait for a standby');
+  await s.writers.stop();
+});
