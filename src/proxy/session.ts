@@ -233,8 +233,8 @@ export class ClientSession implements TrackedSession {
     clearTimeout(this.startupTimer);
     const route = this.route!;
     // A primary that refuses connections is usually one that just died: read-write clients then
-    // wait (up to the hold time) for routing to change instead of failing at once.
-    // One deadline for the whole startup, however often it is routed again.
+    // wait (up to the hold time, once for the whole startup however often it is routed again)
+    // for routing to change instead of failing at once.
     const deadline = (this.holdDeadline ??= Date.now() + this.env.holdMs);
     if (failedNode !== undefined) {
       this.env.onServerUnreachable(failedNode);
