@@ -59,6 +59,8 @@ export interface WindowFigures {
   liveHeapMiB: number | null;
   openFds: number;
   clientConnections: number;
+  /** Open fds minus two per client session (its client and server sockets): what a leak of descriptors would raise, whatever the pools' size. */
+  fdsBesideSessions: number;
 }
 
 const count = <T>(items: T[], key: (item: T) => string): Record<string, number> => {
@@ -163,6 +165,13 @@ export function windowFigures(name: string, samples: Samples, from: number, to: 
     liveHeapMiB: live.length ? mib(median(live.map((l) => l.usedBytes))) : null,
     openFds: median(proc.map((s) => s.openFds)),
     clientConnections: median(metrics.map((m) => m.clientConnections)),
+    // Each /proc sample with the /metrics read in the same round (within a second of it).
+    fdsBesideSessions: median(
+      proc.flatMap((p) => {
+        const m = metrics.find((x) => Math.abs(x.at - p.at) < 1000);
+        return m === undefined ? [] : [p.openFds - 2 * m.clientConnections];
+      }),
+    ),
   };
 }
 
@@ -210,6 +219,7 @@ export function resourceTable(windows: WindowFigures[], startedAt: number): stri
     w.liveHeapMiB === null ? '-' : w.liveHeapMiB.toFixed(1),
     String(w.openFds),
     String(w.clientConnections),
+    String(w.fdsBesideSessions),
   ]);
   const first = windows[0];
   const last = windows[windows.length - 1];
@@ -222,11 +232,12 @@ export function resourceTable(windows: WindowFigures[], startedAt: number): stri
       d(last.rssAnonMiB, first.rssAnonMiB),
       d(last.heapUsedMiB, first.heapUsedMiB),
       last.liveHeapMiB === null || first.liveHeapMiB === null ? '-' : `**${d(last.liveHeapMiB, first.liveHeapMiB)}**`,
-      `**${last.openFds - first.openFds >= 0 ? '+' : ''}${last.openFds - first.openFds}**`,
+      `${last.openFds - first.openFds >= 0 ? '+' : ''}${last.openFds - first.openFds}`,
       '',
+      `**${last.fdsBesideSessions - first.fdsBesideSessions >= 0 ? '+' : ''}${last.fdsBesideSessions - first.fdsBesideSessions}**`,
     ]);
   }
-  return markdownTable(['window (median of samples)', 'samples', 'pgfloat RSS, MiB', 'anonymous, MiB', 'V8 heap used, MiB', 'live heap after a full GC, MiB', 'open fds', 'client connections'], rows);
+  return markdownTable(['window (median of samples)', 'samples', 'pgfloat RSS, MiB', 'anonymous, MiB', 'V8 heap used, MiB', 'live heap after a full GC, MiB', 'open fds', 'client connections', 'fds beside 2 per session'], rows);
 }
 
 /** One row per minute of the run: the trend that a first-versus-last comparison summarises. */
@@ -234,9 +245,9 @@ export function minuteTable(samples: Samples, loadStart: number, loadEnd: number
   const rows: string[][] = [];
   for (let from = loadStart, minute = 0; from < loadEnd - 1000; from += 60_000, minute++) {
     const w = windowFigures(String(minute), samples, from, Math.min(from + 60_000, loadEnd));
-    rows.push([String(minute), w.rssMiB.toFixed(1), w.rssAnonMiB.toFixed(1), w.liveHeapMiB === null ? '-' : w.liveHeapMiB.toFixed(1), String(w.openFds), String(w.clientConnections)]);
+    rows.push([String(minute), w.rssMiB.toFixed(1), w.rssAnonMiB.toFixed(1), w.liveHeapMiB === null ? '-' : w.liveHeapMiB.toFixed(1), String(w.openFds), String(w.clientConnections), String(w.fdsBesideSessions)]);
   }
-  return markdownTable(['minute', 'RSS, MiB', 'anonymous, MiB', 'live heap, MiB', 'open fds', 'client connections'], rows);
+  return markdownTable(['minute', 'RSS, MiB', 'anonymous, MiB', 'live heap, MiB', 'open fds', 'client connections', 'fds beside 2 per session'], rows);
 }
 
 export interface WriteStall {
