@@ -10,7 +10,7 @@ import type { SessionRegistry } from '../proxy/session-registry';
 import type { Refusal, WriteGate } from '../routing/routes';
 import type { Router } from '../routing/router';
 import type { ClusterState, StateStore } from '../state/cluster-state';
-import type { FencingOptions, NodeAdmin } from './node-admin';
+import { NodeUnreachableError, type FencingOptions, type NodeAdmin } from './node-admin';
 
 export interface FailoverRunnerDeps {
   options: FailoverOptions;
@@ -203,7 +203,11 @@ export class FailoverRunner {
         const node = this.deps.nodes.get(action.node)!;
         this.deps.admin.fence(node, this.deps.fencing).then(
           (done) => log.warn({ node: node.name, action: this.deps.fencing.action, result: done, epoch }, 'fencing action applied'),
-          (err: Error) => log.error({ node: node.name, action: this.deps.fencing.action, err: err.message, epoch }, 'fencing action failed; the node stays fenced at the proxy'),
+          (err: Error) =>
+            // An sql fencing of a node that is down has nothing to act on: expected in a failover, not an alarm.
+            err instanceof NodeUnreachableError
+              ? log.warn({ node: node.name, action: this.deps.fencing.action, err: err.message, epoch }, 'fencing action could not reach the node; it stays fenced at the proxy')
+              : log.error({ node: node.name, action: this.deps.fencing.action, err: err.message, epoch }, 'fencing action failed; the node stays fenced at the proxy'),
         );
         return;
       }

@@ -179,11 +179,21 @@ export class NodeAdmin {
     });
     client.on('error', () => undefined);
     try {
-      await client.connect();
+      await client.connect().catch((err: Error) => {
+        throw new NodeUnreachableError(node, err);
+      });
       return await work(client);
     } finally {
       client.end().catch(() => undefined);
     }
+  }
+}
+
+/** The node did not take an admin connection at all (down, refusing, unreachable). */
+export class NodeUnreachableError extends Error {
+  constructor(node: BackendNode, cause: Error) {
+    super(`cannot connect to ${node.name} (${node.host}:${node.port}): ${cause.message}`);
+    this.name = 'NodeUnreachableError';
   }
 }
 
