@@ -1,7 +1,8 @@
 // The soak's load: paced pooled writers (every outcome logged), paced pooled readers on the read-only port, and short-lived connections that churn sessions.
 
-import { Client, Pool, type DatabaseError, type PoolClient } from 'pg';
-import type { Failure, LoadLog, Stage } from './switchover-load';
+import { Client, type Pool, type PoolClient } from 'pg';
+import { classifyFailure, codeOf, makePool, messageOf } from './pooled-writes';
+import type { LoadLog, Stage } from './switchover-load';
 
 /** Created on the primary before pgfloat starts. */
 export const SOAK_SCHEMA = [
@@ -38,9 +39,6 @@ export interface ChurnOutcome {
   message?: string;
 }
 
-const codeOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).code;
-const severityOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).severity;
-const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -61,26 +59,6 @@ class Pacer {
   }
 }
 
-function makePool(port: number, max: number, name: string, sessionErrors: WeakMap<object, string>, idleClosed?: LoadLog['idleClosed']): Pool {
-  const pool = new Pool({
-    host: '127.0.0.1',
-    port,
-    user: 'postgres',
-    database: 'postgres',
-    application_name: name,
-    max,
-    // Longer than failover.holdMs, so a held connection is not given up on by the client first.
-    connectionTimeoutMillis: 30_000,
-    query_timeout: 30_000,
-  });
-  // A checked-out client has no listener from the pool: a FATAL right after a ReadyForQuery (a
-  // drain closing the session) would otherwise be an uncaught 'error'.
-  pool.on('connect', (client) => {
-    client.on('error', (err) => sessionErrors.set(client, codeOf(err) ?? 'none'));
-  });
-  pool.on('error', (err) => idleClosed?.push({ at: Date.now(), code: codeOf(err) ?? 'none' }));
-  return pool;
-}
 
 export class SoakLoad {
   readonly log: LoadLog = { acks: [], failed: [], unknown: [], connectFailures: [], idleClosed: [] };
@@ -131,21 +109,9 @@ export class SoakLoad {
         conn.release();
         this.log.acks.push({ at: Date.now(), client, seq: mySeq, port: rows[0]!.port });
       } catch (err) {
-        const answered = codeOf(err);
-        const session = this.sessionErrors.get(conn);
+        const { failure, unknown } = classifyFailure(err, this.sessionErrors.get(conn), client, mySeq, stage);
         conn.release(err instanceof Error ? err : new Error(messageOf(err)));
-        const failure: Failure = {
-          at: Date.now(),
-          client,
-          seq: mySeq,
-          stage,
-          code: answered ?? session ?? 'none',
-          viaSessionError: answered === undefined && session !== undefined,
-          message: messageOf(err),
-        };
-        // An ErrorResponse to COMMIT means it rolled back, unless it is FATAL: the session may have died after the commit record.
-        const lostCommit = stage === 'commit' && (answered === undefined || severityOf(err) === 'FATAL' || severityOf(err) === 'PANIC');
-        (lostCommit ? this.log.unknown : this.log.failed).push(failure);
+        (unknown ? this.log.unknown : this.log.failed).push(failure);
       }
     }
   }

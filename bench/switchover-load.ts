@@ -1,6 +1,7 @@
 // The switchover benchmark's load: pgbench-like write transactions (and optional reads) through pooled, reconnecting clients, every outcome logged.
 
-import { Client, Pool, type DatabaseError, type PoolClient } from 'pg';
+import { Client, type Pool, type PoolClient } from 'pg';
+import { classifyFailure, codeOf, makePool, messageOf } from './pooled-writes';
 
 /** Created directly on the primary before pgfloat starts: pgbench's accounts (scale 1) and a history keyed by (client, seq). */
 export const SCHEMA = [
@@ -85,32 +86,8 @@ export interface LoadOptions {
   probeMs: number;
 }
 
-const codeOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).code;
-const severityOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).severity;
-const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A pool as an application has: reconnects on demand, waits (not fails) while pgfloat holds new connections. */
-function makePool(port: number, max: number, name: string, idleClosed: IdleClose[] | undefined, sessionErrors: WeakMap<object, string>): Pool {
-  const pool = new Pool({
-    host: '127.0.0.1',
-    port,
-    user: 'postgres',
-    database: 'postgres',
-    application_name: name,
-    max,
-    // Longer than failover.holdMs, so a held connection is not given up on by the client first.
-    connectionTimeoutMillis: 30_000,
-    query_timeout: 30_000,
-  });
-  // A checked-out client has no listener from the pool: a FATAL that arrives right after the
-  // COMMIT's ReadyForQuery (a drain closing the session) would otherwise be an uncaught 'error'.
-  pool.on('connect', (client) => {
-    client.on('error', (err) => sessionErrors.set(client, codeOf(err) ?? 'none'));
-  });
-  pool.on('error', (err) => idleClosed?.push({ at: Date.now(), code: codeOf(err) ?? 'none' }));
-  return pool;
-}
 
 export class Load {
   readonly log: LoadLog = { acks: [], failed: [], unknown: [], connectFailures: [], idleClosed: [] };
@@ -123,10 +100,10 @@ export class Load {
   private readonly loops: Promise<void>[] = [];
 
   constructor(opts: LoadOptions) {
-    this.writePool = makePool(opts.port, opts.writers, 'switchover-bench-writer', this.log.idleClosed, this.sessionErrors);
+    this.writePool = makePool(opts.port, opts.writers, 'switchover-bench-writer', this.sessionErrors, this.log.idleClosed);
     for (let c = 1; c <= opts.writers; c++) this.loops.push(this.writeLoop(c));
     if (opts.readers > 0 && opts.readOnlyPort !== undefined) {
-      this.readPool = makePool(opts.readOnlyPort, opts.readers, 'switchover-bench-reader', undefined, this.sessionErrors);
+      this.readPool = makePool(opts.readOnlyPort, opts.readers, 'switchover-bench-reader', this.sessionErrors);
       for (let r = 1; r <= opts.readers; r++) this.loops.push(this.readLoop(this.readPool));
     }
     if (opts.probeMs > 0) this.loops.push(this.probeLoop(opts.port, opts.probeMs));
@@ -174,21 +151,9 @@ export class Load {
         conn.release();
         this.log.acks.push({ at: Date.now(), client, seq: mySeq, port: rows[0]!.port });
       } catch (err) {
-        const answered = codeOf(err);
-        const session = this.sessionErrors.get(conn);
+        const { failure, unknown } = classifyFailure(err, this.sessionErrors.get(conn), client, mySeq, stage);
         conn.release(err instanceof Error ? err : new Error(messageOf(err)));
-        const failure: Failure = {
-          at: Date.now(),
-          client,
-          seq: mySeq,
-          stage,
-          code: answered ?? session ?? 'none',
-          viaSessionError: answered === undefined && session !== undefined,
-          message: messageOf(err),
-        };
-        // An ErrorResponse to COMMIT means it rolled back, unless it is FATAL: the session may have died after the commit record.
-        const lostCommit = stage === 'commit' && (answered === undefined || severityOf(err) === 'FATAL' || severityOf(err) === 'PANIC');
-        (lostCommit ? this.log.unknown : this.log.failed).push(failure);
+        (unknown ? this.log.unknown : this.log.failed).push(failure);
       }
     }
   }
