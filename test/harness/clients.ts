@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { Client, type ClientConfig } from 'pg';
+import { message } from './wire';
 
 export type ObservedClient = Client & {
   /** Every 'error' event the client emitted (a server FATAL is followed by "Connection terminated unexpectedly"). */
@@ -256,10 +257,5 @@ export async function inBatches<T>(items: readonly T[], limit: number, fn: (item
 
 /** A simple-protocol Query message, for raw-socket tests. */
 export function simpleQuery(sql: string): Buffer {
-  const body = Buffer.from(`${sql}\0`, 'utf8');
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = 0x51; // 'Q'
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
+  return message('Q', `${sql}\0`);
 }

@@ -3,14 +3,9 @@
 import fc from 'fast-check';
 import type { ReadyStatus } from '../../src/protocol/transaction-tracker';
 import { bytes } from './client-bytes';
+import { message } from './wire';
 
-export const message = (type: string, body: Uint8Array = Buffer.alloc(0)): Buffer => {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + body.length, 1);
-  out.set(body, 5);
-  return out;
-};
+export { message };
 export type Dir = 'c' | 's';
 export type Step = [Dir, Buffer];
 export const fromClient = (...messages: Buffer[]): Step => ['c', Buffer.concat(messages)];

@@ -11,6 +11,7 @@ import { SessionRegistry, type TrackedSession } from '../../src/proxy/session-re
 import type { Refusal } from '../../src/routing/routes';
 import { startCluster } from '../harness/cluster';
 import { freezePid } from '../harness/faults';
+import { message } from '../harness/wire';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import {
   connectClient,
@@ -29,14 +30,6 @@ import {
 const MESSAGE = 'terminating connection: the primary n1 is switching over to another server; reconnect';
 const refusal: Refusal = { reason: 'shutting-down', code: SqlState.adminShutdown, message: MESSAGE };
 
-function message(type: string, body: Buffer | string = ''): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const out = Buffer.alloc(5 + b.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
 
 /** Parse (unnamed, no parameter types), Bind (no parameters), Describe portal, Execute, Sync. */
 function extendedQuery(sql: string): Buffer {

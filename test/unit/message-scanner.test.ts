@@ -8,21 +8,8 @@ import {
   errorMessageOf,
   transactionStatus,
 } from '../../src/protocol/message-scanner';
+import { int32, message } from '../harness/wire';
 
-function message(type: string, body: Buffer | string): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const out = Buffer.alloc(5 + b.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
-
-function int32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n, 0);
-  return b;
-}
 
 // A DataRow of ~100 KB: one column of patterned bytes (so misplaced copies show up).
 const bigValue = Buffer.alloc(100 * 1024);

@@ -2,21 +2,8 @@
 
 import t, { type Test } from 'tap';
 import { TransactionTracker, type ReadyStatus } from '../../src/protocol/transaction-tracker';
+import { int32, message } from '../harness/wire';
 
-function message(type: string, body: Buffer | string = ''): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const out = Buffer.alloc(5 + b.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
-
-const int32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n, 0);
-  return b;
-};
 
 // Frontend messages.
 const query = (sql: string): Buffer => message('Q', `${sql}\0`);
