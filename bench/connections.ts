@@ -10,7 +10,7 @@ import { CONNECTIONS_SCHEMA, type LoadCommand, type LoadReply, type OpenResult }
 import { stageTable, summaryLines, trafficTable, type Stage, type StageKind, type TrafficRun } from './connections-report';
 import { setUpLoad, type LoadEnv } from './load-setup';
 import { openFileLimit, sampleMetrics, sampleProcess, schedStat, serverCpuSeconds, serverMemory, settledSample, type MetricsSample, type ProcessSample } from './process-sample';
-import { cleanupAll, cpuSeconds, onCleanup } from './processes';
+import { cpuSeconds, onCleanup, runBench } from './processes';
 
 const { values: flags } = parseArgs({
   options: {
@@ -301,20 +301,4 @@ function write(env: LoadEnv, results: Record<string, unknown> & { maxConnections
   writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\nbench:connections: ${signal}, cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
-main()
-  .catch((err: unknown) => {
-    if (interrupted) return new Promise(() => undefined); // the signal handler exits
-    process.stderr.write(`bench:connections failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanupAll());
+runBench('bench:connections', main);

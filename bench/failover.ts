@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { FAULTS, type FaultName } from './failover-faults';
 import { checkTable, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './failover-report';
 import { faultRun, quietCheck, type RunOptions } from './failover-run';
-import { cleanupAll } from './processes';
+import { runBench } from './processes';
 
 const { values: flags } = parseArgs({
   options: {
@@ -111,20 +111,4 @@ function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], c
   return { summary, phases, check };
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\nbench:failover: ${signal}, cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
-main()
-  .catch((err: unknown) => {
-    if (interrupted) return new Promise(() => undefined); // the signal handler exits
-    process.stderr.write(`bench:failover failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanupAll());
+runBench('bench:failover', main);

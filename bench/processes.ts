@@ -128,3 +128,26 @@ export function runCommand(command: string, args: string[], env: NodeJS.ProcessE
     });
   });
 }
+
+/**
+ * Runs a bench's main: whatever it started is cleaned up when it ends, fails, or is interrupted
+ * (SIGINT, SIGTERM), and a failure sets exit status 1 with the reason.
+ */
+export function runBench(name: string, main: () => Promise<void>): void {
+  let interrupted = false;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (interrupted) return;
+      interrupted = true;
+      process.stderr.write(`\n${name}: ${signal}, cleaning up\n`);
+      void cleanupAll().finally(() => process.exit(130));
+    });
+  }
+  main()
+    .catch((err: unknown) => {
+      if (interrupted) return new Promise(() => undefined); // the signal handler exits
+      process.stderr.write(`${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    })
+    .finally(() => cleanupAll());
+}

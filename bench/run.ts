@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { findPgBinaries } from '../src/sandbox/pg-binaries';
 import { measureLatency } from './latency';
 import { initialize, runWorkload, WORKLOADS } from './pgbench';
-import { cleanupAll, cpuSeconds } from './processes';
+import { cpuSeconds, runBench } from './processes';
 import { latencyRows, markdown, throughputRows } from './report';
 import { HAPROXY, PGBOUNCER, startBench, type Target } from './targets';
 
@@ -129,20 +129,4 @@ async function main(): Promise<void> {
   say(`wrote ${flags.out}`);
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\nbench: ${signal}, cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
-main()
-  .catch((err: unknown) => {
-    if (interrupted) return new Promise(() => undefined); // the signal handler exits
-    process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanupAll());
+runBench('bench', main);

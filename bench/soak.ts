@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
 import { setUpLoad, type LoadEnv } from './load-setup';
-import { cleanupAll } from './processes';
+import { runBench } from './processes';
 import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './soak-events';
 import { SOAK_SCHEMA, SoakLoad } from './soak-load';
 import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './soak-report';
@@ -226,20 +226,4 @@ function write(env: LoadEnv, r: Results): void {
   writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\nbench:soak: ${signal}, cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
-main()
-  .catch((err: unknown) => {
-    if (interrupted) return new Promise(() => undefined); // the signal handler exits
-    process.stderr.write(`bench:soak failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanupAll());
+runBench('bench:soak', main);

@@ -4,7 +4,7 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cleanupAll } from './processes';
+import { runBench } from './processes';
 import { Load } from './switchover-load';
 import { analyse, phaseTable, QUOTED, README_HEADER, readLogLines, readmeRow, summaryTable, type Attempt, type SwitchoverRecord } from './switchover-report';
 import { awaitOperation, readHistory, requestSwitchover, setUp, waitForStatus, type Env } from './switchover-setup';
@@ -199,20 +199,4 @@ function write(env: Env, records: SwitchoverRecord[], extra: Extra): { summary: 
   return { summary, phases, readme };
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\nbench:switchover: ${signal}, cleaning up\n`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
-main()
-  .catch((err: unknown) => {
-    if (interrupted) return new Promise(() => undefined); // the signal handler exits
-    process.stderr.write(`bench:switchover failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanupAll());
+runBench('bench:switchover', main);
