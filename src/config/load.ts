@@ -43,6 +43,7 @@ export function parseConfigObject(value: unknown, source: string, env: NodeJS.Pr
   if (config.management.replicationPassword === '') {
     config.management.replicationPassword = env.PGFLOAT_REPLICATION_PASSWORD || config.monitor.password;
   }
+  if (config.state.etcd !== null && config.state.etcd.password === '') config.state.etcd.password = env.PGFLOAT_ETCD_PASSWORD ?? '';
   const envToken = env.PGFLOAT_ADMIN_TOKEN;
   if (config.admin.token === null && envToken) {
     if (envToken.length < 16) throw new ConfigError('PGFLOAT_ADMIN_TOKEN (admin.token): use at least 16 characters', source);
@@ -98,5 +99,6 @@ export function redactConfig(config: Config): Config {
     monitor: { ...config.monitor, password: hidden(config.monitor.password) },
     management: { ...config.management, replicationPassword: hidden(config.management.replicationPassword) },
     admin: { ...config.admin, token: config.admin.token ? '[set]' : null },
+    state: { ...config.state, etcd: config.state.etcd && { ...config.state.etcd, password: hidden(config.state.etcd.password) } },
   };
 }

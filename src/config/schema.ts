@@ -59,6 +59,37 @@ const routingRule = z
     message: 'a rule needs at least one of user, database, applicationName',
   });
 
+const etcdStore = z
+  .object({
+    endpoints: z.array(z.string().url('an etcd endpoint is a URL, like http://10.0.0.5:2379')).min(1, 'at least one etcd endpoint is required'),
+    /** Every key pgfloat writes starts with it: one prefix per PostgreSQL cluster. */
+    prefix: z
+      .string()
+      .regex(/^\/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$/, 'a prefix is a path like /pgfloat/main')
+      .default('/pgfloat/default'),
+    /** This instance's name among the others; the host name when null. */
+    instance: nodeName.nullable().default(null),
+    /**
+     * An instance that cannot renew its lease for this long is dead to the others: it stops
+     * routing writes, and they stop waiting for it. Also how long a killed decider delays a failover.
+     */
+    leaseTtlSeconds: z.number().int().min(2).max(60).default(3),
+    username: z.string().min(1).nullable().default(null),
+    /** When empty, PGFLOAT_ETCD_PASSWORD. */
+    password: z.string().default(''),
+    tls: z
+      .object({
+        ca: z.string().min(1).nullable().default(null),
+        cert: z.string().min(1).nullable().default(null),
+        key: z.string().min(1).nullable().default(null),
+      })
+      .strict()
+      .refine((t) => (t.cert === null) === (t.key === null), { message: 'state.etcd.tls needs both cert and key, or neither', path: ['key'] })
+      .nullable()
+      .default(null),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: z
@@ -100,9 +131,14 @@ export const configSchema = z
       .default({}),
     state: z
       .object({
+        /** file: one instance, state in `dir`. etcd: several instances agreeing through etcd. */
+        store: z.enum(['file', 'etcd']).default('file'),
+        // Also holds local records (a lifted synchronous_standby_names) with the etcd store.
         dir: z.string().min(1).default('./.pgfloat/state'),
+        etcd: etcdStore.nullable().default(null),
       })
       .strict()
+      .refine((s) => s.store !== 'etcd' || s.etcd !== null, { message: 'state.store "etcd" needs a state.etcd section', path: ['etcd'] })
       .default({}),
     readOnly: z
       .object({

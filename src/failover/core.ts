@@ -18,11 +18,13 @@ import {
   startPromotion,
   union,
 } from './helpers';
+import { absorbClusterChange, absorbCoordination, coordinationAllowsWrites, downVotes, follow, isFollower, unacknowledged } from './coordination';
 import { operatorCommand } from './operator';
 import { switchoverEvent } from './switchover';
-import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
+import type { Coordination, CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
 
-export function initialState(names: readonly string[], cluster: ClusterState, now: number): CoreState {
+/** `coordination` is given when several instances share the state: it starts as a follower without a lease. */
+export function initialState(names: readonly string[], cluster: ClusterState, now: number, coordination?: Coordination): CoreState {
   return {
     cluster,
     nodes: {},
@@ -36,6 +38,7 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     demoted: [],
     rogueFencedAt: {},
     degenerateSince: cluster.fenced.length > 0 ? now : undefined,
+    coordination,
     now,
   };
 }
@@ -46,7 +49,7 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
  * routable for writes, which is what makes "at most one writable node" hold.
  */
 export function writableNode(s: CoreState): string | undefined {
-  if (s.phase.kind !== 'steady' || s.writesHeld) return undefined;
+  if (s.phase.kind !== 'steady' || s.writesHeld || !coordinationAllowsWrites(s)) return undefined;
   const primary = s.cluster.primary;
   if (primary === undefined || s.cluster.fenced.includes(primary)) return undefined;
   const r = s.nodes[primary];
@@ -79,6 +82,10 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
     }
     case 'tick':
       return;
+    case 'coordination':
+      return absorbCoordination(s, event.coordination, out);
+    case 'cluster-changed':
+      return absorbClusterChange(s, event.cluster, out);
     case 'persisted':
       s.persisting = false;
       s.cluster = event.cluster;
@@ -121,6 +128,14 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
       }
       return;
     case 'operator':
+      if (isFollower(s)) {
+        const decider = s.coordination?.deciderName;
+        s.operatorAnswer = {
+          accepted: false,
+          message: `refused: this instance does not decide; ${decider === undefined ? 'no instance holds the election right now, try again' : `send it to the decider, ${decider}`}`,
+        };
+        return;
+      }
       return operatorCommand(s, event.op, out, options, (request) =>
         considerFailover(s, out, 'operator failover', { ...request, forced: true }, options),
       );
@@ -133,6 +148,7 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
 // ---- decisions ----------------------------------------------------------------------------
 
 function reconcile(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
+  if (isFollower(s)) return follow(s, out);
   const phase = s.phase;
   switch (phase.kind) {
     case 'bootstrap':
@@ -238,7 +254,7 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     // wait that long for the failover that is probably coming. Blocked for any other reason (lag,
     // no candidate), or past that window (pgfloat is cut off from a live primary), nothing is
     // coming for them, and they get their refusal now.
-    const witnessMayChange = blocked === 'witness' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
+    const witnessMayChange = blocked === 'may-change' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
     if (s.phase.kind === 'steady' && s.writesHeld && !witnessMayChange) {
       s.writesHeld = false;
       out.push({ type: 'release-writes' });
@@ -262,8 +278,12 @@ interface FailoverRequest {
   forced: boolean;
 }
 
-/** Starts a failover if it may; otherwise records why not, and says whether it is the witness that blocks it. */
-function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): 'witness' | 'other' | undefined {
+/**
+ * Starts a failover if it may; otherwise records why not, and says whether the block may lift
+ * by itself soon ('may-change': the witness, or the other instances, have not yet seen what this
+ * instance sees) or not ('other').
+ */
+function considerFailover(s: CoreState, out: FailoverAction[], reason: string, request: FailoverRequest, opts: FailoverOptions): 'may-change' | 'other' | undefined {
   const oldPrimary = s.cluster.primary!;
   const candidates = s.names
     .filter((n) => n !== oldPrimary && !s.cluster.fenced.includes(n) && !opts.notPromotable.includes(n) && (request.to === undefined || n === request.to))
@@ -278,9 +298,14 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   // A primary whose fence is persisted was already given up on (by an operator, or by a failover
   // or switchover that a restart interrupted): the standby still hearing it is no reason to wait.
   const givenUp = s.cluster.fenced.includes(oldPrimary);
+  const votes = downVotes(s, oldPrimary);
+  if (!request.forced && !givenUp && votes !== undefined && votes.down * 2 <= votes.live) {
+    setBlocked(s, out, `${reason} to this instance, but only ${votes.down} of ${votes.live} live pgfloat instances see it down: not failing over (a majority must)`);
+    return 'may-change';
+  }
   if (!request.forced && !givenUp && opts.requireStandbyConfirmation && best.seesPrimary === true) {
     setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
-    return 'witness';
+    return 'may-change';
   }
   const lag = lagBytes(s.lastPrimaryLsn, best.receiveLsn);
   if (!request.allowDataLoss) {
@@ -310,6 +335,14 @@ function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOpt
   if (phase.step === 'fencing' && !s.persisting && !s.cluster.fenced.includes(phase.oldPrimary)) {
     // The fence write lost a race with another writer: the store's state came back without it.
     persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]) });
+    return;
+  }
+  if (phase.step === 'acknowledging') {
+    const waiting = unacknowledged(s);
+    if (waiting.length === 0) startPromotion(s, out);
+    else if (s.now > phase.deadline) {
+      return fail(s, out, `pgfloat instances ${waiting.join(', ')} did not acknowledge the fence of ${phase.oldPrimary} in time (their leases stay valid but they do not apply the state)`, opts);
+    }
     return;
   }
   if (phase.step === 'verifying') {

@@ -1,6 +1,7 @@
 // Small pure helpers shared by the failover core's decisions and its operator commands.
 
 import { lsnToBigInt } from '../monitor/observation';
+import { unacknowledged } from './coordination';
 import type { ClusterState, FailoverRecord } from '../state/cluster-state';
 import type { CoreState, FailoverAction, FailoverOptions, FailoverStep, NodeReport, Outcome } from './types';
 
@@ -100,6 +101,20 @@ export function failoverPhase(
 
 export function startPromotion(s: CoreState, out: FailoverAction[]): void {
   if (s.phase.kind !== 'failover') return;
+  const waiting = unacknowledged(s);
+  if (waiting.length > 0) {
+    // Another instance may still hold sessions to the old primary: the new one takes no writes before they are gone.
+    if (s.phase.step !== 'acknowledging') {
+      s.phase.step = 'acknowledging';
+      log(out, 'info', 'failover: waiting for every pgfloat instance to drop its sessions to the old primary', {
+        epoch: s.cluster.epoch,
+        oldPrimary: s.phase.oldPrimary,
+        instances: waiting,
+        revision: s.cluster.revision,
+      });
+    }
+    return;
+  }
   s.phase.step = 'promoting';
   s.phase.deadline = s.now + (s.phase.deadline - s.phase.startedAt);
   out.push({ type: 'promote', node: s.phase.target });

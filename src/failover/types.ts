@@ -31,8 +31,34 @@ export type OperatorCommand =
    */
   | { command: 'switchover'; to?: string; force: boolean; logicalSlots: string[] };
 
+/** What another pgfloat instance publishes through the shared store (etcd). */
+export interface PeerView {
+  /** How that instance's monitor sees each node. */
+  view: Record<string, HealthStatus>;
+  /** The newest cluster-state revision it has applied: it holds no session to a node fenced there. */
+  appliedRevision: number;
+}
+
+/** This instance among several that share the cluster state (state.store etcd). */
+export interface Coordination {
+  /** It holds the election: only it decides failovers and writes the state. */
+  decider: boolean;
+  /** The instance that decides, when one is known. */
+  deciderName?: string;
+  /** Its own lease is valid. Without it the others may act without hearing from it, so it routes no writes. */
+  connected: boolean;
+  /** Why it is not connected, in words for clients and status. */
+  disconnectedReason?: string;
+  /** The other live instances (their leases are valid), by name. */
+  peers: Record<string, PeerView>;
+}
+
 export type FailoverEvent =
   | { type: 'report'; at: number; report: NodeReport }
+  /** Election, lease and peers changed (several instances only). */
+  | { type: 'coordination'; at: number; coordination: Coordination }
+  /** The shared store holds a newer cluster state than this instance's (another instance wrote it). */
+  | { type: 'cluster-changed'; at: number; cluster: ClusterState }
   | { type: 'tick'; at: number }
   | { type: 'promoted'; at: number; node: string }
   | { type: 'promotion-failed'; at: number; node: string; error: string }
@@ -79,6 +105,8 @@ export type FailoverStep =
   | 'fencing'
   | 'stopping-writes'
   | 'catching-up'
+  /** Several instances: waiting until every live one has dropped its sessions to the old primary. */
+  | 'acknowledging'
   | 'promoting'
   | 'verifying'
   | 'persisting'
@@ -168,6 +196,8 @@ export interface CoreState {
   /** Since when the cluster runs on one server (a failover happened and nobody rejoined yet). */
   degenerateSince?: number;
   lastOutcome?: Outcome;
+  /** Present when several instances share the state; absent for a single instance. */
+  coordination?: Coordination;
   now: number;
 }
 

@@ -1,0 +1,108 @@
+// The failover core's rules for several pgfloat instances sharing one cluster state (state.store etcd).
+//
+// One instance, the decider, makes every decision the single-instance core makes. The others
+// follow: they route by the state the decider writes, hold writers while the primary is away,
+// and drop their sessions to every node the state fences. Three rules keep them safe together:
+// - a failover needs a majority of the live instances to see the primary down, so one instance
+//   cut off from it cannot cause one;
+// - a promotion waits until every live instance has applied the fence of the old primary, so no
+//   instance still writes to it when the new one takes writes;
+// - an instance without a valid lease routes no writes, because the others stop waiting for it
+//   once the lease expires.
+
+import type { ClusterState } from '../state/cluster-state';
+import { log } from './helpers';
+import type { Coordination, CoreState, FailoverAction } from './types';
+
+export function isFollower(s: CoreState): boolean {
+  return s.coordination !== undefined && !s.coordination.decider;
+}
+
+/** Without a valid lease an instance may be presumed gone by the others: it must not route writes. */
+export function coordinationAllowsWrites(s: CoreState): boolean {
+  return s.coordination === undefined || s.coordination.connected;
+}
+
+export function absorbCoordination(s: CoreState, next: Coordination, out: FailoverAction[]): void {
+  const before = s.coordination;
+  s.coordination = next;
+  const primary = s.cluster.primary;
+  if (before?.connected !== false && !next.connected && primary !== undefined) {
+    // The others will treat this instance as having let go of the primary once its lease
+    // expires; its sessions there must be gone before that.
+    out.push({ type: 'drop-sessions', node: primary, reason: `this instance lost its etcd lease (${next.disconnectedReason ?? 'unreachable'})` });
+    log(out, 'error', 'lost the etcd lease: routing no writes until it is renewed', { reason: next.disconnectedReason, epoch: s.cluster.epoch });
+  } else if (before?.connected === false && next.connected) {
+    log(out, 'info', 'etcd lease renewed: routing by the shared state again', { epoch: s.cluster.epoch });
+  }
+  if (before?.decider !== true && next.decider) {
+    log(out, 'info', 'this instance is now the decider', { epoch: s.cluster.epoch, peers: Object.keys(next.peers) });
+  } else if (before?.decider === true && !next.decider) {
+    log(out, 'warn', 'this instance is no longer the decider', { epoch: s.cluster.epoch, decider: next.deciderName });
+    if (s.phase.kind === 'failover' || s.phase.kind === 'failed') {
+      // The new decider reads the persisted state (the fence, or the promoted node) and finishes the change from there.
+      log(out, 'warn', 'leaving the failover in progress to the new decider', { phase: s.phase.kind, epoch: s.cluster.epoch });
+      s.phase = { kind: 'steady' };
+    }
+  }
+}
+
+/** A newer state from the shared store: take it, and drop the sessions to every node it newly fences. */
+export function absorbClusterChange(s: CoreState, cluster: ClusterState, out: FailoverAction[]): void {
+  if (cluster.revision <= s.cluster.revision) return;
+  const newlyFenced = cluster.fenced.filter((n) => !s.cluster.fenced.includes(n));
+  const previousPrimary = s.cluster.primary;
+  s.cluster = cluster;
+  if (s.lastPrimaryLsn === undefined || cluster.primary !== previousPrimary) s.lastPrimaryLsn = cluster.lastKnownPrimaryLsn;
+  // The decider dropped its own sessions when it decided the fence.
+  if (isFollower(s)) for (const node of newlyFenced) out.push({ type: 'drop-sessions', node, reason: `fenced by the decider at revision ${cluster.revision}` });
+  if (s.phase.kind === 'bootstrap' && cluster.primary !== undefined && !s.persisting) s.phase = { kind: 'steady' };
+  log(out, 'info', 'cluster state changed', { revision: cluster.revision, epoch: cluster.epoch, primary: cluster.primary, fenced: cluster.fenced });
+}
+
+/** A follower routes by the state and the primary's heartbeats: it holds writers while the primary is away, for the decider to act. */
+export function follow(s: CoreState, out: FailoverAction[]): void {
+  const primary = s.cluster.primary;
+  s.phase = primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' };
+  s.blocked = undefined;
+  if (primary === undefined) return;
+  if (!coordinationAllowsWrites(s)) {
+    // Refused at once, not held: the client's next host (another instance) can serve it now.
+    if (s.writesHeld) {
+      s.writesHeld = false;
+      out.push({ type: 'release-writes' });
+    }
+    return;
+  }
+  const r = s.nodes[primary];
+  s.primaryDownSince = r?.status === 'down' ? (s.primaryDownSince ?? s.now) : undefined;
+  s.degenerateSince = s.cluster.fenced.length === 0 ? undefined : (s.degenerateSince ?? s.now);
+  // A freshly promoted primary is only writable once this instance has seen it out of recovery too.
+  const away = s.cluster.fenced.includes(primary) || r?.status !== 'up' || r.inRecovery !== false;
+  if (away && !s.writesHeld) {
+    s.writesHeld = true;
+    const why = s.cluster.fenced.includes(primary) ? 'fenced' : r?.status !== 'up' ? (r?.status ?? 'not yet seen') : 'not yet seen out of recovery';
+    out.push({ type: 'hold-writes', reason: `primary ${primary} is ${why}; the decider decides` });
+  } else if (!away && s.writesHeld) {
+    s.writesHeld = false;
+    out.push({ type: 'release-writes' });
+  }
+}
+
+/** How many live instances, this one included, see `node` down. */
+export function downVotes(s: CoreState, node: string): { down: number; live: number } | undefined {
+  const c = s.coordination;
+  if (c === undefined) return undefined;
+  const peers = Object.values(c.peers);
+  const down = (s.nodes[node]?.status === 'down' ? 1 : 0) + peers.filter((p) => p.view[node] === 'down').length;
+  return { down, live: peers.length + 1 };
+}
+
+/** Live instances that have not yet applied the current state (and so may still hold sessions to a node it fences). */
+export function unacknowledged(s: CoreState): string[] {
+  const c = s.coordination;
+  if (c === undefined) return [];
+  return Object.entries(c.peers)
+    .filter(([, p]) => p.appliedRevision < s.cluster.revision)
+    .map(([name]) => name);
+}

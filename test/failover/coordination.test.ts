@@ -1,0 +1,132 @@
+// The failover core with several instances sharing the state: follower, decider, majority, fence acknowledgements, lost lease.
+import t from 'tap';
+import type { Coordination, PeerView } from '../../src/failover/types';
+import type { HealthStatus } from '../../src/monitor/observation';
+import { adoptedCluster, Sim } from './sim';
+
+function peer(n1: HealthStatus, appliedRevision: number, n2: HealthStatus = 'up'): PeerView {
+  return { view: { n1, n2 }, appliedRevision };
+}
+
+function coordinate(sim: Sim, c: Partial<Coordination> & { peers: Record<string, PeerView> }): void {
+  sim.send({ type: 'coordination', coordination: { decider: true, deciderName: 'a', connected: true, ...c } });
+}
+
+/** n1 primary at epoch 1 and revision 1, n2 a standby that no longer hears it, this instance deciding beside b and c. */
+function deciderOfThree(): Sim {
+  const sim = adoptedCluster();
+  coordinate(sim, { peers: { b: peer('up', 1), c: peer('up', 1) } });
+  sim.standby('n2', '0/3000000', 1, false);
+  return sim;
+}
+
+t.test('the decider does not fail over while only it sees the primary down', async (t) => {
+  const sim = deciderOfThree();
+  sim.down('n1');
+  t.equal(sim.state.phase.kind, 'steady');
+  t.match(sim.state.blocked, /only 1 of 3 live pgfloat instances see it down/);
+  t.notOk(sim.types().includes('persist'), 'nothing is fenced');
+  coordinate(sim, { peers: { b: peer('down', 1), c: peer('up', 1) } });
+  t.equal(sim.state.phase.kind, 'failover', 'two of three see it down: a majority');
+  t.same(sim.types(), ['hold-writes', 'drop-sessions n1', 'fence n1', 'persist']);
+});
+
+t.test('with a dead instance gone from the peers, two live instances both must see the primary down', async (t) => {
+  const sim = deciderOfThree();
+  coordinate(sim, { peers: { b: peer('up', 1) } });
+  sim.down('n1');
+  t.match(sim.state.blocked, /only 1 of 2/);
+  coordinate(sim, { peers: { b: peer('down', 1) } });
+  t.equal(sim.state.phase.kind, 'failover');
+});
+
+t.test('the promotion waits until every live instance has applied the fence', async (t) => {
+  const sim = deciderOfThree();
+  coordinate(sim, { peers: { b: peer('down', 1), c: peer('down', 1) } });
+  sim.down('n1');
+  sim.answerPersist();
+  t.equal(sim.store.revision, 2, 'the fence is revision 2');
+  t.same(sim.types(), [], 'no promotion yet');
+  t.match(sim.state.phase, { kind: 'failover', step: 'acknowledging' });
+  coordinate(sim, { peers: { b: peer('down', 2), c: peer('down', 1) } });
+  t.same(sim.types(), [], 'c has not applied it');
+  coordinate(sim, { peers: { b: peer('down', 2) } });
+  t.same(sim.types(), ['promote n2'], 'c is gone (its lease expired), b has applied it: promote');
+});
+
+t.test('an instance that never acknowledges fails the failover at the deadline, and it is retried', async (t) => {
+  const sim = deciderOfThree();
+  coordinate(sim, { peers: { b: peer('down', 1), c: peer('down', 1) } });
+  sim.down('n1');
+  sim.answerPersist();
+  sim.tick(6000);
+  t.equal(sim.state.phase.kind, 'failed');
+  t.match(sim.state.lastOutcome?.message, /b, c did not acknowledge the fence of n1/);
+  t.equal(sim.writable(), undefined);
+  coordinate(sim, { peers: { b: peer('down', 2), c: peer('down', 2) } });
+  sim.tick(2000);
+  t.ok(sim.all.some((a) => a.type === 'promote'), 'the retry promotes once both applied it');
+});
+
+t.test('a follower routes by the shared state and never decides', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('up', 1) } });
+  t.equal(sim.writable(), 'n1');
+  sim.standby('n2', '0/3000000', 1, false);
+  sim.down('n1');
+  t.same(sim.types(), ['hold-writes'], 'holds writers for the decider to act; no fence, no persist');
+  t.equal(sim.state.phase.kind, 'steady');
+  sim.tick(60_000);
+  t.notOk(sim.all.some((a) => a.type === 'persist' && sim.all.indexOf(a) > 2), 'never persists');
+  t.notOk(sim.all.some((a) => a.type === 'promote'), 'never promotes');
+
+  const fenced = { ...sim.store, revision: 2, fenced: ['n1'] };
+  sim.send({ type: 'cluster-changed', cluster: fenced });
+  t.same(sim.types(), ['drop-sessions n1'], 'drops its sessions to the node the decider fenced');
+  t.equal(sim.state.cluster.revision, 2, 'and has applied revision 2');
+  sim.send({ type: 'cluster-changed', cluster: { ...sim.store, revision: 1 } });
+  t.equal(sim.state.cluster.revision, 2, 'an older state is ignored');
+
+  sim.send({ type: 'cluster-changed', cluster: { ...fenced, revision: 3, epoch: 2, primary: 'n2', timeline: 2 } });
+  t.equal(sim.writable(), undefined, 'not before the new primary is seen out of recovery');
+  sim.primary('n2', '0/3000200', 2);
+  t.same(sim.types(), ['release-writes']);
+  t.equal(sim.writable(), 'n2');
+});
+
+t.test('a follower refuses operator commands and names the decider', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: {} });
+  sim.send({ type: 'operator', op: { command: 'fence', node: 'n2' } });
+  t.match(sim.state.operatorAnswer, { accepted: false, message: /send it to the decider, a/ });
+  t.same(sim.types(), []);
+});
+
+t.test('losing the lease drops the sessions to the primary and refuses writes until it is renewed', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, peers: {} });
+  sim.send({ type: 'coordination', coordination: { decider: false, connected: false, disconnectedReason: 'etcd unreachable for 3 s', peers: {} } });
+  t.same(sim.types(), ['drop-sessions n1']);
+  t.equal(sim.writable(), undefined);
+  t.equal(sim.state.writesHeld, false, 'refused at once rather than held');
+  coordinate(sim, { decider: false, peers: {} });
+  t.equal(sim.writable(), 'n1');
+});
+
+t.test('a decider that loses the election mid-failover leaves it; the next decider finishes it from the persisted fence', async (t) => {
+  const sim = deciderOfThree();
+  coordinate(sim, { peers: { b: peer('down', 1), c: peer('down', 1) } });
+  sim.down('n1');
+  sim.answerPersist();
+  coordinate(sim, { decider: false, deciderName: 'b', peers: { b: peer('down', 2), c: peer('down', 2) } });
+  t.equal(sim.state.phase.kind, 'steady');
+  t.match(sim.logs().join('\n'), /leaving the failover in progress to the new decider/);
+  t.notOk(sim.all.some((a) => a.type === 'promote'));
+
+  // The next decider starts from the store as it is.
+  const next = new Sim(['n1', 'n2'], sim.store);
+  coordinate(next, { peers: { a: peer('down', 2), c: peer('down', 2) } });
+  next.down('n1');
+  next.standby('n2', '0/3000000', 1, true);
+  t.ok(next.all.some((a) => a.type === 'promote' && a.node === 'n2'), 'the fence was persisted: promote even though n2 still hears n1');
+});
