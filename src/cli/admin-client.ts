@@ -70,7 +70,18 @@ export function formatStatus(s: PgfloatStatus): string {
   if (s.degenerate) lines.push(`degenerate (one server) since ${s.degenerateSince}: rejoin the fenced node as a standby`);
   if (s.splitBrain) lines.push('SPLIT BRAIN: several nodes claim primary; resolve with `pgfloat adopt NODE`');
   if (s.lastFailover) lines.push(`last failover: ${s.lastFailover.at} ${s.lastFailover.oldPrimary ?? '-'} -> ${s.lastFailover.newPrimary} (${s.lastFailover.reason})`);
-  return `${lines.join('\n')}\n${table.toString()}\n`;
+  if (s.coordination && !s.coordination.connected) lines.push(`NO ETCD LEASE: this instance routes no writes (${s.coordination.reason ?? 'unknown'})`);
+  return `${lines.join('\n')}\n${table.toString()}\n${s.instances ? formatInstances(s) : ''}`;
+}
+
+/** One row per pgfloat instance: whether it decides, what it sees of each node, the state revision it applied. */
+function formatInstances(s: PgfloatStatus): string {
+  const names = s.nodes.map((n) => n.name);
+  const table = new Table({ head: ['instance', 'decider', ...names.map((n) => `sees ${n}`), 'applied revision', 'admin'], style: { head: [], border: [] } });
+  for (const i of s.instances ?? []) {
+    table.push([i.name + (i.self ? ' (this)' : ''), i.decider ? 'yes' : 'no', ...names.map((n) => i.view[n] ?? '-'), i.appliedRevision, i.admin ?? '-']);
+  }
+  return `${table.toString()}\n`;
 }
 
 export async function operate(target: AdminTarget, path: string, body?: unknown): Promise<{ message: string; operation?: string }> {

@@ -49,6 +49,9 @@ export function parseConfigObject(value: unknown, source: string, env: NodeJS.Pr
     if (envToken.length < 16) throw new ConfigError('PGFLOAT_ADMIN_TOKEN (admin.token): use at least 16 characters', source);
     config.admin.token = envToken;
   }
+  if (config.state.store === 'etcd' && !config.failover.enabled) {
+    throw new ConfigError('state.store: "etcd" needs failover.enabled: true (the instances agree through the failover core)', source);
+  }
   checkListenersDiffer(config, source);
   return config;
 }

@@ -10,6 +10,8 @@ export type RefusalReason =
   | 'no-primary'
   | 'failover-in-progress'
   | 'failover-failed'
+  /** Several instances: this one lost its etcd lease. */
+  | 'no-lease'
   | 'fenced'
   | 'split-brain'
   | 'no-standby'

@@ -2,7 +2,7 @@
 
 import type { Logger } from '../log';
 import { initialState, step, writableNode } from '../failover/core';
-import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from '../failover/types';
+import type { Coordination, CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from '../failover/types';
 import type { NodeHealth } from '../monitor/observation';
 import { SqlState } from '../protocol/codes';
 import type { BackendNode } from '../proxy/session';
@@ -49,11 +49,13 @@ export class FailoverRunner {
   private stopped = false;
   private inFlight: Promise<unknown> = Promise.resolve();
 
+  /** `coordination` when several instances share the state: the core starts as a follower. */
   constructor(
     private readonly deps: FailoverRunnerDeps,
     cluster: ClusterState,
+    coordination?: Coordination,
   ) {
-    this.core = initialState([...deps.nodes.keys()], cluster, Date.now());
+    this.core = initialState([...deps.nodes.keys()], cluster, Date.now(), coordination);
   }
 
   get state(): CoreState {
@@ -73,6 +75,15 @@ export class FailoverRunner {
 
   onHeartbeat(health: NodeHealth): void {
     this.dispatch({ type: 'report', at: Date.now(), report: toReport(health, this.deps.options.standbyConfirmationMs) });
+  }
+
+  onCoordination(coordination: Coordination): void {
+    this.dispatch({ type: 'coordination', at: Date.now(), coordination });
+  }
+
+  /** A state another instance wrote (or this one, seen through the watch). */
+  onClusterChanged(cluster: ClusterState): void {
+    this.dispatch({ type: 'cluster-changed', at: Date.now(), cluster });
   }
 
   operator(op: OperatorCommand): CoreState {
@@ -270,6 +281,14 @@ function toReport(health: NodeHealth, confirmationMs: number): NodeReport {
 function refusalFor(core: CoreState): Refusal | undefined {
   const phase = core.phase;
   const base = { code: SqlState.cannotConnectNow };
+  if (core.coordination?.connected === false) {
+    return {
+      ...base,
+      reason: 'no-lease',
+      message: 'no verified primary available: this pgfloat instance is cut off from etcd',
+      detail: `${core.coordination.disconnectedReason ?? 'no etcd lease'}; another pgfloat instance may be serving writes`,
+    };
+  }
   switch (phase.kind) {
     case 'bootstrap':
       return { ...base, reason: 'no-primary', message: 'no verified primary available', detail: 'waiting to see every node before adopting a primary' };

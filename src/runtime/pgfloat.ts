@@ -16,8 +16,9 @@ import { loadSecureContext } from '../proxy/tls';
 import { Router } from '../routing/router';
 import { RoutingRules } from '../routing/rules';
 import type { ListenerKind } from '../routing/routes';
-import type { ClusterState, StateStore } from '../state/cluster-state';
-import { FileStateStore } from '../state/file-store';
+import { emptyState, type ClusterState, type StateStore } from '../state/cluster-state';
+import type { EtcdCoordinator } from '../state/etcd-coordinator';
+import { createStateBackend } from './state-backend';
 import type { CoreState, OperatorCommand } from '../failover/types';
 import { FailoverRunner } from './failover-runner';
 import { EventEmitter } from 'node:events';
@@ -40,6 +41,9 @@ export class Pgfloat {
   readonly cancels = new CancelRegistry();
   readonly metrics: Metrics;
   private readonly store: StateStore;
+  /** Several instances sharing the state through etcd; undefined for the file store. */
+  private readonly coordinator: EtcdCoordinator | undefined;
+  private readonly instance: string | undefined;
   private readonly counters: RelayCounters = { clientToServerBytes: 0, serverToClientBytes: 0 };
   private readonly proxy: ProxyServer;
   private readonly admin: AdminServer | undefined;
@@ -67,7 +71,10 @@ export class Pgfloat {
     this.nodeAdmin = new NodeAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
     this.managers = createManagers(config, log.child({ component: 'management' }));
     this.nodeNames = config.nodes.map((n) => n.name);
-    this.store = new FileStateStore(config.state.dir);
+    const backend = createStateBackend(config, log.child({ component: 'etcd' }));
+    this.store = backend.store;
+    this.coordinator = backend.coordinator;
+    this.instance = backend.instance;
     this.synchronous = new SynchronousGuard(
       this.nodeAdmin,
       join(config.state.dir, 'lifted-synchronous-standby-names.json'),
@@ -133,9 +140,15 @@ export class Pgfloat {
   }
 
   async start(): Promise<void> {
-    this.state = await this.store.load();
+    this.state = await this.loadState();
     await this.synchronous.load();
     if (this.config.failover.enabled) this.failover = this.createFailoverRunner(this.state);
+    if (this.coordinator) {
+      this.coordinator.on('coordination', (c) => this.failover?.onCoordination(c));
+      this.coordinator.on('cluster', (c) => this.failover?.onClusterChanged(c));
+      // Waits a lease's length at most: an instance that cannot reach etcd still serves reads.
+      await this.coordinator.start(this.config.state.etcd!.leaseTtlSeconds * 1000);
+    }
     // One round of heartbeats before listening, so the first clients are not refused for lack of a view.
     for (const health of await this.monitor.probeAll()) this.failover?.onHeartbeat(health);
     await this.failover?.settled();
@@ -143,6 +156,8 @@ export class Pgfloat {
     this.failover?.start();
     await this.proxy.start();
     await this.admin?.start();
+    const admin = this.admin?.address();
+    if (admin) this.coordinator?.setAdmin(`http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}`);
     this.monitor.start();
     if (this.failover) {
       this.synchronousTimer = setInterval(() => {
@@ -157,9 +172,21 @@ export class Pgfloat {
   async stop(): Promise<void> {
     clearInterval(this.synchronousTimer);
     this.failover?.stop();
+    await this.coordinator?.stop();
     this.monitor.stop();
     await this.proxy.stop();
     await this.admin?.stop();
+  }
+
+  /** With etcd unreachable at start there is no state to read: start from none and take etcd's once connected. */
+  private async loadState(): Promise<ClusterState> {
+    if (this.coordinator === undefined) return this.store.load();
+    try {
+      return await this.store.load();
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'cannot read the cluster state from etcd; routing no writes until it can');
+      return emptyState();
+    }
   }
 
   private createFailoverRunner(cluster: ClusterState): FailoverRunner {
@@ -181,6 +208,8 @@ export class Pgfloat {
         onChange: (core) => {
           this.refreshRoutes();
           this.coreEvents.emit('core', core);
+          // Published after the step's actions ran: the applied revision says its sessions to fenced nodes are gone.
+          this.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.cluster.revision);
         },
         onCoreLog: (_level, message) => {
           const op = this.operations.current;
@@ -189,6 +218,7 @@ export class Pgfloat {
         onFailoverFinished: (result) => this.metrics.onFailover(result),
       },
       cluster,
+      this.coordinator?.coordination(),
     );
   }
 
@@ -208,6 +238,8 @@ export class Pgfloat {
       heldClients: this.router.heldClients,
       operation: this.operations.current?.record,
       synchronousLifted: this.synchronous.status(),
+      instance: this.instance,
+      instances: this.coordinator?.instances(),
     });
   }
 

@@ -6,6 +6,7 @@ import type { BackendNode } from '../proxy/session';
 import type { SessionRegistry } from '../proxy/session-registry';
 import type { Routes } from '../routing/routes';
 import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+import type { InstanceStatus } from '../state/etcd-coordinator';
 import type { OperationRecord } from './operations';
 
 export interface NodeStatus {
@@ -53,6 +54,10 @@ export interface PgfloatStatus {
   synchronousLifted: { node: string; names: string; since: string } | null;
   clients: { readWrite: number; readOnly: number };
   nodes: NodeStatus[];
+  /** Several instances (state.store etcd): each one, its view of the nodes, and which decides. */
+  instances: InstanceStatus[] | null;
+  /** This instance's lease: without it, it routes no writes. */
+  coordination: { instance: string; decider: string | null; connected: boolean; reason: string | null } | null;
 }
 
 export interface StatusSources {
@@ -66,6 +71,8 @@ export interface StatusSources {
   heldClients: number;
   operation: OperationRecord | undefined;
   synchronousLifted: { node: string; names: string; since: string } | undefined;
+  instance: string | undefined;
+  instances: InstanceStatus[] | undefined;
 }
 
 export function buildStatus(src: StatusSources): PgfloatStatus {
@@ -98,6 +105,16 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     nodes: src.nodes.map((n) =>
       nodeStatus(n, src.health.find((h) => h.node === n.name)!, primaryHealth, cluster, core, src.sessions.countOn(n.name)),
     ),
+    instances: src.instances ?? null,
+    coordination:
+      core?.coordination === undefined || src.instance === undefined
+        ? null
+        : {
+            instance: src.instance,
+            decider: core.coordination.deciderName ?? null,
+            connected: core.coordination.connected,
+            reason: core.coordination.disconnectedReason ?? null,
+          },
   };
 }
 

@@ -1,0 +1,54 @@
+// Picks the cluster state store from the config: the embedded file store, or etcd shared by several instances.
+
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { rootCertificates } from 'node:tls';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
+import type { Config } from '../config/schema';
+import type { Logger } from '../log';
+import type { StateStore } from '../state/cluster-state';
+import { EtcdCoordinator } from '../state/etcd-coordinator';
+import { EtcdStateStore } from '../state/etcd-store';
+import { FileStateStore } from '../state/file-store';
+
+export interface StateBackend {
+  store: StateStore;
+  /** Present with the etcd store. */
+  coordinator?: EtcdCoordinator;
+  /** This instance's name among the others. */
+  instance?: string;
+}
+
+/** A single request to etcd (not a watch or keepalive stream) gives up after this. */
+const ETCD_REQUEST_TIMEOUT_MS = 2_000;
+
+export function createStateBackend(config: Config, log: Logger): StateBackend {
+  const etcd = config.state.etcd;
+  if (config.state.store === 'file' || etcd === null) return { store: new FileStateStore(config.state.dir) };
+  const instance = etcd.instance ?? hostname();
+  const client = new Etcd3(etcdOptions(etcd));
+  const coordinator = new EtcdCoordinator(client, { prefix: etcd.prefix, instance, leaseTtlSeconds: etcd.leaseTtlSeconds }, log);
+  return { store: new EtcdStateStore(client, etcd.prefix, () => coordinator.writerLease()), coordinator, instance };
+}
+
+function etcdOptions(etcd: NonNullable<Config['state']['etcd']>): IOptions {
+  const options: IOptions = {
+    hosts: etcd.endpoints,
+    dialTimeout: ETCD_REQUEST_TIMEOUT_MS,
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS }),
+    // etcd3's default keeps a failed member's circuit open for 5 s: too long beside a lease of a few seconds.
+    faultHandling: {
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(3) }),
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 3 }),
+    },
+  };
+  if (etcd.username !== null) options.auth = { username: etcd.username, password: etcd.password };
+  if (etcd.tls !== null) {
+    options.credentials = {
+      rootCertificate: etcd.tls.ca === null ? Buffer.from(rootCertificates.join('\n')) : readFileSync(etcd.tls.ca),
+      ...(etcd.tls.cert !== null && etcd.tls.key !== null ? { certChain: readFileSync(etcd.tls.cert), privateKey: readFileSync(etcd.tls.key) } : {}),
+    };
+  }
+  return options;
+}
