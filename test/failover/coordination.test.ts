@@ -130,3 +130,16 @@ t.test('a decider that loses the election mid-failover leaves it; the next decid
   next.standby('n2', '0/3000000', 1, true);
   t.ok(next.all.some((a) => a.type === 'promote' && a.node === 'n2'), 'the fence was persisted: promote even though n2 still hears n1');
 });
+
+t.test('a follower cut off from a primary the others still see refuses writers after the window, so they move to another instance', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('up', 1), c: peer('up', 1) } });
+  sim.down('n1');
+  t.same(sim.types(), ['hold-writes'], 'held at first: the others may not have noticed yet');
+  sim.tick(3000);
+  t.same(sim.types(), ['release-writes'], 'past the window, with the others still seeing n1: refused');
+  t.match(sim.state.blocked, /unreachable from this pgfloat instance, but the other instances still reach it/);
+  t.equal(sim.writable(), undefined);
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('down', 1), c: peer('up', 1) } });
+  t.same(sim.types(), ['hold-writes'], 'once a majority sees it down, a failover is coming: held again');
+});

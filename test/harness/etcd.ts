@@ -4,8 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Etcd3, type IOptions, type IStatusResponse } from 'etcd3';
 import type { Teardown } from './cluster';
 import { freePort } from './ports';
@@ -47,10 +49,6 @@ const HEALTHY_TIMEOUT_MS = 30_000;
 // instead of holding ports and CPU for later tests.
 const SETPRIV = '/usr/bin/setpriv';
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 function logTail(file: string, lines = 25): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -59,16 +57,29 @@ function logTail(file: string, lines = 25): string {
   }
 }
 
-/** One status call on one member, on a fresh client so no circuit breaker state carries over between probes. */
+// One status call on one member, on a fresh client so no circuit-breaker state carries over. The deadline
+// is short because a starting etcd accepts connections before it serves them, so early probes hang.
 async function probe(url: string): Promise<IStatusResponse | undefined> {
   const client = new Etcd3({ hosts: url });
   try {
-    return await client.maintenance.status({ deadline: Date.now() + 1000 });
+    return await client.maintenance.status({ deadline: Date.now() + 300 });
   } catch {
     return undefined;
   } finally {
     client.close();
   }
+}
+
+/** Whether the member answers HTTP on its peer port (which it binds well before it serves it). */
+function peerServing(peerUrl: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = get(`${peerUrl}/version`, { timeout: 300 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.once('timeout', () => req.destroy());
+    req.once('error', () => resolve(false));
+  });
 }
 
 class Member implements EtcdMember {
@@ -77,14 +88,8 @@ class Member implements EtcdMember {
   /** Raft member id as etcd3 reports it (a decimal string); learned from the first status answer. */
   memberId: string | undefined;
 
-  constructor(
-    readonly name: string,
-    readonly clientUrl: string,
-    readonly peerUrl: string,
-    private readonly dataDir: string,
-    readonly logFile: string,
-    private readonly cluster: Cluster,
-  ) {}
+  constructor(readonly name: string, readonly clientUrl: string, readonly peerUrl: string,
+    private readonly dataDir: string, readonly logFile: string, private readonly cluster: Cluster) {}
 
   get pid(): number | undefined {
     return this.running ? this.proc?.pid : undefined;
@@ -96,19 +101,14 @@ class Member implements EtcdMember {
 
   launch(state: 'new' | 'existing'): void {
     const args = [
-      '--name', this.name,
-      '--data-dir', this.dataDir,
-      '--listen-client-urls', this.clientUrl,
-      '--advertise-client-urls', this.clientUrl,
-      '--listen-peer-urls', this.peerUrl,
-      '--initial-advertise-peer-urls', this.peerUrl,
-      '--initial-cluster', this.cluster.initialCluster,
-      '--initial-cluster-state', state,
+      '--name', this.name, '--data-dir', this.dataDir,
+      '--listen-client-urls', this.clientUrl, '--advertise-client-urls', this.clientUrl,
+      '--listen-peer-urls', this.peerUrl, '--initial-advertise-peer-urls', this.peerUrl,
+      '--initial-cluster', this.cluster.initialCluster, '--initial-cluster-state', state,
       '--initial-cluster-token', this.cluster.token,
-      '--heartbeat-interval', '50',
-      '--election-timeout', '500',
-      '--logger', 'zap',
-      '--log-outputs', 'stderr',
+      // A 500 ms election timeout replaces a lost leader in about 0.5-1 s (defaults: 100 / 1000 ms).
+      '--heartbeat-interval', '50', '--election-timeout', '500',
+      '--logger', 'zap', '--log-outputs', 'stderr',
     ];
     // etcd reads ETCD_* variables as flags; one left over in the environment would change the cluster.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
@@ -173,7 +173,7 @@ class Cluster implements EtcdCluster {
   private async agreedLeader(all?: Member[]): Promise<Member | undefined> {
     const asked = (all ?? this.members).filter((m) => m.running);
     const answers = await Promise.all(asked.map((m) => probe(m.clientUrl)));
-    if (all && (asked.length < all.length || answers.includes(undefined))) return undefined;
+    if (all && answers.includes(undefined)) return undefined;
     let leaderId: string | undefined;
     let count = 0;
     for (const [i, status] of answers.entries()) {
@@ -196,8 +196,8 @@ class Cluster implements EtcdCluster {
       const dead = all?.find((m) => !m.running);
       if (dead) throw new Error(`etcd member ${dead.name} exited during start:\n${logTail(dead.logFile)}`);
       const leader = await this.agreedLeader(all);
-      // A restarted member may name a leader whose memberId we have not seen; the quorum check learns it.
       if (leader) return leader;
+      // A restarted member may name a leader whose memberId is not known yet; asking everyone learns it.
       if (all && all.length < this.members.length) await this.agreedLeader();
       if (Date.now() > deadline) {
         const tails = this.members.map((m) => `--- ${m.name} (${m.logFile})\n${logTail(m.logFile)}`);
@@ -234,7 +234,8 @@ class Cluster implements EtcdCluster {
     for (const c of this.clients.splice(0)) c.close();
     for (const m of this.members) m.kill('SIGKILL');
     await Promise.all(this.members.map((m) => m.exited()));
-    rmSync(this.dir, { recursive: true, force: true });
+    // PGFLOAT_KEEP_ETCD=1 keeps the data dirs and logs for a post-mortem.
+    if (!process.env.PGFLOAT_KEEP_ETCD) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -251,8 +252,21 @@ export async function startEtcd(t: Teardown, opts: { members?: 1 | 3; name?: str
         join(cluster.dir, `${name}.data`), join(cluster.dir, `${name}.log`), cluster));
     }
     try {
-      for (const m of cluster.members) m.launch('new');
-      await cluster.waitHealthy(cluster.members, HEALTHY_TIMEOUT_MS);
+      // A new member asks every peer whether it was bootstrapped already, waiting 1 s on each peer that
+      // has bound its port but does not serve yet; started all at once that cost 2 s about one time in
+      // five. One at a time, each peer is either refused (instant) or serving.
+      const deadline = Date.now() + HEALTHY_TIMEOUT_MS;
+      for (const m of cluster.members) {
+        m.launch('new');
+        while (!(await peerServing(m.peerUrl))) {
+          if (!m.running || Date.now() > deadline) {
+            const what = m.running ? 'did not serve its peer port in time' : 'exited during start';
+            throw new Error(`etcd member ${m.name} ${what}:\n${logTail(m.logFile)}`);
+          }
+          await delay(20);
+        }
+      }
+      await cluster.waitHealthy(cluster.members, Math.max(0, deadline - Date.now()));
       t.teardown(() => cluster.stop());
       return cluster;
     } catch (err) {

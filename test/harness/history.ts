@@ -61,9 +61,12 @@ export interface WriterOptions {
 
 /**
  * `clients` writers, each with one connection through `url` that it replaces when it breaks, as
- * a pool would; every (client, seq) is attempted once.
+ * a pool would; every (client, seq) is attempted once. Several URLs behave like a multi-host
+ * connection string (`host=a,b,c`): each connection attempt tries them in order, and only a
+ * round in which every one refused counts as a failed connect.
  */
-export function startHistoryWriters(url: string, opts: WriterOptions): HistoryWriters {
+export function startHistoryWriters(url: string | readonly string[], opts: WriterOptions): HistoryWriters {
+  const urls = typeof url === 'string' ? [url] : url;
   const log: HistoryLog = { acked: [], failed: [], unknown: [], connectFailures: [] };
   const waiters: Array<{ target: number; resolve: () => void }> = [];
   let running = true;
@@ -78,15 +81,23 @@ export function startHistoryWriters(url: string, opts: WriterOptions): HistoryWr
     let conn: Client | undefined;
     for (let seq = 1; running; seq++) {
       if (conn === undefined) {
-        const fresh = new Client({ connectionString: url, connectionTimeoutMillis: opts.connectTimeoutMs ?? 30_000, query_timeout: opts.queryTimeoutMs ?? 10_000 });
-        fresh.on('error', () => undefined);
-        try {
-          await fresh.connect();
-          conn = fresh;
-        } catch (err) {
-          const e = err as Error & { code?: string };
-          if (running) log.connectFailures.push({ client, seq, at: Date.now(), code: e.code, message: e.message });
-          fresh.end().catch(() => undefined);
+        let last: (Error & { code?: string }) | undefined;
+        // Writers start at different hosts, as load_balance_hosts would spread them.
+        for (let k = 0; k < urls.length; k++) {
+          const target = urls[(client + k) % urls.length]!;
+          const fresh = new Client({ connectionString: target, connectionTimeoutMillis: opts.connectTimeoutMs ?? 30_000, query_timeout: opts.queryTimeoutMs ?? 10_000 });
+          fresh.on('error', () => undefined);
+          try {
+            await fresh.connect();
+            conn = fresh;
+            break;
+          } catch (err) {
+            last = err as Error & { code?: string };
+            fresh.end().catch(() => undefined);
+          }
+        }
+        if (conn === undefined) {
+          if (running) log.connectFailures.push({ client, seq, at: Date.now(), code: last?.code, message: last?.message ?? 'no URL' });
           seq--; // the write was never attempted
           await sleep(50);
           continue;
