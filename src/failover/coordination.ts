@@ -12,7 +12,7 @@
 
 import type { ClusterState } from '../state/cluster-state';
 import { log } from './helpers';
-import type { Coordination, CoreState, FailoverAction } from './types';
+import type { Coordination, CoreState, FailoverAction, FailoverOptions } from './types';
 
 export function isFollower(s: CoreState): boolean {
   return s.coordination !== undefined && !s.coordination.decider;
@@ -60,8 +60,13 @@ export function absorbClusterChange(s: CoreState, cluster: ClusterState, out: Fa
   log(out, 'info', 'cluster state changed', { revision: cluster.revision, epoch: cluster.epoch, primary: cluster.primary, fenced: cluster.fenced });
 }
 
-/** A follower routes by the state and the primary's heartbeats: it holds writers while the primary is away, for the decider to act. */
-export function follow(s: CoreState, out: FailoverAction[]): void {
+/**
+ * A follower routes by the state and the primary's heartbeats: it holds writers while the primary
+ * is away, for the decider to act. When the primary is only away from this instance (the others
+ * still see it, past the window in which they would have noticed), nothing is coming: writers
+ * are refused at once, and a multi-host client moves on to another instance.
+ */
+export function follow(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
   const primary = s.cluster.primary;
   s.phase = primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' };
   s.blocked = undefined;
@@ -79,6 +84,16 @@ export function follow(s: CoreState, out: FailoverAction[]): void {
   s.degenerateSince = s.cluster.fenced.length === 0 ? undefined : (s.degenerateSince ?? s.now);
   // A freshly promoted primary is only writable once this instance has seen it out of recovery too.
   const away = s.cluster.fenced.includes(primary) || r?.status !== 'up' || r.inRecovery !== false;
+  const votes = downVotes(s, primary);
+  const onlyHere = r?.status === 'down' && votes !== undefined && votes.down * 2 <= votes.live && s.now - (s.primaryDownSince ?? s.now) >= options.standbyConfirmationMs;
+  if (onlyHere) {
+    s.blocked = `the primary ${primary} is unreachable from this pgfloat instance, but the other instances still reach it: connect through another instance`;
+    if (s.writesHeld) {
+      s.writesHeld = false;
+      out.push({ type: 'release-writes' });
+    }
+    return;
+  }
   if (away && !s.writesHeld) {
     s.writesHeld = true;
     const why = s.cluster.fenced.includes(primary) ? 'fenced' : r?.status !== 'up' ? (r?.status ?? 'not yet seen') : 'not yet seen out of recovery';

@@ -148,7 +148,7 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
 // ---- decisions ----------------------------------------------------------------------------
 
 function reconcile(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
-  if (isFollower(s)) return follow(s, out);
+  if (isFollower(s)) return follow(s, out, options);
   const phase = s.phase;
   switch (phase.kind) {
     case 'bootstrap':

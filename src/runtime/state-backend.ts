@@ -35,7 +35,8 @@ export function createStateBackend(config: Config, log: Logger): StateBackend {
 function etcdOptions(etcd: NonNullable<Config['state']['etcd']>): IOptions {
   const options: IOptions = {
     hosts: etcd.endpoints,
-    dialTimeout: ETCD_REQUEST_TIMEOUT_MS,
+    // Without gRPC keepalives a hung member (stopped, or cut off without a reset) is never noticed by a watch.
+    grpcOptions: { 'grpc.keepalive_time_ms': 1000, 'grpc.keepalive_timeout_ms': 1000, 'grpc.keepalive_permit_without_calls': 1 },
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_REQUEST_TIMEOUT_MS }),
     // etcd3's default keeps a failed member's circuit open for 5 s: too long beside a lease of a few seconds.
     faultHandling: {

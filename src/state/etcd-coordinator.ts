@@ -182,7 +182,17 @@ export class EtcdCoordinator extends EventEmitter {
     const watcher = await this.client.watch().prefix(`${this.options.prefix}/`).create();
     watcher.on('put', (kv) => this.onKey(kv.key.toString(), kv));
     watcher.on('delete', (kv) => this.onKey(kv.key.toString(), undefined));
-    watcher.on('error', (err) => this.log.warn({ err: err.message }, 'etcd watch error'));
+    watcher.on('error', (err) => {
+      // A watch etcd cancelled (its revision was compacted while disconnected) never resumes: start over.
+      this.log.warn({ err: err.message }, 'etcd watch failed; watching again and reloading the shared state');
+      if (this.watcher !== watcher) return;
+      this.watcher = undefined;
+      void watcher.cancel().catch(() => undefined);
+      this.watch()
+        .then(() => this.reload())
+        // Without a watch this instance would not hear of a fence: it gives up its lease and starts over.
+        .catch((e: Error) => this.lease && this.leaseLost(this.lease, `could not watch etcd again: ${e.message}`));
+    });
     this.watcher = watcher;
   }
 

@@ -130,8 +130,8 @@ export class FaultRelay {
   }
 
   private reset(pair: Pair): void {
-    pair.client.resetAndDestroy();
-    pair.upstream?.resetAndDestroy();
+    resetSocket(pair.client);
+    if (pair.upstream) resetSocket(pair.upstream);
     this.pairs.delete(pair);
   }
 
@@ -144,4 +144,15 @@ export class FaultRelay {
     pair.client.destroy();
     pair.upstream?.destroy();
   }
+}
+
+/**
+ * An RST where one can be sent. A socket already ending (its shutdown request in flight) or not
+ * yet connected is only destroyed: resetting those can leave a request Node waits for at exit
+ * forever, spinning in its handle cleanup.
+ */
+function resetSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded || socket.connecting) socket.destroy();
+  else socket.resetAndDestroy();
 }

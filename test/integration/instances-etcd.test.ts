@@ -2,7 +2,7 @@
 import t from 'tap';
 import { Client } from 'pg';
 import { startCluster } from '../harness/cluster';
-import { postOperation, TEST_TOKEN } from '../harness/cli';
+import { postOperation, runCli, TEST_TOKEN } from '../harness/cli';
 import { queryOnce, rejectionOf } from '../harness/clients';
 import { startEtcd } from '../harness/etcd';
 import { eventually, startPgfloatAt, stateDirFor, type RunningPgfloat } from '../harness/pgfloat';
@@ -44,6 +44,11 @@ t.test('two instances agree on the primary, show each other, and one decides', a
     'a decides (it started first); both see n1 up',
   );
   t.equal(status.coordination?.connected, true);
+  const printed = await runCli(['status', '--admin', b!.adminUrl]);
+  t.equal(printed.code, 0);
+  t.match(printed.stdout, /instance\s.*decider\s.*sees n1/, '`pgfloat status` has a table of instances');
+  t.match(printed.stdout, /│ a\s+│ yes\s+│ up/, 'a, the decider, sees n1 up');
+  t.match(printed.stdout, /│ b \(this\)\s+│ no\s+│ up/, 'b is the instance asked');
 
   const answer = await postOperation(b!.adminUrl, '/fence/n2');
   t.equal(answer.status, 409, 'an operation sent to a follower is refused');
