@@ -30,7 +30,7 @@ export function isRejoinedStandby(s: CoreState, r: NodeReport): boolean {
 }
 
 export function dropAndFence(out: FailoverAction[], node: string, reason: string): void {
-  out.push({ type: 'drop-sessions', node, reason });
+  out.push({ type: 'drop-sessions', node, reason, because: 'fenced' });
   out.push({ type: 'fence', node, reason });
 }
 

@@ -83,7 +83,8 @@ export type FailoverAction =
   | { type: 'hold-writes'; reason: string }
   /** Held and new read-write clients go where routing says (the verified primary, or a refusal). */
   | { type: 'release-writes' }
-  | { type: 'drop-sessions'; node: string; reason: string }
+  /** End this instance's client sessions on the node: it is fenced, or this instance lost its lease (several instances). */
+  | { type: 'drop-sessions'; node: string; reason: string; because: 'fenced' | 'no-lease' }
   /** Apply fencing.action to the node, if it can be reached. */
   | { type: 'fence'; node: string; reason: string }
   | { type: 'promote'; node: string }

@@ -202,6 +202,15 @@ export class FailoverRunner {
         router.release();
         return;
       case 'drop-sessions': {
+        if (action.because === 'no-lease') {
+          const dropped = sessions.dropNode(action.node, {
+            reason: 'no-lease',
+            code: SqlState.adminShutdown,
+            message: 'terminating connection: this pgfloat instance is cut off from etcd and may no longer route writes; reconnect (another instance may serve you)',
+          });
+          log.error({ node: action.node, sessions: dropped, reason: action.reason, epoch }, 'dropped every client session on the primary: no etcd lease');
+          return;
+        }
         const dropped = sessions.dropNode(action.node, {
           reason: 'fenced',
           code: SqlState.adminShutdown,

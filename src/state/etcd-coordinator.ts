@@ -115,7 +115,8 @@ export class EtcdCoordinator extends EventEmitter {
     for (const [name, r] of this.peers) peers[name] = { view: r.view, appliedRevision: r.appliedRevision };
     return {
       decider: this.isDecider(),
-      deciderName: this.decider?.name,
+      // Cut off, this instance does not know who decides now.
+      deciderName: this.connected ? this.decider?.name : undefined,
       connected: this.connected,
       disconnectedReason: this.connected ? undefined : this.disconnectedReason,
       peers,

@@ -13,6 +13,7 @@ export interface InstanceStatusView {
   epoch: number;
   phase: string;
   readWrite: string;
+  failoverBlocked: string | null;
   nodes: Array<{ name: string; fenced: boolean }>;
   coordination: { instance: string; decider: string | null; connected: boolean; reason: string | null } | null;
   instances: Array<{ name: string; decider: boolean; view: Record<string, string>; appliedRevision: number }> | null;
@@ -41,8 +42,8 @@ export interface InstanceGroup {
   /** libpq's multi-host form of the same: host=127.0.0.1,... port=a,b,c target_session_attrs=read-write. */
   libpqConninfo(): string;
   get(name: string): GroupInstance;
-  /** The decider as the live instances report it, once they agree. */
-  decider(timeoutMs?: number): Promise<GroupInstance>;
+  /** The decider as the live instances (but `excluding`) report it, once they agree. */
+  decider(timeoutMs?: number, excluding?: GroupInstance): Promise<GroupInstance>;
   /** Waits until every running instance routes writes to `node`. */
   allRouteTo(node: string, timeoutMs?: number): Promise<void>;
   logs(): InstanceLog[];
@@ -110,13 +111,14 @@ export async function startInstanceGroup(t: Teardown, nodes: readonly NodeAddres
     libpqConninfo: () =>
       `host=${instances.map(() => '127.0.0.1').join(',')} port=${instances.map((i) => i.ports.readWrite).join(',')} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=10`,
     get: (name) => instances.find((i) => i.name === name)!,
-    decider: async (timeoutMs = 30_000) => {
+    decider: async (timeoutMs = 30_000, excluding) => {
       let found: GroupInstance | undefined;
       await eventually(async () => {
-        const views = (await Promise.all(instances.filter((i) => i.process).map((i) => i.status()))).filter((s) => s !== undefined);
+        const asked = instances.filter((i) => i.process && i !== excluding);
+        const views = (await Promise.all(asked.map((i) => i.status()))).filter((s) => s !== undefined);
         const named = new Set(views.map((v) => v!.coordination?.decider ?? null));
         const name = [...named][0];
-        found = named.size === 1 && name !== null && name !== undefined ? instances.find((i) => i.name === name && i.process) : undefined;
+        found = named.size === 1 && name !== null && name !== undefined ? asked.find((i) => i.name === name) : undefined;
         return found !== undefined;
       }, 'the live instances to agree on a decider', timeoutMs);
       return found!;

@@ -13,7 +13,7 @@ t.test('the decider cut off from etcd (blackhole): it stops routing writes and s
   const refused = await runPsql(cut.readWriteUrl(), ['-c', 'select 1']);
   t.not(refused.code, 0, 'the cut-off instance refuses a writer');
   t.match(refused.stderr, /cut off from etcd/, 'with an ErrorResponse saying why');
-  const next = await s.group.decider();
+  const next = await s.group.decider(30_000, cut);
   t.not(next.name, cut.name, 'another instance decides');
   await s.writers.acked(60);
   await cut.etcd('pass');
@@ -29,6 +29,8 @@ t.test('etcd (three members) loses its leader: the instances keep routing, no fa
   await s.writers.acked(60);
   await killed.start();
   await s.writers.acked(60);
+  const leaseLosses = s.group.logs().flatMap((l) => l.lines).filter((l) => l.msg === 'lost the etcd lease');
+  t.same(leaseLosses.map((l) => l.reason), [], 'no instance lost its lease: etcd carries leases over to the new leader');
   for (const i of s.group.instances) {
     const status = (await i.status())!;
     t.equal(status.primary, 'n1', `${i.name} routes to n1`);
@@ -48,7 +50,9 @@ t.test('one instance cut off from the primary while the others see it: no failov
   });
   await relay!.set('refuse');
   const c = s.group.get('c');
-  await eventually(async () => /other instances still reach it/.test((await c.status())?.readWrite ?? ''), 'c to refuse writers because only it lost n1', 30_000);
+  await eventually(async () => /other instances still reach it/.test((await c.status())?.failoverBlocked ?? ''), 'c to refuse writers because only it lost n1', 30_000);
+  const refused = await runPsql(c.readWriteUrl(), ['-c', 'select 1']);
+  t.match(refused.stderr, /57P03|no verified primary/, 'c answers a writer with an ErrorResponse at once');
   await s.writers.acked(100);
   for (const i of s.group.instances) t.equal((await i.status())!.epoch, 1, `${i.name}: no failover`);
   await relay!.set('pass');
@@ -62,7 +66,7 @@ t.test('a multi-host libpq client (psql, target_session_attrs=read-write) keeps 
   for (const lost of s.group.instances) {
     await lost.kill('SIGKILL');
     // libpq tries the hosts in order; a dead one (refused) or a refusing one (an ErrorResponse) sends it to the next.
-    const psql = await runPsql(s.group.libpqConninfo(), ['-At', '-c', `insert into psql_probe values ('${lost.name}') returning inet_server_port()`], { timeoutMs: 60_000 });
+    const psql = await runPsql(s.group.libpqConninfo(), ['-qAt', '-c', `insert into psql_probe values ('${lost.name}') returning inet_server_port()`], { timeoutMs: 60_000 });
     t.equal(psql.code, 0, `psql writes with ${lost.name} gone${psql.stderr.trim() ? `: ${psql.stderr.trim()}` : ''}`);
     t.equal(Number(psql.stdout.trim()), s.cluster.primary.port, 'on the primary');
     await lost.start();
