@@ -2,7 +2,9 @@
 
 import { readFileSync } from 'node:fs';
 import type { FaultName } from './failover-faults';
+import type { WriteAttempt } from './failover-writer';
 import { median } from './report';
+import { longestGap } from './switchover-report';
 
 export interface Profile {
   name: string;
@@ -25,8 +27,8 @@ export interface LogEvent {
 const LEVELS: Record<number, string> = { 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 const KEPT = new Set(['failover', 'monitor', 'router']);
 
-/** pgfloat's JSON log lines from the failover, monitor and router components, at info and above. */
-export function readLog(file: string, reference: number): LogEvent[] {
+/** pgfloat's JSON log lines from the failover, monitor and router components (or `components`), at info and above. */
+export function readLog(file: string, reference: number, components: ReadonlySet<string> = KEPT): LogEvent[] {
   const events: LogEvent[] = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     let entry: Record<string, unknown>;
@@ -36,7 +38,7 @@ export function readLog(file: string, reference: number): LogEvent[] {
       continue;
     }
     const { level, time, component, msg, app: _a, pid: _p, hostname: _h, ...fields } = entry;
-    if (typeof level !== 'number' || level < 30 || !KEPT.has(String(component))) continue;
+    if (typeof level !== 'number' || level < 30 || !components.has(String(component))) continue;
     events.push({ t: Date.parse(String(time)) - reference, level: LEVELS[level] ?? String(level), component: String(component), msg: String(msg), fields });
   }
   return events;
@@ -49,13 +51,28 @@ export const firstT = (log: LogEvent[], pred: (e: LogEvent) => boolean): number 
 
 export const blockedReasons = (log: LogEvent[]): string[] => [...new Set(log.filter((e) => e.msg.startsWith('no failover:')).map((e) => e.msg))];
 
+/** A writer's acknowledgements as the switchover report's `longestGap` takes them. */
+export const ackTimes = (attempts: readonly WriteAttempt[]): { at: number }[] => attempts.filter((a) => a.ok).map((a) => ({ at: a.endedAt }));
+
+/**
+ * The write gap as a writer sees it: the longest stretch between two acknowledgements (ms), from
+ * the last acknowledgement before `at` on; null if nothing was acknowledged after `at`.
+ */
+export function writeGap(attempts: readonly WriteAttempt[], at: number): number | null {
+  return attempts.some((a) => a.ok && a.endedAt >= at) ? longestGap(ackTimes(attempts), at, Infinity).ms : null;
+}
+
 export interface FaultRun {
   profile: string;
   fault: FaultName;
   run: number;
+  /** The random wait added to the warm-up (`RunOptions.randomPhase`), ms. */
+  phaseDelayMs: number;
   failedOver: boolean;
   /** From the fault to the acknowledgement of the first write committed by the new primary. */
   firstWriteOnNewPrimaryMs: number | null;
+  /** The longest stretch without an acknowledged write, from the last one before the fault (`writeGap`). */
+  writeGapMs: number | null;
   failedWrites: number;
   acknowledgedWrites: number;
   /** Acknowledged, yet absent from the new primary afterwards. */

@@ -7,27 +7,33 @@ import { Client } from 'pg';
 import { LocalCluster } from '../src/sandbox/local-cluster';
 import { freePort } from '../test/harness/ports';
 import { inject, type FaultName } from './failover-faults';
-import { blockedReasons, firstT, healthChanges, readLog, type FaultRun, type Profile, type QuietCheck } from './failover-report';
+import { blockedReasons, firstT, healthChanges, readLog, writeGap, type FaultRun, type Profile, type QuietCheck } from './failover-report';
 import { CREATE_TABLE, Writer, type WriteAttempt } from './failover-writer';
 import { initialize, runWorkload } from './pgbench';
-import { onCleanup, startService, stopChild, waitForPort } from './processes';
+import { onCleanup, startService, stopChild, waitForPort, type Service } from './processes';
 
 export interface RunOptions {
   periodMs: number;
   reconnectPauseMs: number;
   /** Writes acknowledged before the fault. */
   warmupMs: number;
+  /**
+   * Wait a further random 0..monitor.intervalMs before the fault. Without it the fault lands at
+   * about the same point of pgfloat's heartbeat cycle in every run (a fixed time after its start),
+   * which biases what depends on that phase (a hung primary's detection).
+   */
+  randomPhase: boolean;
   /** Give up waiting for writes on the new primary after this long. */
   timeoutMs: number;
   /** Writes acknowledged by the new primary before the writer stops. */
   settleWrites: number;
 }
 
-type Say = (message: string) => void;
+export type Say = (message: string) => void;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Cleanup steps of one run, run in reverse at its end, or by the global cleanup on error and Ctrl-C. */
-class Scope {
+export class Scope {
   private steps: (() => unknown)[] = [];
   constructor() {
     onCleanup(() => this.close());
@@ -35,6 +41,8 @@ class Scope {
   add(step: () => unknown): void {
     this.steps.push(step);
   }
+  /** The `{ teardown }` the test harness wants (etcd). */
+  readonly teardown = (step: () => unknown): void => this.add(step);
   async close(): Promise<void> {
     while (this.steps.length > 0) {
       try {
@@ -64,43 +72,56 @@ async function openCluster(dir: string, say: Say): Promise<LocalCluster> {
   }
 }
 
+/** A temp dir and a fresh cluster with the writers' table, both removed when `scope` closes. */
+export async function openRunCluster(scope: Scope, say: Say): Promise<{ dir: string; cluster: LocalCluster }> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-failover-'));
+  chmodSync(dir, 0o755); // the unprivileged user that runs PostgreSQL must enter it
+  scope.add(() => rmSync(dir, { recursive: true, force: true }));
+  const cluster = await openCluster(dir, say);
+  scope.add(() => cluster.destroy());
+  const primary = new Client({ connectionString: cluster.primary.connectionString() });
+  await primary.connect();
+  await primary.query(CREATE_TABLE);
+  await primary.end();
+  return { dir, cluster };
+}
+
+/** The config of a benchmark pgfloat: the cluster's nodes, the monitor profile, info logs; `state` is the YAML of the state section. */
+export function pgfloatConfig(cluster: LocalCluster, profile: Profile, port: number, adminPort: number | null, state: string): string {
+  const nodes = cluster.nodes.map((n) => `  - { name: ${n.name}, host: ${n.host}, port: ${n.port} }`).join('\n');
+  const { intervalMs, timeoutMs, failuresBeforeDown } = profile;
+  return [
+    `listen: { readWrite: "127.0.0.1:${port}", readOnly: null }`,
+    `admin: { listen: ${adminPort === null ? 'null' : `"127.0.0.1:${adminPort}"`} }`,
+    'nodes:',
+    nodes,
+    `monitor: { intervalMs: ${intervalMs}, timeoutMs: ${timeoutMs}, failuresBeforeDown: ${failuresBeforeDown} }`,
+    `state: ${state}`,
+    'log: { level: info }',
+    '',
+  ].join('\n');
+}
+
+/** `pgfloat start` as its own process on `config`, its log in `<dir>/<name>.log`; resolves once it listens on `port`. */
+export async function launchPgfloat(scope: Scope, dir: string, name: string, config: string, port: number): Promise<{ service: Service; logFile: string }> {
+  const configFile = join(dir, `${name}.yaml`);
+  writeFileSync(configFile, config);
+  const main = resolve(__dirname, '../src/cli/main.js');
+  const service = startService(name, process.execPath, [main, 'start', '--config', configFile, '--log-level', 'info']);
+  const logFile = join(dir, `${name}.log`);
+  service.child.stdout!.pipe(createWriteStream(logFile));
+  scope.add(() => stopChild(service.child));
+  await waitForPort(port, service);
+  return { service, logFile };
+}
+
 async function setUp(profile: Profile, say: Say): Promise<Env> {
   const scope = new Scope();
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'pgfloat-failover-'));
-    chmodSync(dir, 0o755); // the unprivileged user that runs PostgreSQL must enter it
-    scope.add(() => rmSync(dir, { recursive: true, force: true }));
-    const cluster = await openCluster(dir, say);
-    scope.add(() => cluster.destroy());
-    const primary = new Client({ connectionString: cluster.primary.connectionString() });
-    await primary.connect();
-    await primary.query(CREATE_TABLE);
-    await primary.end();
-
+    const { dir, cluster } = await openRunCluster(scope, say);
     const pgfloatPort = await freePort();
-    const configFile = join(dir, 'pgfloat.yaml');
-    const nodes = cluster.nodes.map((n) => `  - { name: ${n.name}, host: ${n.host}, port: ${n.port} }`).join('\n');
-    const { intervalMs, timeoutMs, failuresBeforeDown } = profile;
-    writeFileSync(
-      configFile,
-      [
-        `listen: { readWrite: "127.0.0.1:${pgfloatPort}", readOnly: null }`,
-        'admin: { listen: null }',
-        'nodes:',
-        nodes,
-        `monitor: { intervalMs: ${intervalMs}, timeoutMs: ${timeoutMs}, failuresBeforeDown: ${failuresBeforeDown} }`,
-        `state: { dir: "${join(dir, 'state')}" }`,
-        'log: { level: info }',
-        '',
-      ].join('\n'),
-    );
-    const main = resolve(__dirname, '../src/cli/main.js');
-    const service = startService('pgfloat', process.execPath, [main, 'start', '--config', configFile, '--log-level', 'info']);
-    const logFile = join(dir, 'pgfloat.log');
-    const logStream = createWriteStream(logFile);
-    service.child.stdout!.pipe(logStream);
-    scope.add(() => stopChild(service.child));
-    await waitForPort(pgfloatPort, service);
+    const config = pgfloatConfig(cluster, profile, pgfloatPort, null, `{ dir: "${join(dir, 'state')}" }`);
+    const { logFile } = await launchPgfloat(scope, dir, 'pgfloat', config, pgfloatPort);
     return { scope, cluster, pgfloatPort, logFile };
   } catch (err) {
     await scope.close();
@@ -108,7 +129,7 @@ async function setUp(profile: Profile, say: Say): Promise<Env> {
   }
 }
 
-async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+export async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) return false;
@@ -117,7 +138,7 @@ async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boole
   return true;
 }
 
-async function seqsOn(connectionString: string): Promise<Set<number>> {
+export async function seqsOn(connectionString: string): Promise<Set<number>> {
   const client = new Client({ connectionString });
   await client.connect();
   try {
@@ -128,7 +149,7 @@ async function seqsOn(connectionString: string): Promise<Set<number>> {
   }
 }
 
-function errorCounts(attempts: WriteAttempt[]): Record<string, number> {
+export function errorCounts(attempts: WriteAttempt[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const a of attempts) if (!a.ok) counts[a.error ?? 'unknown'] = (counts[a.error ?? 'unknown'] ?? 0) + 1;
   return counts;
@@ -140,10 +161,11 @@ export async function faultRun(profile: Profile, fault: FaultName, run: number, 
   const { cluster, scope } = env;
   const [oldPrimary, standby] = cluster.nodes;
   try {
-    const writer = new Writer({ port: env.pgfloatPort, periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
+    const writer = new Writer({ ports: [env.pgfloatPort], periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
     writer.start();
     scope.add(() => writer.stop());
-    await sleep(opts.warmupMs);
+    const phaseDelayMs = opts.randomPhase ? Math.round(Math.random() * profile.intervalMs) : 0;
+    await sleep(opts.warmupMs + phaseDelayMs);
     const before = writer.acknowledged().length;
     if (before < 10) throw new Error(`only ${before} writes acknowledged in the ${opts.warmupMs} ms warm-up: ${JSON.stringify(errorCounts(writer.attempts))}`);
 
@@ -165,8 +187,10 @@ export async function faultRun(profile: Profile, fault: FaultName, run: number, 
       profile: profile.name,
       fault,
       run,
+      phaseDelayMs,
       failedOver: log.some((e) => e.msg.startsWith('failover: complete') && e.fields.newPrimary === standby.name),
       firstWriteOnNewPrimaryMs: first ? first.endedAt - injected.at : null,
+      writeGapMs: writeGap(writer.attempts, injected.at),
       failedWrites: failed.length,
       acknowledgedWrites: acked.length,
       lostAcknowledgedWrites: lost.length,
@@ -197,7 +221,7 @@ export async function quietCheck(profile: Profile, seconds: number, opts: RunOpt
   try {
     say(`  pgbench -i -s 10 on the primary`);
     await initialize(cluster.primary.port, 10);
-    const writer = new Writer({ port: env.pgfloatPort, periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
+    const writer = new Writer({ ports: [env.pgfloatPort], periodMs: opts.periodMs, reconnectPauseMs: opts.reconnectPauseMs });
     const startedAt = Date.now();
     writer.start();
     scope.add(() => writer.stop());

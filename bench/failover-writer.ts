@@ -1,4 +1,5 @@
-// A writer for the failover benchmark: one numbered row every few ms through pgfloat, reconnecting like a pool, every attempt recorded.
+// A writer for the failover benchmark: one numbered row every few ms through pgfloat, reconnecting like a pool (over several
+// pgfloat instances like a multi-host client), every attempt recorded.
 
 import { Client } from 'pg';
 
@@ -14,12 +15,20 @@ export interface WriteAttempt {
   ok: boolean;
   /** The PostgreSQL port that committed it (which node), when acknowledged. */
   serverPort?: number;
+  /** Index in `ports` of the pgfloat instance whose connection carried it (or refused last). */
+  via?: number;
   error?: string;
 }
 
 export interface WriterOptions {
-  /** pgfloat's read-write port. */
-  port: number;
+  /**
+   * pgfloat's read-write port; with several (one per instance), each new connection tries them in
+   * order, as libpq does with `host=a,b,c`: a refused connection or an error answering the startup
+   * moves on to the next, and only a round in which every one failed is a failed attempt.
+   */
+  ports: readonly number[];
+  /** Seqs are seqBase + 1, seqBase + 2, ...: several writers share the table. */
+  seqBase?: number;
   /** One write starts every periodMs while writes succeed. */
   periodMs: number;
   /** After an error the connection is dropped and a new one is tried after this pause. */
@@ -48,10 +57,10 @@ export class Writer {
     return this.attempts.filter((a) => a.ok);
   }
 
-  private connect(): Client {
+  private client(port: number): Client {
     const client = new Client({
       host: '127.0.0.1',
-      port: this.opts.port,
+      port,
       user: 'postgres',
       database: 'postgres',
       application_name: 'failover-bench-writer',
@@ -63,16 +72,30 @@ export class Writer {
     return client;
   }
 
+  /** The first port in order that accepts a session, or the last one's error. */
+  private async connect(attempt: WriteAttempt): Promise<{ client: Client; via: number }> {
+    const ports = this.opts.ports;
+    for (let via = 0; ; via++) {
+      const client = this.client(ports[via]!);
+      attempt.via = via;
+      try {
+        await client.connect();
+        return { client, via };
+      } catch (err) {
+        client.end().catch(() => undefined);
+        if (via === ports.length - 1 || this.stopping) throw err;
+      }
+    }
+  }
+
   private async loop(): Promise<void> {
     let client: Client | undefined;
-    let seq = 0;
+    let via = 0;
+    let seq = this.opts.seqBase ?? 0;
     while (!this.stopping) {
-      const attempt: WriteAttempt = { seq: ++seq, startedAt: Date.now(), endedAt: 0, ok: false };
+      const attempt: WriteAttempt = { seq: ++seq, startedAt: Date.now(), endedAt: 0, ok: false, via };
       try {
-        if (client === undefined) {
-          client = this.connect();
-          await client.connect();
-        }
+        if (client === undefined) ({ client, via } = await this.connect(attempt));
         const { rows } = await client.query<{ id: string; port: number }>(INSERT, [attempt.seq]);
         attempt.ok = true;
         attempt.serverPort = rows[0]?.port;

@@ -1,10 +1,13 @@
-// `npm run bench:failover`: write availability and lost writes when the primary is SIGKILLed or SIGSTOPped, two monitor profiles.
+// `npm run bench:failover`: write availability and lost writes when the primary is SIGKILLed or SIGSTOPped, two monitor profiles;
+// then three pgfloat instances over etcd against one, and SIGKILL of the decider instance (`--instances-only`: those runs alone).
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FAULTS, type FaultName } from './failover-faults';
+import { INSTANCE_FAULTS, INSTANCE_NAMES, instanceRun, type InstanceFault, type InstanceRun } from './failover-instances';
+import { deciderTable, instancePhaseTable, instanceSummaryTable, setupName } from './failover-instances-report';
 import { checkTable, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './failover-report';
 import { faultRun, quietCheck, type RunOptions } from './failover-run';
 import { runBench } from './processes';
@@ -13,11 +16,22 @@ const { values: flags } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     'check-seconds': { type: 'string', default: '60' },
-    out: { type: 'string', default: resolve(__dirname, '../../bench/results/failover-latest.json') },
+    /** Only the default profile with one instance (the baseline, same bench run) and the three-instance runs. */
+    'instances-only': { type: 'boolean', default: false },
+    /** Sizes of the etcd cluster under the three instances; "" runs none. */
+    'etcd-members': { type: 'string', default: '1,3' },
+    'instance-faults': { type: 'string', default: 'sigkill,sigstop,decider-kill' },
+    /** A random 0..intervalMs more warm-up before each fault, so it lands at a random point of the heartbeat cycle. */
+    'random-phase': { type: 'boolean', default: false },
+    out: { type: 'string' },
   },
 });
 const runs = Number(flags.runs);
-const checkSeconds = Number(flags['check-seconds']);
+const instancesOnly = flags['instances-only']!;
+const checkSeconds = instancesOnly ? 0 : Number(flags['check-seconds']);
+const out = flags.out ?? resolve(__dirname, `../../bench/results/${instancesOnly ? 'failover-instances-latest' : 'failover-latest'}.json`);
+const etcdSizes = flags['etcd-members']!.split(',').filter(Boolean).map(Number) as (1 | 3)[];
+const instanceFaults = flags['instance-faults']!.split(',').filter(Boolean) as InstanceFault[];
 
 const DEFAULTS: Profile = { name: 'default', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 3 };
 /** Fastest first: the first one without a false failover under load is measured as "fast". */
@@ -27,7 +41,9 @@ const FAST_CANDIDATES: Profile[] = [
   { name: 'fast', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 2 },
 ];
 const FAULT_ORDER: FaultName[] = ['sigkill', 'sigstop'];
-const OPTIONS: RunOptions = { periodMs: 5, reconnectPauseMs: 50, warmupMs: 2000, timeoutMs: 30_000, settleWrites: 200 };
+const OPTIONS: RunOptions = { periodMs: 5, reconnectPauseMs: 50, warmupMs: 2000, randomPhase: flags['random-phase']!, timeoutMs: 30_000, settleWrites: 200 };
+/** After a killed decider's successor is agreed: long enough for a false failover (witness window, 3 s) to show. */
+const DECIDER_SETTLE_MS = 5000;
 
 const started = Date.now();
 const say = (message: string): void => {
@@ -35,16 +51,20 @@ const say = (message: string): void => {
 };
 
 async function main(): Promise<void> {
+  for (const size of etcdSizes) if (size !== 1 && size !== 3) throw new Error(`--etcd-members: ${size}: 1 or 3`);
+  for (const f of instanceFaults) if (!(f in INSTANCE_FAULTS)) throw new Error(`--instance-faults: ${f}: one of ${Object.keys(INSTANCE_FAULTS).join(', ')}`);
   say(`load average at start: ${loadavg().map((v) => v.toFixed(2)).join(' ')}; ${runs} runs per (profile, fault)`);
 
   // False failovers first: the fast profile is only measured in settings that had none.
   const checks: QuietCheck[] = [];
   let fast: Profile | undefined;
-  if (checkSeconds <= 0) {
+  if (instancesOnly) {
+    say(`--instances-only: the default profile only, one instance as the baseline, then three over etcd (${etcdSizes.join(', ')} members)`);
+  } else if (checkSeconds <= 0) {
     fast = FAST_CANDIDATES[0];
     say(`--check-seconds 0: no false-failover check; measuring ${settings(fast)} unchecked`);
   }
-  for (const candidate of checkSeconds > 0 ? FAST_CANDIDATES : []) {
+  for (const candidate of checkSeconds > 0 && !instancesOnly ? FAST_CANDIDATES : []) {
     say(`false-failover check, ${settings(candidate)}: writer + pgbench -S -c 8 for ${checkSeconds} s, no fault`);
     const check = await quietCheck(candidate, checkSeconds, OPTIONS, say);
     checks.push(check);
@@ -55,15 +75,17 @@ async function main(): Promise<void> {
     }
   }
   const profiles = fast ? [DEFAULTS, fast] : [DEFAULTS];
-  if (!fast) say('every fast candidate failed over without a fault: measuring the defaults only');
+  if (!fast && !instancesOnly) say('every fast candidate failed over without a fault: measuring the defaults only');
 
   const results: FaultRun[] = [];
+  const instanceResults: InstanceRun[] = [];
   for (let run = 1; run <= runs; run++) {
     for (const profile of profiles) {
-      for (const fault of FAULT_ORDER) {
+      // The instances-only baseline: the primary faults the instance runs have.
+      for (const fault of FAULT_ORDER.filter((f) => !instancesOnly || instanceFaults.includes(f))) {
         const r = await faultRun(profile, fault, run, OPTIONS, say);
         results.push(r);
-        write(profiles, checks, results, false);
+        write(profiles, checks, results, instanceResults, false);
         say(
           `run ${run}/${runs} ${profile.name.padEnd(7)} ${fault}: failover ${r.failedOver ? 'yes' : 'NO'}, first write on new primary ` +
             `${r.firstWriteOnNewPrimaryMs ?? 'never'} ms, failed writes ${r.failedWrites}, lost acknowledged ${r.lostAcknowledgedWrites}` +
@@ -71,44 +93,82 @@ async function main(): Promise<void> {
         );
       }
     }
+    for (const members of etcdSizes) {
+      for (const fault of instanceFaults) {
+        const r = await instanceRun(DEFAULTS, members, fault, run, { ...OPTIONS, deciderSettleMs: DECIDER_SETTLE_MS }, say);
+        instanceResults.push(r);
+        write(profiles, checks, results, instanceResults, false);
+        const gaps = r.writers.map((w) => `${w.viaAtFault}->${w.viaAfter} ${w.writeGapMs ?? 'never'}`).join(', ');
+        say(
+          `run ${run}/${runs} ${setupName(members)} ${fault}: decider ${r.decider}${r.deciderAfter !== r.decider ? ` -> ${r.deciderAfter ?? 'none'}` : ''}, ` +
+            `failovers ${r.failovers}, first write on new primary ${r.firstWriteOnNewPrimaryMs ?? 'n/a'} ms, write gaps ${gaps} ms, ` +
+            `failed writes ${r.failedWrites}, lost acknowledged ${r.lostAcknowledgedWrites}` +
+            (r.refusingAtEnd.length ? `, REFUSING at the end: ${r.refusingAtEnd.join('; ')}` : ''),
+        );
+      }
+    }
   }
 
-  const { summary, phases, check } = write(profiles, checks, results, true);
-  process.stdout.write(
-    `\n${summary}\n\nMedian ms after the fault (pgfloat log lines, writer):\n\n${phases}\n\nFalse-failover check (no fault):\n\n${check}\n\n`,
-  );
-  say(`wrote ${flags.out}`);
+  const tables = write(profiles, checks, results, instanceResults, true);
+  if (!instancesOnly) {
+    process.stdout.write(
+      `\n${tables.summary}\n\nMedian ms after the fault (pgfloat log lines, writer):\n\n${tables.phases}\n\nFalse-failover check (no fault):\n\n${tables.check}\n\n`,
+    );
+  }
+  if (instanceResults.some((r) => r.fault !== 'decider-kill')) {
+    process.stdout.write(
+      `\nThree pgfloat instances over etcd against one, default profile, same bench run:\n\n${tables.instances}\n\n` +
+        `Median ms after the fault (pgfloat log lines of the deciding instance, writers):\n\n${tables.instancePhases}\n\n`,
+    );
+  }
+  if (instanceResults.some((r) => r.fault === 'decider-kill')) process.stdout.write(`\nSIGKILL of the decider instance alone:\n\n${tables.decider}\n\n`);
+  say(`wrote ${out}`);
 }
 
 /** Writes the JSON results (after every run too, so an interrupted run leaves what it measured). */
-function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], complete: boolean): Record<string, string> {
+function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], instanceRuns: InstanceRun[], complete: boolean): Record<string, string> {
   const summary = summaryTable(results, profiles);
   const phases = phaseTable(results);
   const check = checkTable(checks);
-  const out = {
+  const instances = instanceSummaryTable(results, instanceRuns);
+  const instancePhases = instancePhaseTable(results, instanceRuns);
+  const decider = deciderTable(instanceRuns);
+  const doc = {
     generatedAt: new Date().toISOString(),
     complete,
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
     loadAverageAtEnd: loadavg(),
     profiles: profiles.map((p) => ({ ...p })),
     faults: FAULTS,
-    options: OPTIONS,
+    instanceFaults: INSTANCE_FAULTS,
+    options: { ...OPTIONS, deciderSettleMs: DECIDER_SETTLE_MS, instancesOnly, etcdMembers: etcdSizes },
     method: {
       cluster: 'fresh LocalCluster (PostgreSQL primary + async streaming standby, wal_sender_timeout 3s) per run',
       pgfloat: 'separate `pgfloat start` process, log level info, failover/fencing defaults (requireStandbyConfirmation, standbyConfirmationMs 3000, fencing sql)',
       writer: `one connection through pgfloat's read-write port; "insert ... returning id, inet_server_port()" with a unique seq every ${OPTIONS.periodMs} ms; on error the connection is dropped and a new one tried after ${OPTIONS.reconnectPauseMs} ms; every attempt counts (a failed connect is a failed write)`,
       firstWrite: 'ms from the fault signal to the acknowledgement of the first write committed by the new primary (inet_server_port)',
       lost: 'acknowledged seqs absent from failover_writes read directly on the new primary after the writer stopped',
-      run: `warm-up ${OPTIONS.warmupMs} ms, then the fault, then until ${OPTIONS.settleWrites} writes on the new primary or ${OPTIONS.timeoutMs} ms`,
+      run: `warm-up ${OPTIONS.warmupMs} ms${OPTIONS.randomPhase ? ' plus a random 0..monitor.intervalMs (phaseDelayMs)' : ''}, then the fault, then until ${OPTIONS.settleWrites} writes on the new primary or ${OPTIONS.timeoutMs} ms`,
       falseFailoverCheck: `fast candidates in order, ${checkSeconds} s each, writer through pgfloat plus pgbench -S -c 8 -j 2 directly on the primary; the first without a failover is the fast profile`,
+      writeGap: 'the longest stretch between two acknowledged writes of one writer, from its last acknowledgement before the fault on',
+      instances:
+        `three \`pgfloat start\` processes (${INSTANCE_NAMES.join(', ')}, started in that order so ${INSTANCE_NAMES[0]} takes the decider election) over a fresh etcd ` +
+        `(harness startEtcd: heartbeat 50 ms, election timeout 500 ms) per run, state.store etcd with the default leaseTtlSeconds (3), default monitor profile, ` +
+        'each with its own fresh cluster like the single-instance runs; interleaved with them in every run',
+      instanceWriters:
+        'three writers like the single-instance one (same period, reconnect pause, every attempt counts), each connecting like a multi-host client: ' +
+        'writer k tries instance k, then the next ones in turn (writer 1: i1, i2, i3), a refused connection or a startup error moving on to the next; ' +
+        'writer 1 is the one compared with the single instance',
+      deciderKill: `SIGKILL of the pgfloat process the instances name as decider; the run goes on until the survivors agree on a new decider, then ${DECIDER_SETTLE_MS} ms and ${OPTIONS.settleWrites} acknowledged writes per writer`,
     },
-    markdown: { summary, phases, falseFailoverCheck: check },
+    markdown: { summary, phases, falseFailoverCheck: check, instances, instancePhases, decider },
     falseFailoverChecks: checks,
     runs: results,
+    instanceRuns,
   };
-  mkdirSync(dirname(flags.out!), { recursive: true });
-  writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
-  return { summary, phases, check };
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(doc, null, 2) + '\n');
+  return { summary, phases, check, instances, instancePhases, decider };
 }
 
 runBench('bench:failover', main);

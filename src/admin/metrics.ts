@@ -28,6 +28,9 @@ export class Metrics {
   private readonly lag: Gauge<'node'>;
   private readonly degenerate: Gauge;
   private readonly writesHeld: Gauge;
+  private readonly leaseHeld: Gauge;
+  private readonly decider: Gauge;
+  private readonly liveInstances: Gauge;
 
   constructor(sources: MetricsSources, nodeNames: readonly string[]) {
     const registers = [this.registry];
@@ -105,6 +108,9 @@ export class Metrics {
     });
     this.degenerate = new Gauge({ name: 'pgfloat_degenerate', help: '1 while the cluster runs on one server after a failover', registers });
     this.writesHeld = new Gauge({ name: 'pgfloat_writes_held', help: '1 while new read-write clients are held (failover, suspect primary)', registers });
+    this.leaseHeld = new Gauge({ name: 'pgfloat_etcd_lease', help: 'Several instances: 1 while this instance holds a valid etcd lease (without it, it routes no writes)', registers });
+    this.decider = new Gauge({ name: 'pgfloat_decider', help: 'Several instances: 1 while this instance decides failovers', registers });
+    this.liveInstances = new Gauge({ name: 'pgfloat_live_instances', help: 'Several instances: live instances this one knows of, itself included', registers });
     for (const result of ['success', 'failure']) this.failovers.inc({ result }, 0);
     for (const node of nodeNames) {
       this.fenced.set({ node }, 0);
@@ -135,6 +141,11 @@ export class Metrics {
     this.epoch.set(core.cluster.epoch);
     this.degenerate.set(core.degenerateSince === undefined ? 0 : 1);
     this.writesHeld.set(core.writesHeld ? 1 : 0);
+    if (core.coordination !== undefined) {
+      this.leaseHeld.set(core.coordination.connected ? 1 : 0);
+      this.decider.set(core.coordination.decider ? 1 : 0);
+      this.liveInstances.set(Object.keys(core.coordination.peers).length + 1);
+    }
     const primaryLsn = core.lastPrimaryLsn;
     for (const node of nodeNames) {
       this.fenced.set({ node }, core.cluster.fenced.includes(node) ? 1 : 0);

@@ -172,9 +172,10 @@ export class Pgfloat {
   async stop(): Promise<void> {
     clearInterval(this.synchronousTimer);
     this.failover?.stop();
-    await this.coordinator?.stop();
     this.monitor.stop();
     await this.proxy.stop();
+    // Only once its sessions are gone: revoking the lease lets the others stop waiting for this instance.
+    await this.coordinator?.stop();
     await this.admin?.stop();
   }
 

@@ -37,6 +37,15 @@ export interface CoordinatorOptions {
 const LEASE_MARGIN_MS = 500;
 const CHECK_MS = 100;
 const RETRY_MS = 500;
+/**
+ * Keepalives are sent four times per TTL, each allowed a quarter TTL, and a failed one is tried
+ * again at once. etcd3's own keepalive stream can wait out a whole etcd leader election (a
+ * follower forwards the keepalive to the dead leader until its request timeout), which under load
+ * took longer than the lease; short attempts reach the new leader as soon as there is one, and
+ * etcd's new leader extends every lease, so none expires in between.
+ */
+const KEEPALIVES_PER_TTL = 4;
+const KEEPALIVE_RETRY_MS = 50;
 
 export declare interface EtcdCoordinator {
   on(event: 'coordination', listener: (c: Coordination) => void): this;
@@ -129,12 +138,7 @@ export class EtcdCoordinator extends EventEmitter {
 
   private async connect(): Promise<void> {
     while (!this.stopped && !this.connected) {
-      const lease = this.client.lease(this.options.leaseTtlSeconds, { autoKeepAlive: true });
-      let firedAt = Date.now();
-      lease.on('keepaliveFired', () => (firedAt = Date.now()));
-      lease.on('keepaliveSucceeded', (res) => {
-        if (lease === this.lease) this.validUntil = firedAt + Number(res.TTL) * 1000 - LEASE_MARGIN_MS;
-      });
+      const lease = this.client.lease(this.options.leaseTtlSeconds, { autoKeepAlive: false });
       lease.on('lost', (err) => this.leaseLost(lease, `etcd lease lost: ${err.message}`));
       try {
         const askedAt = Date.now();
@@ -148,6 +152,7 @@ export class EtcdCoordinator extends EventEmitter {
         await this.flush();
         await this.campaign();
         this.connected = true;
+        void this.keepAlive(lease);
         this.log.info({ instance: this.options.instance, lease: id, peers: [...this.peers.keys()], decider: this.decider?.name }, 'connected to etcd');
         this.changed();
       } catch (err) {
@@ -158,6 +163,22 @@ export class EtcdCoordinator extends EventEmitter {
       }
     }
     this.connecting = undefined;
+  }
+
+  private async keepAlive(lease: Lease): Promise<void> {
+    const slice = (this.options.leaseTtlSeconds * 1000) / KEEPALIVES_PER_TTL;
+    while (lease === this.lease && !this.stopped) {
+      const sentAt = Date.now();
+      try {
+        const res = await lease.keepaliveOnce({ deadline: sentAt + slice });
+        // etcd counts the TTL from when it received this keepalive, which is after sentAt.
+        if (lease === this.lease) this.validUntil = Math.max(this.validUntil, sentAt + Number(res.TTL) * 1000 - LEASE_MARGIN_MS);
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, sentAt + slice - Date.now())));
+      } catch {
+        // An expired lease comes back as 'lost'; anything else is tried again until checkLease gives up.
+        await new Promise((resolve) => setTimeout(resolve, KEEPALIVE_RETRY_MS));
+      }
+    }
   }
 
   private checkLease(): void {

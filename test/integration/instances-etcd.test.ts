@@ -80,8 +80,16 @@ t.test('an instance whose etcd is gone refuses writes with an ErrorResponse that
   const [cluster, etcd] = await Promise.all([startCluster(t), startEtcd(t)]);
   const [a] = await startInstances(t, cluster, etcd, ['a']);
   await eventually(() => a!.instance.status().primary === 'n1', 'a routes to n1');
+  const metric = async (name: string): Promise<number> => {
+    const text = await fetch(`${a!.adminUrl}/metrics`).then((r) => r.text());
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+  };
+  t.equal(await metric('pgfloat_etcd_lease'), 1);
+  t.equal(await metric('pgfloat_decider'), 1, 'alone, a decides');
   await etcd.members[0]!.stop();
   await eventually(() => a!.instance.status().coordination?.connected === false, 'a notices its lease is gone', 30_000);
+  t.equal(await metric('pgfloat_etcd_lease'), 0, 'the lease loss shows in the metrics');
+  t.equal(await metric('pgfloat_decider'), 0);
   const err = await rejectionOf(queryOnce(a!.readWriteUrl(), 'select 1'));
   t.equal(err.code, '57P03');
   t.match(err.message, /cut off from etcd/);

@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { ConfigError, parseConfigText } from '../../src/config/load';
+import { ConfigError, parseConfigText, redactConfig } from '../../src/config/load';
 
 const example = `
 listen:
@@ -60,7 +60,7 @@ t.test('the documented example parses with defaults filled in', async (t) => {
     timeoutMs: 1000,
     failuresBeforeDown: 3,
   });
-  t.same(config.state, { dir: '/var/lib/pgfloat' });
+  t.same(config.state, { store: 'file', dir: '/var/lib/pgfloat', etcd: null });
   // Sections the example leaves out get their defaults.
   t.same(config.readOnly, { fallbackToPrimary: true, maxLagBytes: null });
   t.same(config.routing, { rules: [] });
@@ -74,7 +74,7 @@ t.test('a config with only nodes gets every default', async (t) => {
   t.same(config.listen, { readWrite: { host: '127.0.0.1', port: 6432 }, readOnly: { host: '127.0.0.1', port: 6433 } });
   t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 }, token: null });
   t.same(config.monitor, { user: 'postgres', password: '', database: 'postgres', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 3 });
-  t.same(config.state, { dir: './.pgfloat/state' });
+  t.same(config.state, { store: 'file', dir: './.pgfloat/state', etcd: null });
   t.same(config.failover, {
     enabled: true,
     requireStandbyConfirmation: true,
@@ -204,4 +204,30 @@ t.test('failover and fencing keys: checked like the rest', async (t) => {
   t.throws(() => parseConfigText(minimal, 'x.yaml', { PGFLOAT_ADMIN_TOKEN: 'short' }), /PGFLOAT_ADMIN_TOKEN/);
   const command = parseConfigText(`${minimal}fencing: { action: command, command: "ssh db1 pg_ctl stop" }\n`, 'x.yaml', {});
   t.equal(command.fencing.command, 'ssh db1 pg_ctl stop');
+});
+
+t.test('state.store etcd: checked like the rest; its password comes from the environment and is never shown', async (t) => {
+  const bad = (text: string): string => {
+    try {
+      parseConfigText(`${minimal}${text}`, 'x.yaml', {});
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  t.match(bad('state: { store: etcd }\n'), /^state\.etcd: state\.store "etcd" needs a state\.etcd section/m);
+  t.match(bad('state: { store: zookeeper }\n'), /^state\.store: /m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: [] } }\n'), /^state\.etcd\.endpoints: at least one etcd endpoint/m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: ["10.0.0.5:2379"] } }\n'), /^state\.etcd\.endpoints\[0\]: an etcd endpoint is a URL/m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: ["http://e:2379"], prefix: "pgfloat" } }\n'), /^state\.etcd\.prefix: a prefix is a path/m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: ["http://e:2379"], leaseTtlSeconds: 1 } }\n'), /^state\.etcd\.leaseTtlSeconds: /m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: ["http://e:2379"], tls: { cert: c.pem } } }\n'), /^state\.etcd\.tls\.key: .*both cert and key/m);
+  t.match(bad('state: { store: etcd, etcd: { endpoints: ["http://e:2379"] } }\nfailover: { enabled: false }\n'), /state\.store: "etcd" needs failover\.enabled: true/);
+
+  const text = `${minimal}state: { store: etcd, etcd: { endpoints: ["https://e:2379"], username: pgfloat } }\n`;
+  const config = parseConfigText(text, 'x.yaml', { PGFLOAT_ETCD_PASSWORD: 'etcd-secret' });
+  t.equal(config.state.etcd?.password, 'etcd-secret', 'PGFLOAT_ETCD_PASSWORD fills an empty password');
+  t.equal(config.state.etcd?.prefix, '/pgfloat/default');
+  t.equal(config.state.etcd?.leaseTtlSeconds, 3);
+  t.notMatch(JSON.stringify(redactConfig(config)), /etcd-secret/, 'check-config shows it only as set');
 });
