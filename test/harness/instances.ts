@@ -21,7 +21,7 @@ export interface InstanceStatusView {
 
 export interface GroupInstance {
   name: string;
-  ports: ProcessPorts;
+  readonly ports: ProcessPorts;
   /** The relays between this instance and each etcd member: cut them to cut it off from etcd. */
   etcdLinks: FaultRelay[];
   process: PgfloatProcess | undefined;
@@ -63,9 +63,9 @@ export async function startInstanceGroup(t: Teardown, nodes: readonly NodeAddres
   for (const name of names) {
     const links: FaultRelay[] = [];
     for (const endpoint of etcd.endpoints) links.push(await FaultRelay.start(t, Number(new URL(endpoint).port)));
-    const ports = await pickPorts();
+    let ports = await pickPorts();
     const stateDir = stateDirFor(t);
-    const config = {
+    const configFor = (ports: ProcessPorts) => ({
       admin: { listen: `127.0.0.1:${ports.admin}`, token: TEST_TOKEN },
       state: {
         dir: stateDir,
@@ -73,10 +73,12 @@ export async function startInstanceGroup(t: Teardown, nodes: readonly NodeAddres
         etcd: { endpoints: links.map((l) => `http://127.0.0.1:${l.port}`), prefix: '/pgfloat/test', instance: name, leaseTtlSeconds: opts.leaseTtlSeconds ?? 2 },
       },
       ...opts.overrides,
-    };
+    });
     const instance: GroupInstance = {
       name,
-      ports,
+      get ports() {
+        return ports;
+      },
       etcdLinks: links,
       process: undefined,
       logs: [],
@@ -96,13 +98,22 @@ export async function startInstanceGroup(t: Teardown, nodes: readonly NodeAddres
         instance.process = undefined;
       },
       start: async () => {
-        instance.process = await startPgfloatProcess(t, opts.nodesFor?.(name) ?? nodes, stateDir, ports, config);
+        instance.process = await startPgfloatProcess(t, opts.nodesFor?.(name) ?? nodes, stateDir, ports, configFor(ports));
       },
       etcd: async (mode) => {
         await Promise.all(links.map((l) => l.set(mode)));
       },
     };
-    await instance.start();
+    // Another test process may take a picked port before this instance binds it: pick again, at first start only.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await instance.start();
+        break;
+      } catch (err) {
+        if (attempt === 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+        ports = await pickPorts();
+      }
+    }
     instances.push(instance);
   }
   const group: InstanceGroup = {
