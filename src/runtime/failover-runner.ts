@@ -83,7 +83,11 @@ export class FailoverRunner {
 
   /** A state another instance wrote (or this one, seen through the watch). */
   onClusterChanged(cluster: ClusterState): void {
+    const before = this.core.cluster.primary;
     this.dispatch({ type: 'cluster-changed', at: Date.now(), cluster });
+    const after = this.core.cluster.primary;
+    // A follower routes to a new primary only once it has seen it out of recovery itself: look now, not at the next interval.
+    if (after !== undefined && after !== before) this.deps.expedite(after);
   }
 
   operator(op: OperatorCommand): CoreState {
