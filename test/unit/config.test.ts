@@ -186,14 +186,7 @@ t.test('the shipped example configs parse', async (t) => {
 });
 
 t.test('failover and fencing keys: checked like the rest', async (t) => {
-  const bad = (text: string): string => {
-    try {
-      parseConfigText(`${minimal}${text}`, 'x.yaml', {});
-      return '';
-    } catch (err) {
-      return (err as Error).message;
-    }
-  };
+  const bad = (text: string): string => errorOf(t, `${minimal}${text}`);
   t.match(bad('fencing: { action: command }\n'), /^fencing\.command: .*needs fencing\.command/m);
   t.match(bad('fencing: { action: reboot }\n'), /^fencing\.action: /m);
   t.match(bad('failover: { maxLagBytes: -1 }\n'), /^failover\.maxLagBytes: /m);
@@ -207,14 +200,7 @@ t.test('failover and fencing keys: checked like the rest', async (t) => {
 });
 
 t.test('state.store etcd: checked like the rest; its password comes from the environment and is never shown', async (t) => {
-  const bad = (text: string): string => {
-    try {
-      parseConfigText(`${minimal}${text}`, 'x.yaml', {});
-      return '';
-    } catch (err) {
-      return (err as Error).message;
-    }
-  };
+  const bad = (text: string): string => errorOf(t, `${minimal}${text}`);
   t.match(bad('state: { store: etcd }\n'), /^state\.etcd: state\.store "etcd" needs a state\.etcd section/m);
   t.match(bad('state: { store: zookeeper }\n'), /^state\.store: /m);
   t.match(bad('state: { store: etcd, etcd: { endpoints: [] } }\n'), /^state\.etcd\.endpoints: at least one etcd endpoint/m);
