@@ -251,11 +251,12 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     const blocked = considerFailover(s, out, reason, { allowDataLoss: false, forced: false }, options);
     // A standby goes on hearing a primary that just died for up to standbyConfirmationMs (its last
     // message ages out, or its connection breaks), so while the witness blocks, the held writers
-    // wait that long for the failover that is probably coming. Blocked for any other reason (lag,
+    // wait that long for the failover that is probably coming; the same holds while the other
+    // pgfloat instances have not yet noticed what this one sees. Blocked for any other reason (lag,
     // no candidate), or past that window (pgfloat is cut off from a live primary), nothing is
     // coming for them, and they get their refusal now.
-    const witnessMayChange = blocked === 'may-change' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
-    if (s.phase.kind === 'steady' && s.writesHeld && !witnessMayChange) {
+    const blockMayLiftSoon = blocked === 'may-change' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
+    if (s.phase.kind === 'steady' && s.writesHeld && !blockMayLiftSoon) {
       s.writesHeld = false;
       out.push({ type: 'release-writes' });
     }
