@@ -112,12 +112,3 @@ export function downVotes(s: CoreState, node: string): { down: number; live: num
   const down = (s.nodes[node]?.status === 'down' ? 1 : 0) + peers.filter((p) => p.view[node] === 'down').length;
   return { down, live: peers.length + 1 };
 }
-
-/** Live instances that have not yet applied the current state (and so may still hold sessions to a node it fences). */
-export function unacknowledged(s: CoreState): string[] {
-  const c = s.coordination;
-  if (c === undefined) return [];
-  return Object.entries(c.peers)
-    .filter(([, p]) => p.appliedRevision < s.cluster.revision)
-    .map(([name]) => name);
-}

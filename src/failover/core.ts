@@ -16,9 +16,10 @@ import {
   sameSystem,
   setBlocked,
   startPromotion,
+  unacknowledged,
   union,
 } from './helpers';
-import { absorbClusterChange, absorbCoordination, coordinationAllowsWrites, downVotes, follow, isFollower, unacknowledged } from './coordination';
+import { absorbClusterChange, absorbCoordination, coordinationAllowsWrites, downVotes, follow, isFollower } from './coordination';
 import { operatorCommand } from './operator';
 import { switchoverEvent } from './switchover';
 import type { Coordination, CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';

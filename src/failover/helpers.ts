@@ -1,7 +1,6 @@
 // Small pure helpers shared by the failover core's decisions and its operator commands.
 
 import { lsnToBigInt } from '../monitor/observation';
-import { unacknowledged } from './coordination';
 import type { ClusterState, FailoverRecord } from '../state/cluster-state';
 import type { CoreState, FailoverAction, FailoverOptions, FailoverStep, NodeReport, Outcome } from './types';
 
@@ -97,6 +96,15 @@ export function failoverPhase(
     oldPrimaryLsn: s.lastPrimaryLsn,
     oldTimeline: s.cluster.timeline,
   };
+}
+
+/** Live instances that have not yet applied the current state (and so may still hold sessions to a node it fences). */
+export function unacknowledged(s: CoreState): string[] {
+  const c = s.coordination;
+  if (c === undefined) return [];
+  return Object.entries(c.peers)
+    .filter(([, p]) => p.appliedRevision < s.cluster.revision)
+    .map(([name]) => name);
 }
 
 export function startPromotion(s: CoreState, out: FailoverAction[]): void {
