@@ -85,7 +85,7 @@ export function follow(s: CoreState, out: FailoverAction[], options: FailoverOpt
   // A freshly promoted primary is only writable once this instance has seen it out of recovery too.
   const away = s.cluster.fenced.includes(primary) || r?.status !== 'up' || r.inRecovery !== false;
   const votes = downVotes(s, primary);
-  const onlyHere = r?.status === 'down' && votes !== undefined && votes.down * 2 <= votes.live && s.now - (s.primaryDownSince ?? s.now) >= options.standbyConfirmationMs;
+  const onlyHere = r?.status === 'down' && votes?.majority === false && s.now - (s.primaryDownSince ?? s.now) >= options.standbyConfirmationMs;
   if (onlyHere) {
     s.blocked = `the primary ${primary} is unreachable from this pgfloat instance, but the other instances still reach it: connect through another instance`;
     if (s.writesHeld) {
@@ -104,11 +104,15 @@ export function follow(s: CoreState, out: FailoverAction[], options: FailoverOpt
   }
 }
 
-/** How many live instances, this one included, see `node` down. */
-export function downVotes(s: CoreState, node: string): { down: number; live: number } | undefined {
+/**
+ * How many live instances, this one included, see `node` down, and whether that is a majority;
+ * undefined for a single instance (it is its own majority).
+ */
+export function downVotes(s: CoreState, node: string): { down: number; live: number; majority: boolean } | undefined {
   const c = s.coordination;
   if (c === undefined) return undefined;
   const peers = Object.values(c.peers);
   const down = (s.nodes[node]?.status === 'down' ? 1 : 0) + peers.filter((p) => p.view[node] === 'down').length;
-  return { down, live: peers.length + 1 };
+  const live = peers.length + 1;
+  return { down, live, majority: down * 2 > live };
 }

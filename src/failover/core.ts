@@ -301,7 +301,7 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   // or switchover that a restart interrupted): the standby still hearing it is no reason to wait.
   const givenUp = s.cluster.fenced.includes(oldPrimary);
   const votes = downVotes(s, oldPrimary);
-  if (!request.forced && !givenUp && votes !== undefined && votes.down * 2 <= votes.live) {
+  if (!request.forced && !givenUp && votes?.majority === false) {
     setBlocked(s, out, `${reason} to this instance, but only ${votes.down} of ${votes.live} live pgfloat instances see it down: not failing over (a majority must)`);
     return 'may-change';
   }
