@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { findPgBinaries } from '../src/sandbox/pg-binaries';
+import { findPgBinaries } from '../src/postgres/binaries';
 import { measureLatency } from './latency';
 import { initialize, runWorkload, WORKLOADS } from './pgbench';
 import { cpuSeconds, runBench } from './processes';

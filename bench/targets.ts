@@ -4,7 +4,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, write
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LocalCluster } from '../src/sandbox/local-cluster';
-import { unprivilegedUser } from '../src/sandbox/os-user';
+import { unprivilegedUser } from '../src/system/os-user';
 import { freePort } from '../test/harness/ports';
 import { onCleanup, startService, waitForPort } from './processes';
 

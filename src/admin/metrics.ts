@@ -2,10 +2,12 @@
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeHealth, NodeObservation } from '../monitor/observation';
-import { lagBytes, roleOf } from '../monitor/observation';
+import { roleOf } from '../monitor/observation';
 import type { CoreState } from '../failover/types';
 import type { RelayCounters } from '../proxy/relay';
-import type { ListenerKind, Refusal, Routes } from '../routing/routes';
+import type { ListenerKind, Routes } from '../routing/routes';
+import { receiveLagOf, replayLagOf } from '../failover/helpers';
+import type { Refusal } from '../protocol/refusal';
 
 export interface MetricsSources {
   counters: RelayCounters;
@@ -25,7 +27,8 @@ export class Metrics {
   private readonly failovers: Counter<'result'>;
   private readonly fenced: Gauge<'node'>;
   private readonly rogue: Gauge<'node'>;
-  private readonly lag: Gauge<'node'>;
+  private readonly receiveLag: Gauge<'node'>;
+  private readonly replayLag: Gauge<'node'>;
   private readonly degenerate: Gauge;
   private readonly writesHeld: Gauge;
   private readonly leaseHeld: Gauge;
@@ -100,9 +103,15 @@ export class Metrics {
       labelNames: ['node'],
       registers,
     });
-    this.lag = new Gauge({
-      name: 'pgfloat_replication_lag_bytes',
-      help: 'Bytes a standby has received less than the primary last wrote',
+    this.receiveLag = new Gauge({
+      name: 'pgfloat_receive_lag_bytes',
+      help: 'WAL bytes the primary last wrote that a standby has not received: what a failover to it would lose (failover.maxLagBytes)',
+      labelNames: ['node'],
+      registers,
+    });
+    this.replayLag = new Gauge({
+      name: 'pgfloat_replay_lag_bytes',
+      help: 'WAL bytes the primary last wrote that a standby has not replayed: how far behind its readers are (readOnly.maxLagBytes)',
       labelNames: ['node'],
       registers,
     });
@@ -140,20 +149,17 @@ export class Metrics {
   onCore(core: CoreState, nodeNames: readonly string[]): void {
     this.epoch.set(core.cluster.epoch);
     this.degenerate.set(core.degenerateSince === undefined ? 0 : 1);
-    this.writesHeld.set(core.writesHeld ? 1 : 0);
+    this.writesHeld.set(core.heldBecause !== undefined ? 1 : 0);
     if (core.coordination !== undefined) {
       this.leaseHeld.set(core.coordination.connected ? 1 : 0);
       this.decider.set(core.coordination.decider ? 1 : 0);
       this.liveInstances.set(Object.keys(core.coordination.peers).length + 1);
     }
-    const primaryLsn = core.lastPrimaryLsn;
     for (const node of nodeNames) {
       this.fenced.set({ node }, core.cluster.fenced.includes(node) ? 1 : 0);
       this.rogue.set({ node }, core.roguePrimaries.includes(node) ? 1 : 0);
-      const r = core.nodes[node];
-      const lag = r?.inRecovery ? lagBytes(primaryLsn, r.receiveLsn) : undefined;
-      if (lag !== undefined) this.lag.set({ node }, lag);
-      else this.lag.remove({ node });
+      setOrRemove(this.receiveLag, node, receiveLagOf(core, node));
+      setOrRemove(this.replayLag, node, replayLagOf(core, node));
     }
   }
 
@@ -168,4 +174,9 @@ export class Metrics {
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void {
     this.established.inc({ listener, route, node });
   }
+}
+
+function setOrRemove(gauge: Gauge<'node'>, node: string, value: number | undefined): void {
+  if (value !== undefined) gauge.set({ node }, value);
+  else gauge.remove({ node });
 }

@@ -1,7 +1,7 @@
 // The CLI side of the admin API: `pgfloat status`, `switchover`, `failover`, `rejoin`, `adopt`, `fence`, `unfence` call it over HTTP.
 
 import Table from 'cli-table3';
-import type { PgfloatStatus } from '../runtime/status';
+import type { PgfloatStatus } from '../admin/status';
 
 export interface AdminTarget {
   url: string;
@@ -43,7 +43,7 @@ export async function fetchStatus(target: AdminTarget): Promise<PgfloatStatus> {
 
 export function formatStatus(s: PgfloatStatus): string {
   const table = new Table({
-    head: ['node', 'address', 'health', 'role', 'fenced', 'timeline', 'lsn', 'lag bytes', 'sessions', 'last error'],
+    head: ['node', 'address', 'health', 'role', 'fenced', 'timeline', 'lsn', 'lag: received / replayed', 'sessions', 'last error'],
     style: { head: [], border: [] },
   });
   for (const n of s.nodes) {
@@ -55,7 +55,7 @@ export function formatStatus(s: PgfloatStatus): string {
       n.fenced ? 'yes' : 'no',
       n.timeline ?? '-',
       n.lsn ?? '-',
-      n.lagBytes ?? '-',
+      n.role === 'standby' ? `${n.receiveLagBytes ?? '-'} / ${n.replayLagBytes ?? '-'}` : '-',
       n.sessions,
       n.lastError ?? '',
     ]);

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseConfigObject } from '../config/load';
 import { createLogger } from '../log';
-import { findPgBinaries, INSTALL_HINT } from '../sandbox/pg-binaries';
+import { findPgBinaries, INSTALL_HINT } from '../postgres/binaries';
 import { LocalCluster } from '../sandbox/local-cluster';
 import { runUntilSignal } from './run-instance';
 

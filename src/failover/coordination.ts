@@ -10,7 +10,7 @@
 // - an instance without a valid lease routes no writes, because the others stop waiting for it
 //   once the lease expires.
 
-import type { ClusterState } from '../state/cluster-state';
+import type { ClusterState } from '../cluster/state';
 import { log } from './helpers';
 import type { Coordination, CoreState, FailoverAction, FailoverOptions } from './types';
 
@@ -66,17 +66,14 @@ export function absorbClusterChange(s: CoreState, cluster: ClusterState, out: Fa
  * still see it, past the window in which they would have noticed), nothing is coming: writers
  * are refused at once, and a multi-host client moves on to another instance.
  */
-export function follow(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
+export function follow(s: CoreState, options: FailoverOptions): void {
   const primary = s.cluster.primary;
   s.phase = primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' };
   s.blocked = undefined;
   if (primary === undefined) return;
   if (!coordinationAllowsWrites(s)) {
     // Refused at once, not held: the client's next host (another instance) can serve it now.
-    if (s.writesHeld) {
-      s.writesHeld = false;
-      out.push({ type: 'release-writes' });
-    }
+    s.heldBecause = undefined;
     return;
   }
   const r = s.nodes[primary];
@@ -88,19 +85,14 @@ export function follow(s: CoreState, out: FailoverAction[], options: FailoverOpt
   const onlyHere = r?.status === 'down' && votes?.majority === false && s.now - (s.primaryDownSince ?? s.now) >= options.standbyConfirmationMs;
   if (onlyHere) {
     s.blocked = `the primary ${primary} is unreachable from this pgfloat instance, but the other instances still reach it: connect through another instance`;
-    if (s.writesHeld) {
-      s.writesHeld = false;
-      out.push({ type: 'release-writes' });
-    }
+    s.heldBecause = undefined;
     return;
   }
-  if (away && !s.writesHeld) {
-    s.writesHeld = true;
+  if (away && s.heldBecause === undefined) {
     const why = s.cluster.fenced.includes(primary) ? 'fenced' : r?.status !== 'up' ? (r?.status ?? 'not yet seen') : 'not yet seen out of recovery';
-    out.push({ type: 'hold-writes', reason: `primary ${primary} is ${why}; the decider decides` });
-  } else if (!away && s.writesHeld) {
-    s.writesHeld = false;
-    out.push({ type: 'release-writes' });
+    s.heldBecause = `primary ${primary} is ${why}; the decider decides`;
+  } else if (!away && s.heldBecause !== undefined) {
+    s.heldBecause = undefined;
   }
 }
 

@@ -1,7 +1,6 @@
 // The failover decision core: a pure state machine. Events in, actions out; no sockets, disks or clocks.
 
-import { lagBytes } from '../monitor/observation';
-import type { ClusterState } from '../state/cluster-state';
+import type { ClusterState } from '../cluster/state';
 import {
   allSeen,
   claimants,
@@ -11,6 +10,7 @@ import {
   isRejoinedStandby,
   log,
   persist,
+  receiveLagOf,
   record,
   recordOutcome,
   sameSystem,
@@ -19,7 +19,7 @@ import {
   unacknowledged,
   union,
 } from './helpers';
-import { absorbClusterChange, absorbCoordination, coordinationAllowsWrites, downVotes, follow, isFollower } from './coordination';
+import { absorbClusterChange, absorbCoordination, downVotes, follow, isFollower } from './coordination';
 import { operatorCommand } from './operator';
 import { switchoverEvent } from './switchover';
 import type { Coordination, CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
@@ -33,7 +33,6 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     // A pgfloat restarted mid-failover still knows how far the old primary had written.
     lastPrimaryLsn: cluster.lastKnownPrimaryLsn,
     phase: cluster.primary === undefined ? { kind: 'bootstrap' } : { kind: 'steady' },
-    writesHeld: false,
     persisting: false,
     roguePrimaries: [],
     demoted: [],
@@ -44,27 +43,14 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
   };
 }
 
-/**
- * The node read-write clients may reach now: the state's primary at the current epoch, not
- * fenced, answering heartbeats, out of recovery, of the cluster's system. Nothing else is ever
- * routable for writes, which is what makes "at most one writable node" hold.
- */
-export function writableNode(s: CoreState): string | undefined {
-  if (s.phase.kind !== 'steady' || s.writesHeld || !coordinationAllowsWrites(s)) return undefined;
-  const primary = s.cluster.primary;
-  if (primary === undefined || s.cluster.fenced.includes(primary)) return undefined;
-  const r = s.nodes[primary];
-  if (r === undefined || r.status !== 'up' || r.inRecovery !== false || !sameSystem(s, r)) return undefined;
-  return primary;
-}
-
 export function step(state: CoreState, event: FailoverEvent, options: FailoverOptions): StepResult {
   const s: CoreState = structuredClone(state);
   s.now = Math.max(s.now, event.at);
   s.operatorAnswer = undefined;
   const out: FailoverAction[] = [];
   absorb(s, event, out, options);
-  reconcile(s, out, options);
+  // With failover.enabled false the core only keeps the view the write gate judges from.
+  if (options.automatic) reconcile(s, out, options);
   return { state: s, actions: out };
 }
 
@@ -98,8 +84,7 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
         s.phase = { kind: 'steady' };
         if (planned) s.demoted = [...s.demoted.filter((n) => n !== oldPrimary), oldPrimary];
         s.degenerateSince = s.now;
-        s.writesHeld = false;
-        out.push({ type: 'release-writes' });
+        s.heldBecause = undefined;
         log(out, 'info', `${planned ? 'switchover' : 'failover'}: complete, releasing held writes to the new primary`, {
           epoch: s.cluster.epoch,
           oldPrimary,
@@ -117,11 +102,17 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
     case 'promoted':
       if (s.phase.kind === 'failover' && s.phase.step === 'promoting' && s.phase.target === event.node) {
         s.phase.step = 'verifying';
+        s.phase.synchronousLifted = event.synchronousLifted ?? null;
         log(out, 'info', 'failover: pg_promote() returned, waiting to see the node out of recovery on a new timeline', {
           epoch: s.cluster.epoch,
           node: event.node,
         });
       }
+      return;
+    case 'synchronous-restored':
+      // Followers leave the shared state to the decider, which checks the primary itself.
+      if (isFollower(s) || s.persisting || s.cluster.synchronousLifted?.node !== event.node) return;
+      persist(s, out, { ...s.cluster, synchronousLifted: undefined });
       return;
     case 'promotion-failed':
       if (s.phase.kind === 'failover' && s.phase.target === event.node && (s.phase.step === 'promoting' || s.phase.step === 'verifying')) {
@@ -149,7 +140,7 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
 // ---- decisions ----------------------------------------------------------------------------
 
 function reconcile(s: CoreState, out: FailoverAction[], options: FailoverOptions): void {
-  if (isFollower(s)) return follow(s, out, options);
+  if (isFollower(s)) return follow(s, options);
   const phase = s.phase;
   switch (phase.kind) {
     case 'bootstrap':
@@ -257,20 +248,17 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     // no candidate), or past that window (pgfloat is cut off from a live primary), nothing is
     // coming for them, and they get their refusal now.
     const blockMayLiftSoon = blocked === 'may-change' && s.now - (s.primaryDownSince ?? s.now) < options.standbyConfirmationMs;
-    if (s.phase.kind === 'steady' && s.writesHeld && !blockMayLiftSoon) {
-      s.writesHeld = false;
-      out.push({ type: 'release-writes' });
+    if (s.phase.kind === 'steady' && s.heldBecause !== undefined && !blockMayLiftSoon) {
+      s.heldBecause = undefined;
     }
     return;
   }
   setBlocked(s, out, undefined);
   // One missed heartbeat: new writers wait rather than land on a server that may be gone.
-  if (r?.status === 'suspect' && !s.writesHeld) {
-    s.writesHeld = true;
-    out.push({ type: 'hold-writes', reason: `primary ${primary} missed a heartbeat` });
-  } else if (r?.status === 'up' && s.writesHeld) {
-    s.writesHeld = false;
-    out.push({ type: 'release-writes' });
+  if (r?.status === 'suspect' && s.heldBecause === undefined) {
+    s.heldBecause = `primary ${primary} missed a heartbeat`;
+  } else if (r?.status === 'up' && s.heldBecause !== undefined) {
+    s.heldBecause = undefined;
   }
 }
 
@@ -309,7 +297,7 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
     setBlocked(s, out, `${reason} to pgfloat, but standby ${best.node} still receives WAL from it: not promoting (failover.requireStandbyConfirmation)`);
     return 'may-change';
   }
-  const lag = lagBytes(s.lastPrimaryLsn, best.receiveLsn);
+  const lag = receiveLagOf(s, best.node);
   if (!request.allowDataLoss) {
     if (lag === undefined) {
       setBlocked(s, out, `${reason}; the primary's last WAL position is unknown, so the data loss of promoting ${best.node} cannot be bounded: use failover --allow-data-loss`);
@@ -322,9 +310,8 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   }
   setBlocked(s, out, undefined);
   s.phase = failoverPhase(s, opts, oldPrimary, best.node, reason, 'fencing');
-  s.writesHeld = true;
+  s.heldBecause = `failover from ${oldPrimary} to ${best.node}`;
   log(out, 'warn', 'failover: starting', { epoch: s.cluster.epoch, oldPrimary, target: best.node, reason, lagBytes: lag ?? null });
-  out.push({ type: 'hold-writes', reason: `failover from ${oldPrimary} to ${best.node}` });
   dropAndFence(out, oldPrimary, `failover: ${reason}`);
   if (s.cluster.fenced.includes(oldPrimary)) startPromotion(s, out);
   else persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
@@ -363,6 +350,7 @@ function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOpt
       primary: phase.target,
       timeline: r?.timeline ?? s.cluster.timeline,
       fenced: union(s.cluster.fenced.filter((n) => n !== phase.target), [phase.oldPrimary]),
+      synchronousLifted: phase.synchronousLifted === undefined ? s.cluster.synchronousLifted : (phase.synchronousLifted ?? undefined),
       history: [...s.cluster.history, record(s, phase.reason, phase.oldPrimary, phase.target, phase.oldPrimaryLsn, r?.currentLsn)].slice(-50),
     });
     return;
@@ -374,11 +362,11 @@ function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOpt
 
 function fail(s: CoreState, out: FailoverAction[], reason: string, opts: FailoverOptions): void {
   recordOutcome(s, false, reason);
+  // A node promoted but not verified in time keeps its lifted setting: the record must not be lost with the phase.
+  const lifted = s.phase.kind === 'failover' ? s.phase.synchronousLifted : undefined;
+  if (lifted && !s.persisting) persist(s, out, { ...s.cluster, synchronousLifted: lifted });
   const retryAt = s.now + opts.retryIntervalMs;
   s.phase = { kind: 'failed', reason, retryAt };
   log(out, 'error', 'failover failed: writes stay refused until a retry succeeds', { reason, epoch: s.cluster.epoch, retryAt });
-  if (s.writesHeld) {
-    s.writesHeld = false;
-    out.push({ type: 'release-writes' });
-  }
+  s.heldBecause = undefined;
 }

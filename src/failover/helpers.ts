@@ -1,8 +1,8 @@
 // Small pure helpers shared by the failover core's decisions and its operator commands.
 
-import { lsnToBigInt } from '../monitor/observation';
-import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+import type { ClusterState, FailoverRecord } from '../cluster/state';
 import type { CoreState, FailoverAction, FailoverOptions, FailoverStep, NodeReport, Outcome } from './types';
+import { lagBytes, lsnToBigInt } from '../cluster/lsn';
 
 export function answer(s: CoreState, accepted: boolean, message: string): void {
   s.operatorAnswer = { accepted, message };
@@ -65,6 +65,21 @@ export function union(a: readonly string[], b: readonly string[]): string[] {
 export function furthestAhead(a: NodeReport, b: NodeReport): number {
   const diff = lsnOrZero(b.receiveLsn) - lsnOrZero(a.receiveLsn);
   return diff > 0n ? 1 : diff < 0n ? -1 : 0;
+}
+
+/**
+ * WAL the primary had written when last seen that `node` has not received: what promoting it would
+ * lose. failover.maxLagBytes bounds it; status and metrics show the same figure.
+ */
+export function receiveLagOf(s: CoreState, node: string): number | undefined {
+  const r = s.nodes[node];
+  return r?.inRecovery === true ? lagBytes(s.lastPrimaryLsn, r.receiveLsn) : undefined;
+}
+
+/** WAL the primary had written when last seen that `node` has not replayed: how far behind its readers are. */
+export function replayLagOf(s: CoreState, node: string): number | undefined {
+  const r = s.nodes[node];
+  return r?.inRecovery === true ? lagBytes(s.lastPrimaryLsn, r.replayLsn) : undefined;
 }
 
 export function lsnOrZero(lsn: string | undefined): bigint {

@@ -1,8 +1,8 @@
 // Planned switchover in the failover core: preflight, then drain, fence, stop writes, catch up, promote; rollback before promotion.
 
-import { lagBytes } from '../monitor/observation';
 import { answer, failoverPhase, log, persist, recordOutcome, sameSystem, startPromotion, union } from './helpers';
 import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from './types';
+import { lagBytes } from '../cluster/lsn';
 
 type SwitchoverCommand = Extract<OperatorCommand, { command: 'switchover' }>;
 
@@ -19,8 +19,7 @@ export function requestSwitchover(s: CoreState, op: SwitchoverCommand, out: Fail
   }
   const { primary, target, lag } = refusal;
   s.phase = failoverPhase(s, opts, primary, target.node, 'switchover', 'draining', true);
-  s.writesHeld = true;
-  out.push({ type: 'hold-writes', reason: `switchover from ${primary} to ${target.node}` });
+  s.heldBecause = `switchover from ${primary} to ${target.node}`;
   out.push({ type: 'drain-sessions', node: primary, drainMs: opts.switchover.drainMs });
   log(out, 'warn', `switchover: holding new writers; closing sessions on ${primary} at transaction boundaries (up to ${opts.switchover.drainMs} ms)`, {
     epoch: s.cluster.epoch,
@@ -117,8 +116,7 @@ export function switchoverEvent(s: CoreState, event: FailoverEvent, out: Failove
         recordOutcome(s, false, `switchover rolled back: ${phase.rollbackReason ?? 'unknown reason'}; ${phase.oldPrimary} stays primary`);
         log(out, 'error', `switchover rolled back: ${phase.oldPrimary} stays primary; releasing held writes to it`, { ...fields, reason: phase.rollbackReason });
         s.phase = { kind: 'steady' };
-        s.writesHeld = false;
-        out.push({ type: 'release-writes' });
+        s.heldBecause = undefined;
       } else {
         return false; // the shared failover steps (persisting the new primary) take it from here
       }
@@ -130,8 +128,7 @@ export function switchoverEvent(s: CoreState, event: FailoverEvent, out: Failove
       recordOutcome(s, false, `switchover abandoned: the fence of ${phase.oldPrimary} could not be persisted: ${event.error}`);
       log(out, 'error', 'switchover abandoned: the fence could not be persisted; releasing held writes to the old primary', { ...fields, error: event.error });
       s.phase = { kind: 'steady' };
-      s.writesHeld = false;
-      out.push({ type: 'release-writes' });
+      s.heldBecause = undefined;
       return true;
     default:
       return false;

@@ -1,21 +1,12 @@
 // The failover decision core's vocabulary: what it is told (events), what it decides (actions), what it remembers.
 
-import type { HealthStatus } from '../monitor/observation';
-import type { ClusterState } from '../state/cluster-state';
+import type { ClusterState, LiftedSynchronous } from '../cluster/state';
+import type { HealthStatus, NodePositions } from '../cluster/node';
 
 /** One node as the monitor last saw it, reduced to what decisions need. */
-export interface NodeReport {
+export interface NodeReport extends NodePositions {
   node: string;
   status: HealthStatus;
-  inRecovery?: boolean;
-  systemIdentifier?: string;
-  timeline?: number;
-  /** pg_current_wal_lsn() on a primary. */
-  currentLsn?: string;
-  /** pg_last_wal_receive_lsn() on a standby: WAL it holds and will replay when promoted. */
-  receiveLsn?: string;
-  /** pg_last_wal_replay_lsn() on a standby: how far a promotion would start from. */
-  replayLsn?: string;
   /** The standby's WAL receiver got data or a keepalive from the primary recently (the witness). */
   seesPrimary?: boolean;
 }
@@ -60,7 +51,10 @@ export type FailoverEvent =
   /** The shared store holds a newer cluster state than this instance's (another instance wrote it). */
   | { type: 'cluster-changed'; at: number; cluster: ClusterState }
   | { type: 'tick'; at: number }
-  | { type: 'promoted'; at: number; node: string }
+  /** `synchronousLifted`: the record the cluster should keep once the node is the primary (see SynchronousGuard). */
+  | { type: 'promoted'; at: number; node: string; synchronousLifted?: LiftedSynchronous }
+  /** The primary's synchronous_standby_names is set again (restored by pgfloat, or by an operator): the record goes. */
+  | { type: 'synchronous-restored'; at: number; node: string }
   | { type: 'promotion-failed'; at: number; node: string; error: string }
   | { type: 'persisted'; at: number; cluster: ClusterState }
   | { type: 'persist-failed'; at: number; error: string }
@@ -78,11 +72,11 @@ export type FailoverEvent =
 
 export type LogLevel = 'info' | 'warn' | 'error';
 
+/**
+ * What the core asks the runtime to do, in order. Whether read-write clients are held is not an
+ * action but state (`heldBecause`, published through the write gate before the actions run).
+ */
 export type FailoverAction =
-  /** New read-write clients wait instead of being refused. */
-  | { type: 'hold-writes'; reason: string }
-  /** Held and new read-write clients go where routing says (the verified primary, or a refusal). */
-  | { type: 'release-writes' }
   /** End this instance's client sessions on the node: it is fenced, or this instance lost its lease (several instances). */
   | { type: 'drop-sessions'; node: string; reason: string; because: 'fenced' | 'no-lease' }
   /** Apply fencing.action to the node, if it can be reached. */
@@ -135,6 +129,11 @@ export type Phase =
       oldTimeline?: number;
       /** Switchover rollback: why. */
       rollbackReason?: string;
+      /**
+       * From the promotion's answer, recorded with the new primary: the lifted
+       * synchronous_standby_names, null for none; undefined while unanswered (the record stands).
+       */
+      synchronousLifted?: LiftedSynchronous | null;
     }
   /** A failover failed; writes stay refused until a retry at `retryAt` succeeds. */
   | { kind: 'failed'; reason: string; retryAt: number };
@@ -148,6 +147,12 @@ export interface FailoverOptions {
   maxLagBytes: number;
   promoteTimeoutMs: number;
   retryIntervalMs: number;
+  /**
+   * failover.enabled. When false the core only judges, from the heartbeats, which node may take
+   * writes (the single node out of recovery, as a VIP with a health check would): it never
+   * persists, holds, fences or promotes.
+   */
+  automatic: boolean;
   /** Reporting servers (nodes[].promotable: false): never promoted, by failover or switchover. */
   notPromotable: readonly string[];
   switchover: {
@@ -176,7 +181,8 @@ export interface CoreState {
   /** The primary's WAL position the last time it answered: the reference for data loss. */
   lastPrimaryLsn?: string;
   phase: Phase;
-  writesHeld: boolean;
+  /** Set while new read-write clients wait rather than being refused: why. */
+  heldBecause?: string;
   /** A persist is in flight; nothing else is persisted until its answer. */
   persisting: boolean;
   /** Why a needed failover is not happening (lag, witness, no candidate); shown in status. */

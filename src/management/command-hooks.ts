@@ -1,25 +1,14 @@
 // A node managed through the operator's shell hooks (nodes[].commands): stop, start and rejoin run with /bin/sh.
 
 import type { NodeConfig } from '../config/schema';
-import type { BackendNode } from '../proxy/session';
-import { Deadline, describeExit, outputTail, runProcess } from './process';
+import { hookEnvironment } from '../system/environment';
+import { describeExit, outputTail, runProcess } from '../system/process';
 import { checkpointPrimary, waitAccepting, waitForStreaming } from './replication';
-import type { ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './node-manager';
+import type { ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './types';
+import type { NodeAddress } from '../cluster/node';
+import { Deadline } from '../system/deadline';
 
 type Hook = keyof NodeConfig['commands'];
-
-/** Variables a hook gets; stale copies in pgfloat's own environment are not passed on. */
-const HOOK_VARIABLES = [
-  'PGFLOAT_NODE_NAME',
-  'PGFLOAT_NODE_HOST',
-  'PGFLOAT_NODE_PORT',
-  'PGFLOAT_DATA_DIR',
-  'PGFLOAT_PRIMARY_NAME',
-  'PGFLOAT_PRIMARY_HOST',
-  'PGFLOAT_PRIMARY_PORT',
-  'PGFLOAT_REBUILD',
-  'PGFLOAT_REPLICATION_USER',
-];
 
 export class CommandNodeManager implements NodeManager {
   readonly kind = 'commands' as const;
@@ -59,7 +48,7 @@ export class CommandNodeManager implements NodeManager {
    * checkpoints the primary before it, so the hook's pg_rewind sees the new timeline, and afterwards
    * waits for the node to stream on that timeline, as for a local node.
    */
-  async rejoin(primary: BackendNode, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
+  async rejoin(primary: NodeAddress, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
     const command = this.hook('rejoin');
     if (primary.name === this.node) throw new Error(`${this.node} cannot rejoin itself: name the current primary`);
     const deadline = new Deadline(options.timeoutMs ?? this.rejoinTimeoutMs, `the rejoin of ${this.node}`);
@@ -88,14 +77,12 @@ export class CommandNodeManager implements NodeManager {
     return command;
   }
 
-  private address(): BackendNode {
+  private address(): NodeAddress {
     return { name: this.config.name, host: this.config.host, port: this.config.port };
   }
 
   private async run(name: Hook, command: string, extra: Record<string, string>, timeoutMs: number, progress: Progress): Promise<void> {
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const key of HOOK_VARIABLES) delete env[key];
-    Object.assign(env, {
+    const env = hookEnvironment({
       PGFLOAT_NODE_NAME: this.config.name,
       PGFLOAT_NODE_HOST: this.config.host,
       PGFLOAT_NODE_PORT: String(this.config.port),

@@ -2,11 +2,12 @@
 
 import { chownSync, closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { BackendNode } from '../proxy/session';
-import type { PgBinaries } from '../sandbox/pg-binaries';
-import type { RunAs } from '../sandbox/os-user';
-import { describeExit, outputTail, runProcess, toolEnv, type ProcessResult } from './process';
-import type { Progress } from './node-manager';
+import type { PgBinaries } from '../postgres/binaries';
+import type { RunAs } from '../system/os-user';
+import { describeExit, outputTail, runProcess, type ProcessResult } from '../system/process';
+import type { Progress } from './types';
+import type { NodeAddress } from '../cluster/node';
+import { toolEnvironment } from '../system/environment';
 
 export type ServerState = 'running' | 'stopped';
 
@@ -27,7 +28,7 @@ export class LocalServer {
 
   constructor(
     /** How pgfloat reaches the server; the port is also the one it is started on. */
-    private readonly address: BackendNode,
+    private readonly address: NodeAddress,
     dataDir: string,
     private readonly binaries: PgBinaries | undefined,
     /** The config key, for messages: "nodes[0].dataDir". */
@@ -46,7 +47,7 @@ export class LocalServer {
     return this.address.port;
   }
 
-  nodeAddress(): BackendNode {
+  nodeAddress(): NodeAddress {
     return { ...this.address };
   }
 
@@ -173,7 +174,7 @@ export class LocalServer {
       );
     }
     const owner = this.owner();
-    const env = toolEnv({
+    const env = toolEnvironment({
       // libpq reads .pgpass from HOME, and our own home may be unreadable to the owner.
       HOME: homeOf(owner) ?? process.env.HOME ?? dirname(this.dataDir),
       ...(call.password ? { PGPASSWORD: call.password } : {}),

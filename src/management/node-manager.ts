@@ -1,56 +1,34 @@
-// Managed nodes: what pgfloat can do to a server itself (stop, start, rejoin as a standby), locally or through the operator's hooks.
+// Picks how each configured node is managed (locally through its data directory, or through the operator's hooks), one operation at a time.
 
-import type { NodeConfig } from '../config/schema';
-
-/** What managing a node needs from its configuration. */
-export type ManagedNodeConfig = Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>;
+import type { Config } from '../config/schema';
 import type { Logger } from '../log';
-import type { BackendNode } from '../proxy/session';
-import type { PgBinaries } from '../sandbox/pg-binaries';
+import { findPgBinaries, pgBinariesAt } from '../postgres/binaries';
 import { CommandNodeManager } from './command-hooks';
 import { LocalServer } from './local-server';
-import { Deadline } from './process';
 import { rejoinLocal } from './rejoin';
+import type { ManagedNodeConfig, ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './types';
+import type { NodeAddress } from '../cluster/node';
+import { Deadline } from '../system/deadline';
 
-export interface ManagementContext {
-  /** PostgreSQL binaries for local nodes (pg_ctl, pg_rewind, pg_basebackup, postgres); undefined: local operations fail saying so. */
-  binaries: PgBinaries | undefined;
-  /** The admin/monitor role: CHECKPOINT on the primary, and watching the rejoined node's WAL receiver. */
-  credentials: { user: string; password: string; database: string };
-  /** The role pg_rewind, pg_basebackup and the standby's primary_conninfo use (management.replicationUser). */
-  replication: { user: string; password: string };
-  log: Logger;
-  /** Default budget of a rejoin (management.rejoinTimeoutMs); 30 minutes when unset. */
-  rejoinTimeoutMs?: number;
-  /** Budget of a stop or a start, hooks included; 2 minutes when unset. */
-  stopStartTimeoutMs?: number;
-}
-
-/** Receives one line per step, for the operator. */
-export type Progress = (message: string) => void;
-
-/** How a rejoin made the node a standby: pg_rewind, a fresh pg_basebackup, or the operator's rejoin hook. */
-export type RejoinMethod = 'rewound' | 'rebuilt' | 'command';
-
-export interface RejoinOptions {
-  /** Skip pg_rewind and clone the primary with pg_basebackup (local), or PGFLOAT_REBUILD=1 (hooks). */
-  rebuild: boolean;
-  /** Overrides ManagementContext.rejoinTimeoutMs for this rejoin. */
-  timeoutMs?: number;
-}
-
-export interface NodeManager {
-  readonly node: string;
-  readonly kind: 'local' | 'commands';
-  /** Clean, fast shutdown (pg_ctl stop -m fast); resolves when stopped; fine if already stopped. */
-  stop(progress: Progress): Promise<void>;
-  /** Starts it with its own port; resolves when it accepts connections. */
-  start(progress: Progress): Promise<void>;
-  /**
-   * Turns the node into a streaming standby of `primary` (stopping it first), and resolves once it
-   * streams on the primary's current timeline. See rejoin.ts for a local node, command-hooks.ts for hooks.
-   */
-  rejoin(primary: BackendNode, options: RejoinOptions, progress: Progress): Promise<RejoinMethod>;
+/** A manager for every node the configuration lets pgfloat manage (nodes[].dataDir or nodes[].commands). */
+export function managersFor(config: Config, log: Logger): Map<string, NodeManager> {
+  const { monitor, management } = config;
+  const managers = new Map<string, NodeManager>();
+  const managed = config.nodes.some((n) => n.dataDir !== null || Object.values(n.commands).some((c) => c !== null));
+  if (!managed) return managers;
+  const ctx: ManagementContext = {
+    // Only local nodes need them; a missing binDir is reported when such a node is operated on.
+    binaries: management.binDir !== null ? pgBinariesAt(management.binDir) : findPgBinaries(),
+    credentials: { user: monitor.user, password: monitor.password, database: monitor.database },
+    replication: { user: management.replicationUser ?? monitor.user, password: management.replicationPassword },
+    log,
+    rejoinTimeoutMs: management.rejoinTimeoutMs,
+  };
+  config.nodes.forEach((node, index) => {
+    const manager = managerFor(node, ctx, index);
+    if (manager !== undefined) managers.set(node.name, manager);
+  });
+  return managers;
 }
 
 const DEFAULT_REJOIN_TIMEOUT_MS = 30 * 60_000;
@@ -102,7 +80,7 @@ class LocalNodeManager implements NodeManager {
     return this.server.start(progress, this.stopStartMs);
   }
 
-  rejoin(primary: BackendNode, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
+  rejoin(primary: NodeAddress, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
     const deadline = new Deadline(options.timeoutMs ?? this.rejoinMs, `the rejoin of ${this.node}`);
     return rejoinLocal(this.server, primary, options.rebuild, this.ctx, deadline, progress);
   }
@@ -133,7 +111,7 @@ class ExclusiveManager implements NodeManager {
     return this.exclusive('start', progress, (p) => this.inner.start(p));
   }
 
-  rejoin(primary: BackendNode, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
+  rejoin(primary: NodeAddress, options: RejoinOptions, progress: Progress): Promise<RejoinMethod> {
     return this.exclusive('rejoin', progress, (p) => this.inner.rejoin(primary, options, p));
   }
 

@@ -2,11 +2,11 @@
 
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BackendNode } from '../proxy/session';
 import { lastLine, type LocalServer } from './local-server';
-import type { Deadline } from './process';
 import { checkpointPrimary, verifyPrimary, waitForStreaming } from './replication';
-import type { ManagementContext, Progress } from './node-manager';
+import type { ManagementContext, Progress } from './types';
+import type { NodeAddress } from '../cluster/node';
+import type { Deadline } from '../system/deadline';
 
 export type LocalRejoinMethod = 'rewound' | 'rebuilt';
 
@@ -24,7 +24,7 @@ export const OLD_DATA_DIR_SUFFIX = '.pgfloat-old';
  */
 export async function rejoinLocal(
   server: LocalServer,
-  primary: BackendNode,
+  primary: NodeAddress,
   rebuild: boolean,
   ctx: ManagementContext,
   deadline: Deadline,
@@ -91,7 +91,7 @@ export async function rejoinLocal(
 }
 
 /** Moves the data directory aside (one old copy kept) and clones the primary into a fresh one. */
-async function basebackup(server: LocalServer, primary: BackendNode, ctx: ManagementContext, deadline: Deadline, progress: Progress): Promise<void> {
+async function basebackup(server: LocalServer, primary: NodeAddress, ctx: ManagementContext, deadline: Deadline, progress: Progress): Promise<void> {
   const owner = server.owner();
   const old = `${server.dataDir}${OLD_DATA_DIR_SUFFIX}`;
   if (existsSync(server.dataDir)) {
@@ -126,7 +126,7 @@ async function basebackup(server: LocalServer, primary: BackendNode, ctx: Manage
  * is, a fencing's default_transaction_read_only included: harmless on a standby, and pgfloat
  * resets it when it promotes the node.
  */
-function configureStandby(server: LocalServer, primary: BackendNode, ctx: ManagementContext, progress: Progress): void {
+function configureStandby(server: LocalServer, primary: NodeAddress, ctx: ManagementContext, progress: Progress): void {
   const settings: Array<[string, string | number]> = [
     ['port', server.port],
     ['cluster_name', server.name],

@@ -1,36 +1,21 @@
 // What a rejoin asks of the servers over SQL: the primary's CHECKPOINT and timeline, then the rejoined node streaming on it.
 
-import { Client } from 'pg';
-import type { BackendNode } from '../proxy/session';
-import type { Deadline } from './process';
-import type { ManagementContext, Progress } from './node-manager';
+import type { Client } from 'pg';
+import { withAdminSession } from '../postgres/admin-session';
+import type { ManagementContext, Progress } from './types';
+import type { NodeAddress } from '../cluster/node';
+import type { Deadline } from '../system/deadline';
 
 const CONNECT_TIMEOUT_MS = 5_000;
 const POLL_MS = 250;
 
-/** Opens a short-lived connection as the admin role; 'pgfloat-admin' is spared by the fencing SQL's session kill. */
-async function withAdmin<T>(node: BackendNode, ctx: ManagementContext, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({
-    host: node.host,
-    port: node.port,
-    user: ctx.credentials.user,
-    password: ctx.credentials.password,
-    database: ctx.credentials.database,
-    application_name: 'pgfloat-admin',
-    connectionTimeoutMillis: Math.min(CONNECT_TIMEOUT_MS, Math.max(1, timeoutMs)),
-    query_timeout: Math.max(1, timeoutMs),
-  });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return await work(client);
-  } finally {
-    client.end().catch(() => undefined);
-  }
+/** A short-lived admin connection whose connect and every query fit in `timeoutMs`. */
+function withAdmin<T>(node: NodeAddress, ctx: ManagementContext, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
+  return withAdminSession(node, ctx.credentials, { connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, timeoutMs), queryTimeoutMs: timeoutMs }, work);
 }
 
 /** Rejects unless `primary` answers and is out of recovery: checked before anything is done to the rejoining node. */
-export async function verifyPrimary(primary: BackendNode, ctx: ManagementContext, deadline: Deadline): Promise<void> {
+export async function verifyPrimary(primary: NodeAddress, ctx: ManagementContext, deadline: Deadline): Promise<void> {
   await onPrimary(primary, ctx, deadline, `checking ${primary.name}`, async () => undefined);
 }
 
@@ -39,7 +24,7 @@ export async function verifyPrimary(primary: BackendNode, ctx: ManagementContext
  * file shows the old timeline until its first checkpoint, and pg_rewind, which reads it, would
  * then answer "no rewind required".
  */
-export async function checkpointPrimary(primary: BackendNode, ctx: ManagementContext, deadline: Deadline, progress: Progress, why: string): Promise<number> {
+export async function checkpointPrimary(primary: NodeAddress, ctx: ManagementContext, deadline: Deadline, progress: Progress, why: string): Promise<number> {
   return onPrimary(primary, ctx, deadline, `the CHECKPOINT on ${primary.name}`, async (client) => {
     progress(`CHECKPOINT on ${primary.name} ${why}`);
     await client.query('CHECKPOINT');
@@ -50,7 +35,7 @@ export async function checkpointPrimary(primary: BackendNode, ctx: ManagementCon
   });
 }
 
-async function onPrimary<T>(primary: BackendNode, ctx: ManagementContext, deadline: Deadline, step: string, work: (client: Client) => Promise<T>): Promise<T> {
+async function onPrimary<T>(primary: NodeAddress, ctx: ManagementContext, deadline: Deadline, step: string, work: (client: Client) => Promise<T>): Promise<T> {
   const timeoutMs = deadline.remaining(step);
   try {
     return await withAdmin(primary, ctx, timeoutMs, async (client) => {
@@ -80,8 +65,8 @@ export interface StreamingWait {
 
 /** Resolves once `node` runs in recovery with its WAL receiver streaming on `timeline`. */
 export async function waitForStreaming(
-  node: BackendNode,
-  primary: BackendNode,
+  node: NodeAddress,
+  primary: NodeAddress,
   timeline: number,
   ctx: ManagementContext,
   deadline: Deadline,
@@ -125,7 +110,7 @@ export async function waitForStreaming(
 }
 
 /** Resolves once `node` answers a query (a start hook returned before the server was ready, say). */
-export async function waitAccepting(node: BackendNode, ctx: ManagementContext, deadline: Deadline): Promise<void> {
+export async function waitAccepting(node: NodeAddress, ctx: ManagementContext, deadline: Deadline): Promise<void> {
   let last = 'no answer yet';
   for (;;) {
     const timeoutMs = Math.min(CONNECT_TIMEOUT_MS, deadline.remaining(`${node.name} accepted connections (last error: ${last})`));

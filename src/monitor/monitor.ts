@@ -3,7 +3,8 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log';
 import { NodeProbe, type ProbeCredentials, type ProbeTarget } from './node-probe';
-import type { HealthStatus, NodeHealth, NodeObservation } from './observation';
+import type { NodeHealth, NodeObservation } from './observation';
+import type { HealthStatus } from '../cluster/node';
 
 export interface MonitorOptions extends ProbeCredentials {
   intervalMs: number;

@@ -1,6 +1,7 @@
 // One persistent monitor connection to one node and the heartbeat query it runs.
 
 import { Client } from 'pg';
+import { MONITOR_APPLICATION_NAME } from '../postgres/admin-session';
 import type { NodeObservation } from './observation';
 
 export interface ProbeTarget {
@@ -97,7 +98,7 @@ export class NodeProbe {
         user: this.credentials.user,
         password: this.credentials.password,
         database: this.credentials.database,
-        application_name: 'pgfloat-monitor',
+        application_name: MONITOR_APPLICATION_NAME,
         connectionTimeoutMillis: this.timeoutMs,
         keepAlive: true,
       });

@@ -3,9 +3,10 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/address';
 import { SqlState } from '../protocol/codes';
-import type { ListenerKind, Refusal } from '../routing/routes';
+import type { ListenerKind } from '../routing/routes';
 import { openFilesLimit, sessionsWithinLimit } from './fd-budget';
 import { ClientSession, type SessionEnvironment } from './session';
+import type { Refusal } from '../protocol/refusal';
 
 export interface ProxyServerOptions {
   listen: Partial<Record<ListenerKind, ListenAddress>>;

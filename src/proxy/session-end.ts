@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorResponse } from '../protocol/error-response';
-import type { Refusal } from '../routing/routes';
+import type { Refusal } from '../protocol/refusal';
 
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]); // 'X'
 /** How long a client that sends nothing waits for the FATAL after its session is closed at a boundary. */

@@ -1,6 +1,6 @@
+import type { Refusal } from '../protocol/refusal';
 // Tracks live client sessions by the node they are connected to, so one node's sessions can be dropped or drained at once.
 
-import type { Refusal } from '../routing/routes';
 
 export interface TrackedSession {
   readonly id: number;

@@ -3,11 +3,12 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
+import type { NodeAddress } from '../cluster/node';
 import type { Logger } from '../log';
 import { SqlState } from '../protocol/codes';
 import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
 import { TransactionTracker } from '../protocol/transaction-tracker';
-import type { ListenerKind, Refusal } from '../routing/routes';
+import type { ListenerKind } from '../routing/routes';
 import type { Router } from '../routing/router';
 import type { RoutingRules } from '../routing/rules';
 import type { BusyPoller } from './busy-poll';
@@ -17,17 +18,12 @@ import { connectToServer } from './server-connection';
 import { endWithError, endWithErrorSoon, lingerThenDestroy, terminateServer } from './session-end';
 import type { SessionRegistry, TrackedSession } from './session-registry';
 import { StartupHandshake, type HandshakeHandler, type StartupMessagePacket } from './startup-handshake';
-
-export interface BackendNode {
-  name: string;
-  host: string;
-  port: number;
-}
+import type { Refusal } from '../protocol/refusal';
 
 export interface SessionEnvironment {
   router: Router;
   rules: RoutingRules;
-  nodes: ReadonlyMap<string, BackendNode>;
+  nodes: ReadonlyMap<string, NodeAddress>;
   cancels: CancelRegistry;
   sessions: SessionRegistry;
   counters: RelayCounters;
@@ -288,7 +284,7 @@ export class ClientSession implements TrackedSession {
     }
   }
 
-  private startRelay(node: BackendNode, startup: Buffer, pump: ServerToClientPump): void {
+  private startRelay(node: NodeAddress, startup: Buffer, pump: ServerToClientPump): void {
     const server = this.server!;
     const scanner = new MessageScanner(STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
     // The tracker walks both streams from the start, owing the startup's ReadyForQuery, so a
@@ -324,7 +320,7 @@ export class ClientSession implements TrackedSession {
    * routing to change, as for a refused connection, instead of failing. The answer is the
    * server's first chunk, not yet forwarded, so the client never sees it.
    */
-  private notReadyForWrites(chunk: Buffer, node: BackendNode, startup: Buffer): boolean {
+  private notReadyForWrites(chunk: Buffer, node: NodeAddress, startup: Buffer): boolean {
     if (this.route !== 'readWrite' || this.clientPump!.forwardedAny || Date.now() >= (this.holdDeadline ?? 0)) return false;
     if (chunk.length < 5 || chunk[0] !== MessageType.errorResponse) return false;
     const end = 1 + chunk.readInt32BE(1);
@@ -334,7 +330,7 @@ export class ClientSession implements TrackedSession {
     return true;
   }
 
-  private onServerStartupMessage(node: BackendNode, type: number, body: Buffer): void {
+  private onServerStartupMessage(node: NodeAddress, type: number, body: Buffer): void {
     if (type === MessageType.backendKeyData && body.length >= 8) {
       this.cancelKey = this.env.cancels.register(body.readInt32BE(0), body.subarray(4), { node: node.name, host: node.host, port: node.port });
     } else if (type === MessageType.readyForQuery && this.phase === 'authenticating') {

@@ -6,8 +6,8 @@ import type { SecureContext } from 'node:tls';
 import { SqlState } from '../protocol/codes';
 import { GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
 import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
-import type { Refusal } from '../routing/routes';
 import { upgradeToTls } from './tls';
+import type { Refusal } from '../protocol/refusal';
 
 export type StartupMessagePacket = Extract<StartupPacket, { kind: 'startup' }>;
 export type CancelRequestPacket = Extract<StartupPacket, { kind: 'cancel-request' }>;

@@ -1,13 +1,12 @@
-// The one place that decides where a client may go; everything that changes routing goes through it.
+// Applies the published routing decision to each new client: where it goes, or why not, and holding read-write clients while the gate says so.
 
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log';
-import type { NodeHealth } from '../monitor/observation';
-import { emptyState, type ClusterState } from '../state/cluster-state';
 import { SqlState } from '../protocol/codes';
-import { computeRoutes, sameRoutes, type ListenerKind, type Refusal, type RouteOptions, type Routes, type WriteGate } from './routes';
+import type { Refusal } from '../protocol/refusal';
+import { noRoutes, sameRoutes, type ListenerKind, type Routes } from './routes';
 
-export interface RouterOptions extends RouteOptions {
+export interface RouterOptions {
   fallbackToPrimary: boolean;
   /** How long a held read-write client waits for a primary before it is refused. */
   holdMs: number;
@@ -19,11 +18,25 @@ export interface RouterEvents {
   change: [next: Routes, previous: Routes];
 }
 
+const NOT_YET_ROUTED: Refusal = {
+  reason: 'no-primary',
+  code: SqlState.cannotConnectNow,
+  message: 'no verified primary available',
+  detail: 'pgfloat has not judged the nodes yet',
+};
+
+/**
+ * Holds no opinion of its own: `publish()` is its only input, the decision computed from the
+ * failover core after each of its steps (see routes.ts). It adds only what belongs to one client:
+ * the wait while writes are held, and round robin over the standbys.
+ */
 export class Router extends EventEmitter<RouterEvents> {
-  private routes: Routes;
+  private routes: Routes = noRoutes();
   private roundRobin = 0;
-  private heldBecause: string | undefined;
-  private readonly waiting = new Set<() => void>();
+  /** Read-write clients waiting for the gate to open (writes held). */
+  private readonly held = new Set<() => void>();
+  /** Clients waiting for routing to change after their server refused them. */
+  private readonly rerouting = new Set<() => void>();
 
   constructor(
     private readonly options: RouterOptions,
@@ -32,44 +45,40 @@ export class Router extends EventEmitter<RouterEvents> {
     super();
     // Every client waiting for a new primary listens for the change: there may be thousands.
     this.setMaxListeners(0);
-    this.routes = computeRoutes([], emptyState(), options);
   }
 
   current(): Routes {
     return this.routes;
   }
 
-  update(health: readonly NodeHealth[], state: ClusterState, gate?: WriteGate): void {
-    const next = computeRoutes(health, state, this.options, gate);
+  /** Takes the newest decision: a hold that ends lets its clients go, a change wakes those waiting for one. */
+  publish(next: Routes): void {
     const previous = this.routes;
-    if (sameRoutes(previous, next)) {
-      this.routes = next;
-      return;
-    }
     this.routes = next;
-    this.logChange(next, previous);
-    this.emit('change', next, previous);
+    if (next.heldBecause !== undefined && previous.heldBecause === undefined) {
+      this.log.warn({ reason: next.heldBecause }, 'holding new read-write clients');
+    }
+    const released = next.heldBecause === undefined && previous.heldBecause !== undefined;
+    if (released) this.log.info({ waiting: this.held.size, primary: next.primary ?? null }, 'releasing held read-write clients');
+    if (!sameRoutes(previous, next)) {
+      this.logChange(next, previous);
+      this.emit('change', next, previous);
+    }
+    if (released) for (const wake of [...this.held]) wake();
   }
 
-  /** New read-write clients wait in decide() until release(), or holdMs at most. */
-  hold(reason: string): void {
-    if (this.heldBecause === undefined) this.log.warn({ reason }, 'holding new read-write clients');
-    this.heldBecause = reason;
+  get writesHeld(): boolean {
+    return this.routes.heldBecause !== undefined;
   }
 
-  release(): void {
-    if (this.heldBecause === undefined) return;
-    this.heldBecause = undefined;
-    this.log.info({ waiting: this.waiting.size, primary: this.routes.primary ?? null }, 'releasing held read-write clients');
-    for (const wake of [...this.waiting]) wake();
-  }
-
-  get held(): boolean {
-    return this.heldBecause !== undefined;
-  }
-
+  /** Read-write clients waiting while writes are held. */
   get heldClients(): number {
-    return this.waiting.size;
+    return this.held.size;
+  }
+
+  /** Clients waiting for routing to change after a server refused their connection. */
+  get reroutingClients(): number {
+    return this.rerouting.size;
   }
 
   /**
@@ -77,48 +86,40 @@ export class Router extends EventEmitter<RouterEvents> {
    * read-write clients wait here instead of being refused.
    */
   async decide(kind: ListenerKind): Promise<RouteDecision> {
-    if (kind === 'readWrite' && this.heldBecause !== undefined) await this.waitForRelease();
+    if (kind === 'readWrite' && this.routes.heldBecause !== undefined) await this.waitIn(this.held, this.options.holdMs, false);
     return this.decideNow(kind);
   }
 
   /** Resolves at the next routing change or release, or after `timeoutMs`. */
   waitForChange(timeoutMs: number): Promise<void> {
+    return this.waitIn(this.rerouting, timeoutMs, true);
+  }
+
+  private waitIn(waiters: Set<() => void>, timeoutMs: number, onChange: boolean): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        this.off('change', done);
-        this.waiting.delete(done);
+        if (onChange) this.off('change', done);
+        waiters.delete(done);
         resolve();
       };
       const timer = setTimeout(done, Math.max(0, timeoutMs));
-      this.once('change', done);
-      this.waiting.add(done);
-    });
-  }
-
-  private waitForRelease(): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.waiting.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, this.options.holdMs);
-      this.waiting.add(wake);
+      if (onChange) this.once('change', done);
+      waiters.add(done);
     });
   }
 
   /** Whether a client of this kind may still be connected to `node` under the current routes. */
   allows(kind: ListenerKind, node: string): boolean {
     const { primary, standbys } = this.routes;
-    if (kind === 'readWrite') return primary === node && this.heldBecause === undefined;
+    if (kind === 'readWrite') return primary === node;
     return standbys.includes(node) || (this.options.fallbackToPrimary && primary === node);
   }
 
   decideNow(kind: ListenerKind): RouteDecision {
     const { primary, standbys, readWriteRefusal } = this.routes;
     if (kind === 'readWrite') {
-      return primary !== undefined ? { ok: true, node: primary } : { ok: false, refusal: readWriteRefusal! };
+      return primary !== undefined ? { ok: true, node: primary } : { ok: false, refusal: readWriteRefusal ?? NOT_YET_ROUTED };
     }
     if (standbys.length > 0) {
       this.roundRobin = (this.roundRobin + 1) % standbys.length;
@@ -146,8 +147,8 @@ export class Router extends EventEmitter<RouterEvents> {
     };
     if (next.readWriteRefusal?.reason === 'split-brain') {
       this.log.error({ ...fields, reason: 'split-brain' }, 'split brain: more than one node claims primary; refusing writes');
-    } else if (next.primary === undefined && this.heldBecause !== undefined) {
-      this.log.info({ ...fields, held: this.heldBecause }, 'no verified primary; new read-write clients are held');
+    } else if (next.primary === undefined && next.heldBecause !== undefined) {
+      this.log.info({ ...fields, held: next.heldBecause }, 'no verified primary; new read-write clients are held');
     } else if (next.primary === undefined) {
       this.log.warn({ ...fields, reason: next.readWriteRefusal?.reason }, 'no verified primary; refusing read-write clients');
     } else {

@@ -1,131 +1,61 @@
-// Where clients may go, computed from node health and the persisted cluster state: a pure function.
+// The routing decision pgfloat publishes after every failover-core step: the core's write gate, and the standbys reporting clients may use.
 
-import { lagBytes, type NodeHealth, type NodeObservation } from '../monitor/observation';
-import type { ClusterState } from '../state/cluster-state';
-import { SqlState, type SqlStateCode } from '../protocol/codes';
+import { lagBytes } from '../cluster/lsn';
+import { writeGate } from '../failover/write-gate';
+import type { CoreState, FailoverOptions, NodeReport } from '../failover/types';
+import type { Refusal } from '../protocol/refusal';
 
 export type ListenerKind = 'readWrite' | 'readOnly';
 
-export type RefusalReason =
-  | 'no-primary'
-  | 'failover-in-progress'
-  | 'failover-failed'
-  /** Several instances: this one lost its etcd lease. */
-  | 'no-lease'
-  | 'fenced'
-  | 'split-brain'
-  | 'no-standby'
-  | 'backend-unreachable'
-  | 'too-many-connections'
-  | 'startup-timeout'
-  | 'protocol-violation'
-  | 'unsupported-protocol'
-  | 'shutting-down'
-  | 'switchover';
-
-export interface Refusal {
-  reason: RefusalReason;
-  code: SqlStateCode;
-  message: string;
-  detail?: string;
-}
-
+/** One decision, plain data: the same value could be sent to every relay worker. */
 export interface Routes {
-  /** The verified primary: the only node read-write clients may reach. */
+  /** The only node read-write clients may reach: the failover core's write gate, never second-guessed here. */
   primary: string | undefined;
-  /** Healthy standbys, in node order, that read-only clients may reach. */
+  /** Set while new read-write clients wait for a primary instead of being refused: why. */
+  heldBecause: string | undefined;
+  /** Healthy standbys of this cluster, in node order, that read-only clients may reach. */
   standbys: string[];
-  /** Set when read-write clients must be refused, saying why. */
+  /** Set when read-write clients must be refused (also once a hold runs out), saying why. */
   readWriteRefusal: Refusal | undefined;
   /** Every unfenced node that currently claims to be a primary (more than one: split brain). */
   claimants: string[];
 }
 
-export interface RouteOptions {
+export interface RouteOptions extends Pick<FailoverOptions, 'automatic'> {
+  /** readOnly.maxLagBytes: a standby further behind (in replayed WAL) serves no reporting client. */
   maxLagBytes: number | null;
 }
 
-/**
- * The failover core's word on writes: only `writable` may take them, and `refusal` says why
- * nothing may. Routing intersects it with what the heartbeats show, so both must agree.
- */
-export interface WriteGate {
-  writable: string | undefined;
-  refusal: Refusal | undefined;
+export function noRoutes(): Routes {
+  return { primary: undefined, heldBecause: undefined, standbys: [], readWriteRefusal: undefined, claimants: [] };
 }
 
-export function computeRoutes(health: readonly NodeHealth[], state: ClusterState, options: RouteOptions, gate?: WriteGate): Routes {
-  const fenced = new Set(state.fenced);
-  const live = health.filter((h) => !fenced.has(h.node) && isRecentlyReachable(h));
-  const seen = (h: NodeHealth): NodeObservation => h.lastReachable!;
-  const sameCluster = (h: NodeHealth): boolean =>
-    state.systemIdentifier === undefined || seen(h).systemIdentifier === state.systemIdentifier;
-
-  const claimants = live.filter((h) => seen(h).inRecovery === false && sameCluster(h));
-  let primary: NodeHealth | undefined;
-  let readWriteRefusal: Refusal | undefined;
-  if (claimants.length === 1 && (state.primary === undefined || state.primary === claimants[0]!.node)) {
-    primary = claimants[0];
-  } else if (claimants.length > 1) {
-    readWriteRefusal = {
-      reason: 'split-brain',
-      code: SqlState.cannotConnectNow,
-      message: 'no verified primary available: more than one node claims to be primary',
-      detail: `nodes claiming primary: ${claimants.map((h) => h.node).join(', ')}`,
-    };
-  } else {
-    readWriteRefusal = {
-      reason: 'no-primary',
-      code: SqlState.cannotConnectNow,
-      message: 'no verified primary available',
-      detail:
-        claimants.length === 1
-          ? `node ${claimants[0]!.node} claims primary but the cluster state names ${state.primary}`
-          : 'no reachable node is out of recovery',
-    };
-  }
-
-  if (gate !== undefined && primary !== undefined && primary.node !== gate.writable) {
-    primary = undefined;
-    readWriteRefusal = gate.refusal ?? {
-      reason: 'no-primary',
-      code: SqlState.cannotConnectNow,
-      message: 'no verified primary available',
-      detail: 'the failover core has not verified a primary',
-    };
-  } else if (gate?.refusal !== undefined && primary === undefined) {
-    readWriteRefusal = gate.refusal;
-  }
-
-  const primarySeen = primary ? seen(primary) : undefined;
-  const standbys = live
-    .filter((h) => seen(h).inRecovery === true)
-    .filter((h) => primarySeen === undefined || seen(h).systemIdentifier === primarySeen.systemIdentifier)
-    .filter((h) => sameCluster(h))
-    .filter((h) => withinLag(seen(h), primarySeen, options.maxLagBytes))
-    .map((h) => h.node);
-
-  return {
-    primary: primary?.node,
-    standbys,
-    readWriteRefusal,
-    claimants: claimants.map((h) => h.node),
-  };
+export function computeRoutes(core: CoreState, options: RouteOptions): Routes {
+  const gate = writeGate(core, options);
+  const primary = gate.node === undefined ? undefined : core.nodes[gate.node];
+  const standbys = core.names.filter((name) => {
+    const r = core.nodes[name];
+    return (
+      r !== undefined &&
+      (r.status === 'up' || r.status === 'suspect') &&
+      r.inRecovery === true &&
+      !core.cluster.fenced.includes(name) &&
+      (core.cluster.systemIdentifier === undefined || r.systemIdentifier === core.cluster.systemIdentifier) &&
+      (primary === undefined || r.systemIdentifier === primary.systemIdentifier) &&
+      withinLag(r, primary, options.maxLagBytes)
+    );
+  });
+  return { primary: gate.node, heldBecause: gate.heldBecause, standbys, readWriteRefusal: gate.refusal, claimants: gate.claimants };
 }
 
-/** Suspect nodes keep their role until declared down: one slow heartbeat is not an outage. */
-function isRecentlyReachable(h: NodeHealth): boolean {
-  return (h.status === 'up' || h.status === 'suspect') && h.lastReachable !== undefined;
-}
-
-function withinLag(standby: NodeObservation, primary: NodeObservation | undefined, maxLagBytes: number | null): boolean {
+/** Replay lag: what a reporting client reads is what the standby has replayed. */
+function withinLag(standby: NodeReport, primary: NodeReport | undefined, maxLagBytes: number | null): boolean {
   if (maxLagBytes === null) return true;
-  const lag = primary?.currentLsn !== undefined
-    ? lagBytes(primary.currentLsn, standby.replayLsn)
-    : lagBytes(standby.receiveLsn, standby.replayLsn);
+  const lag = primary?.currentLsn !== undefined ? lagBytes(primary.currentLsn, standby.replayLsn) : lagBytes(standby.receiveLsn, standby.replayLsn);
   return lag !== undefined && lag <= maxLagBytes;
 }
 
+/** Whether anything a client's route depends on changed; a hold starting or ending is told apart by the Router. */
 export function sameRoutes(a: Routes, b: Routes): boolean {
   return (
     a.primary === b.primary &&

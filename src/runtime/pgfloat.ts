@@ -1,38 +1,37 @@
-// Wires one pgfloat instance together: state, monitor, router, proxy listeners and admin API.
+// Composes one pgfloat instance: state store, monitor, failover runner, router, proxy listeners and admin API.
 
+import type { NodeAddress } from '../cluster/node';
+import type { ClusterState } from '../cluster/state';
 import type { ListenAddress } from '../config/address';
 import type { Config } from '../config/schema';
+import { failoverFinished } from '../failover/outcome';
+import type { CoreState, FailoverOptions, OperatorCommand } from '../failover/types';
 import type { Logger } from '../log';
 import { AdminServer, type AdminOperation } from '../admin/http-server';
 import { Metrics } from '../admin/metrics';
+import { buildStatus, type PgfloatStatus } from '../admin/status';
+import { managersFor } from '../management/node-manager';
+import { reportOf } from '../monitor/report';
 import { Monitor } from '../monitor/monitor';
+import { Operations } from '../operations/operations';
+import * as procedures from '../operations/procedures';
+import { ServerAdmin } from '../postgres/server-admin';
 import { BusyPoller } from '../proxy/busy-poll';
 import { CancelRegistry } from '../proxy/cancel-registry';
 import { ProxyServer } from '../proxy/proxy-server';
 import type { RelayCounters } from '../proxy/relay';
-import type { BackendNode, SessionEnvironment } from '../proxy/session';
+import type { SessionEnvironment } from '../proxy/session';
 import { SessionRegistry } from '../proxy/session-registry';
 import { loadSecureContext } from '../proxy/tls';
 import { Router } from '../routing/router';
+import { computeRoutes, type ListenerKind, type RouteOptions } from '../routing/routes';
 import { RoutingRules } from '../routing/rules';
-import type { ListenerKind } from '../routing/routes';
-import { emptyState, type ClusterState, type StateStore } from '../state/cluster-state';
-import type { EtcdCoordinator } from '../state/etcd-coordinator';
-import { createStateBackend } from './state-backend';
-import type { CoreState, OperatorCommand } from '../failover/types';
+import { createStateBackend, loadInitialState, type StateBackend } from '../state/backend';
+import { systemClock } from './effects';
 import { FailoverRunner } from './failover-runner';
-import { EventEmitter } from 'node:events';
-import { managerFor, type ManagementContext, type NodeManager } from '../management/node-manager';
-import { findPgBinaries, pgBinariesAt } from '../sandbox/pg-binaries';
-import { NodeAdmin } from './node-admin';
-import { Operations } from './operations';
-import * as procedures from './procedures';
-import { buildStatus, type PgfloatStatus } from './status';
+import { Fencing } from './fencing';
+import { ServerActions } from './server-actions';
 import { SynchronousGuard } from './synchronous-guard';
-import { join } from 'node:path';
-
-/** How often a lifted synchronous_standby_names is checked for restoring. */
-const SYNCHRONOUS_CHECK_MS = 1000;
 
 export class Pgfloat {
   readonly monitor: Monitor;
@@ -40,187 +39,89 @@ export class Pgfloat {
   readonly sessions = new SessionRegistry();
   readonly cancels = new CancelRegistry();
   readonly metrics: Metrics;
-  private readonly store: StateStore;
-  /** Several instances sharing the state through etcd; undefined for the file store. */
-  private readonly coordinator: EtcdCoordinator | undefined;
-  private readonly instance: string | undefined;
+  readonly operations: Operations;
+  private readonly backend: StateBackend;
   private readonly counters: RelayCounters = { clientToServerBytes: 0, serverToClientBytes: 0 };
   private readonly proxy: ProxyServer;
   private readonly admin: AdminServer | undefined;
+  private readonly nodes: Map<string, NodeAddress>;
   private readonly nodeNames: string[];
-  private state: ClusterState | undefined;
-  private failover: FailoverRunner | undefined;
-  private readonly startedAt = new Date();
-  private readonly nodes: Map<string, BackendNode>;
-  private readonly log: Logger;
-  readonly operations: Operations;
-  private readonly nodeAdmin: NodeAdmin;
-  /** Nodes pgfloat can stop, start and rejoin itself (nodes[].dataDir or nodes[].commands). */
-  private readonly managers: Map<string, NodeManager>;
-  /** 'core' after every failover-core step: what long operations wait on. */
-  private readonly coreEvents = new EventEmitter().setMaxListeners(0);
+  private readonly serverAdmin: ServerAdmin;
   private readonly synchronous: SynchronousGuard;
-  private synchronousTimer: NodeJS.Timeout | undefined;
+  private readonly managers: ReturnType<typeof managersFor>;
+  private readonly failoverOptions: FailoverOptions;
+  private readonly routeOptions: RouteOptions;
+  private readonly startedAt = new Date();
+  private runner: FailoverRunner | undefined;
 
   constructor(
     private readonly config: Config,
-    log: Logger,
+    private readonly log: Logger,
   ) {
-    this.log = log;
-    this.operations = new Operations(log.child({ component: 'operations' }));
-    this.nodeAdmin = new NodeAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
-    this.managers = createManagers(config, log.child({ component: 'management' }));
+    this.nodes = new Map(config.nodes.map((n) => [n.name, { name: n.name, host: n.host, port: n.port }]));
     this.nodeNames = config.nodes.map((n) => n.name);
-    const backend = createStateBackend(config, log.child({ component: 'etcd' }));
-    this.store = backend.store;
-    this.coordinator = backend.coordinator;
-    this.instance = backend.instance;
-    this.synchronous = new SynchronousGuard(
-      this.nodeAdmin,
-      join(config.state.dir, 'lifted-synchronous-standby-names.json'),
-      config.failover.keepSynchronousWhenAlone,
-      config.failover.promoteTimeoutMs,
-      log.child({ component: 'synchronous' }),
-    );
-    this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
-    this.router = new Router(
-      { fallbackToPrimary: config.readOnly.fallbackToPrimary, maxLagBytes: config.readOnly.maxLagBytes, holdMs: config.failover.holdMs },
-      log.child({ component: 'router' }),
-    );
-    this.metrics = new Metrics(
-      { counters: this.counters, clientsByListener: () => this.sessions.countByListener() },
-      this.nodeNames,
-    );
-    const nodes = new Map<string, BackendNode>(config.nodes.map((n) => [n.name, n]));
-    this.nodes = nodes;
-    const env: SessionEnvironment = {
-      router: this.router,
-      rules: new RoutingRules(config.routing.rules),
-      nodes,
-      cancels: this.cancels,
-      sessions: this.sessions,
-      counters: this.counters,
-      secureContext: config.tls ? loadSecureContext(config.tls) : undefined,
-      startupTimeoutMs: config.proxy.startupTimeoutMs,
-      connectTimeoutMs: config.proxy.connectTimeoutMs,
-      keepaliveIdleMs: config.proxy.keepaliveIdleMs,
-      holdMs: config.failover.holdMs,
-      busyPoller: config.proxy.busyPollUs > 0 ? new BusyPoller(config.proxy.busyPollUs) : undefined,
-      log: log.child({ component: 'proxy' }),
-      onRefused: (listener, refusal) => this.metrics.onRefused(listener, refusal),
-      onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
-      onServerUnreachable: (node) => this.monitor.expedite(node),
+    const { failover, switchover } = config;
+    this.failoverOptions = {
+      ...failover,
+      automatic: failover.enabled,
+      switchover,
+      notPromotable: config.nodes.filter((n) => !n.promotable).map((n) => n.name),
     };
-    const listen: Partial<Record<ListenerKind, ListenAddress>> = { readWrite: config.listen.readWrite };
-    if (config.listen.readOnly) listen.readOnly = config.listen.readOnly;
-    this.proxy = new ProxyServer({ listen, maxClientConnections: config.proxy.maxClientConnections }, env);
-    if (config.admin.listen) {
-      this.admin = new AdminServer(
-        config.admin.listen,
-        {
-          status: () => this.status(),
-          metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
-          nodeNames: () => this.nodeNames,
-          roles: () => ({ primary: this.router.current().primary, standbys: this.router.current().standbys }),
-          operate: (op) => this.operate(op),
-          operation: (id) => this.operations.get(id),
-          operations: () => this.operations.list(),
-        },
-        log.child({ component: 'admin' }),
-        config.admin.token ?? undefined,
-      );
-    }
+    this.routeOptions = { automatic: failover.enabled, maxLagBytes: config.readOnly.maxLagBytes };
+    this.operations = new Operations(log.child({ component: 'operations' }));
+    this.serverAdmin = new ServerAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
+    this.synchronous = new SynchronousGuard(this.serverAdmin, failover.keepSynchronousWhenAlone, failover.promoteTimeoutMs, log.child({ component: 'synchronous' }));
+    this.managers = managersFor(config, log.child({ component: 'management' }));
+    this.backend = createStateBackend(config, log.child({ component: 'etcd' }));
+    this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
+    this.router = new Router({ fallbackToPrimary: config.readOnly.fallbackToPrimary, holdMs: failover.holdMs }, log.child({ component: 'router' }));
+    this.metrics = new Metrics({ counters: this.counters, clientsByListener: () => this.sessions.countByListener() }, this.nodeNames);
+    this.proxy = new ProxyServer({ listen: this.listeners(), maxClientConnections: config.proxy.maxClientConnections }, this.sessionEnvironment());
+    this.admin = config.admin.listen ? this.adminServer(config.admin.listen, config.admin.token ?? undefined) : undefined;
     this.monitor.on('heartbeat', (health, observation) => {
       this.metrics.onHeartbeat(health, observation);
-      // With failover on, the core's step ends in refreshRoutes (onChange).
-      if (this.failover) this.failover.onHeartbeat(health);
-      else this.refreshRoutes();
+      this.runner?.report(reportOf(health, failover.standbyConfirmationMs));
     });
     this.router.on('change', (routes) => this.metrics.onRoutes(routes, this.nodeNames));
   }
 
   async start(): Promise<void> {
-    this.state = await this.loadState();
-    await this.synchronous.load();
-    if (this.config.failover.enabled) this.failover = this.createFailoverRunner(this.state);
-    if (this.coordinator) {
-      this.coordinator.on('coordination', (c) => this.failover?.onCoordination(c));
-      this.coordinator.on('cluster', (c) => this.failover?.onClusterChanged(c));
+    const runner = (this.runner = this.createRunner(await loadInitialState(this.backend, this.log)));
+    const coordinator = this.backend.coordinator;
+    if (coordinator) {
+      coordinator.on('coordination', (c) => runner.onCoordination(c));
+      coordinator.on('cluster', (c) => runner.onClusterChanged(c));
       // Waits a lease's length at most: an instance that cannot reach etcd still serves reads.
-      await this.coordinator.start(this.config.state.etcd!.leaseTtlSeconds * 1000);
+      await coordinator.start(this.config.state.etcd!.leaseTtlSeconds * 1000);
     }
     // One round of heartbeats before listening, so the first clients are not refused for lack of a view.
-    for (const health of await this.monitor.probeAll()) this.failover?.onHeartbeat(health);
-    await this.failover?.settled();
-    this.refreshRoutes();
-    this.failover?.start();
+    await this.monitor.probeAll();
+    await runner.settled();
+    runner.start();
     await this.proxy.start();
     await this.admin?.start();
     const admin = this.admin?.address();
-    if (admin) this.coordinator?.setAdmin(`http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}`);
+    if (admin) coordinator?.setAdmin(`http://${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}`);
     this.monitor.start();
-    if (this.failover) {
-      this.synchronousTimer = setInterval(() => {
-        const core = this.failover?.state;
-        const primary = core?.phase.kind === 'steady' ? core.cluster.primary : undefined;
-        void this.synchronous.check(primary === undefined ? undefined : this.nodes.get(primary));
-      }, SYNCHRONOUS_CHECK_MS);
-      this.synchronousTimer.unref();
-    }
+    this.synchronous.watch(
+      () => {
+        const core = runner.state;
+        const lifted = core.cluster.synchronousLifted;
+        const primary = core.phase.kind === 'steady' && core.coordination?.decider !== false ? core.cluster.primary : undefined;
+        return lifted !== undefined && primary === lifted.node ? { primary: this.nodes.get(primary)!, lifted } : undefined;
+      },
+      (node) => runner.onSynchronousRestored(node),
+    );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.synchronousTimer);
-    this.failover?.stop();
+    this.synchronous.stop();
+    this.runner?.stop();
     this.monitor.stop();
     await this.proxy.stop();
     // Only once its sessions are gone: revoking the lease lets the others stop waiting for this instance.
-    await this.coordinator?.stop();
+    await this.backend.coordinator?.stop();
     await this.admin?.stop();
-  }
-
-  /** With etcd unreachable at start there is no state to read: start from none and take etcd's once connected. */
-  private async loadState(): Promise<ClusterState> {
-    if (this.coordinator === undefined) return this.store.load();
-    try {
-      return await this.store.load();
-    } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'cannot read the cluster state from etcd; routing no writes until it can');
-      return emptyState();
-    }
-  }
-
-  private createFailoverRunner(cluster: ClusterState): FailoverRunner {
-    const { failover, fencing, switchover } = this.config;
-    return new FailoverRunner(
-      {
-        options: { ...failover, switchover, notPromotable: this.config.nodes.filter((n) => !n.promotable).map((n) => n.name) },
-        fencing,
-        nodes: this.nodes,
-        store: this.store,
-        router: this.router,
-        sessions: this.sessions,
-        admin: this.nodeAdmin,
-        log: this.log.child({ component: 'failover' }),
-        drainSessions: (node, refusal, drainMs) => this.sessions.drainNode(node, refusal, drainMs),
-        afterPromotion: (node, names) => this.synchronous.afterPromotion(node, names),
-        control: (node) => this.managers.get(node),
-        expedite: (node) => this.monitor.expedite(node),
-        onChange: (core) => {
-          this.refreshRoutes();
-          this.coreEvents.emit('core', core);
-          // Published after the step's actions ran: the applied revision says its sessions to fenced nodes are gone.
-          this.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.cluster.revision);
-        },
-        onCoreLog: (_level, message) => {
-          const op = this.operations.current;
-          if (op !== undefined && op.record.kind !== 'rejoin') op.progress(message);
-        },
-        onFailoverFinished: (result) => this.metrics.onFailover(result),
-      },
-      cluster,
-      this.coordinator?.coordination(),
-    );
   }
 
   address(kind: ListenerKind | 'admin'): ListenAddress | undefined {
@@ -228,25 +129,33 @@ export class Pgfloat {
   }
 
   status(): PgfloatStatus {
+    const core = this.runner?.state;
     return buildStatus({
       startedAt: this.startedAt,
       nodes: this.config.nodes,
       routes: this.router.current(),
       health: this.monitor.snapshot(),
       cluster: this.cluster(),
-      core: this.failover?.state,
+      core,
+      automatic: this.failoverOptions.automatic,
       sessions: this.sessions,
       heldClients: this.router.heldClients,
+      reroutingClients: this.router.reroutingClients,
       operation: this.operations.current?.record,
-      synchronousLifted: this.synchronous.status(),
-      instance: this.instance,
-      instances: this.coordinator?.instances(),
+      instance: this.backend.instance,
+      instances: this.backend.coordinator?.instances(),
     });
   }
 
-  /** The cluster state as last persisted (the failover core's copy once it runs). */
+  /** The cluster state as last persisted (the failover core's copy). */
   cluster(): ClusterState | undefined {
-    return this.failover?.state.cluster ?? this.state;
+    return this.runner?.state.cluster;
+  }
+
+  /** Operator commands go to the failover core; with failover disabled they are refused. */
+  operator(op: OperatorCommand): CoreState {
+    if (this.runner === undefined || !this.failoverOptions.automatic) throw new Error('failover is disabled (failover.enabled: false)');
+    return this.runner.operator(op);
   }
 
   /** An admin API operation: the long ones become Operations, the others are answered at once by the core. */
@@ -264,18 +173,57 @@ export class Pgfloat {
     }
   }
 
+  private createRunner(cluster: ClusterState): FailoverRunner {
+    const fencing = new Fencing(this.config.fencing, this.serverAdmin);
+    const servers = new ServerActions({
+      nodes: this.nodes,
+      admin: this.serverAdmin,
+      fencing,
+      synchronous: this.synchronous,
+      promoteTimeoutMs: this.config.failover.promoteTimeoutMs,
+      control: (node) => this.managers.get(node),
+      expedite: (node) => this.monitor.expedite(node),
+    });
+    return new FailoverRunner(
+      {
+        options: this.failoverOptions,
+        names: this.nodeNames,
+        clock: systemClock,
+        store: this.backend.store,
+        sessions: this.sessions,
+        servers,
+        log: this.log.child({ component: 'failover' }),
+        route: (core) => this.router.publish(computeRoutes(core, this.routeOptions)),
+        stepped: (core, previous) => {
+          const finished = failoverFinished(previous, core);
+          if (finished !== undefined) this.metrics.onFailover(finished);
+          this.metrics.onCore(core, this.nodeNames);
+          // The applied revision tells the other instances this one's sessions to fenced nodes are gone.
+          this.backend.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.cluster.revision);
+        },
+        progress: (_level, message) => {
+          const op = this.operations.current;
+          if (op !== undefined && op.record.kind !== 'rejoin') op.progress(message);
+        },
+      },
+      cluster,
+      this.backend.coordinator?.coordination(),
+    );
+  }
+
   private procedureContext(): procedures.ProcedureContext {
     const { switchover, fencing, failover, management } = this.config;
+    const runner = this.failoverOptions.automatic ? this.runner : undefined;
     return {
       operations: this.operations,
       nodes: this.nodes,
-      admin: this.nodeAdmin,
-      core: () => this.failover?.state,
+      admin: this.serverAdmin,
+      core: () => runner?.state,
       command: (op) => {
-        if (this.failover === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
-        return this.failover.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
+        if (runner === undefined) return { accepted: false, message: 'refused: failover is disabled (failover.enabled: false)' };
+        return runner.operator(op).operatorAnswer ?? { accepted: false, message: 'no answer' };
       },
-      waitForCore: (predicate, timeoutMs, what) => this.waitForCore(predicate, timeoutMs, what),
+      waitForCore: (predicate, timeoutMs, what) => (runner ? runner.waitFor(predicate, timeoutMs, what) : Promise.reject(new Error('failover is disabled'))),
       manager: (node) => this.managers.get(node),
       expedite: (node) => this.monitor.expedite(node),
       outcomeTimeoutMs: switchover.drainMs + 2 * fencing.timeoutMs + switchover.catchUpTimeoutMs + failover.promoteTimeoutMs + 30_000,
@@ -284,57 +232,48 @@ export class Pgfloat {
     };
   }
 
-  private waitForCore(predicate: (core: CoreState) => boolean, timeoutMs: number, what: string): Promise<CoreState> {
-    return new Promise((resolve, reject) => {
-      const check = (core: CoreState): void => {
-        if (!predicate(core)) return;
-        cleanup();
-        resolve(core);
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-      }, timeoutMs);
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        this.coreEvents.off('core', check);
-      };
-      this.coreEvents.on('core', check);
-      if (this.failover) check(this.failover.state);
-    });
+  private listeners(): Partial<Record<ListenerKind, ListenAddress>> {
+    const listen: Partial<Record<ListenerKind, ListenAddress>> = { readWrite: this.config.listen.readWrite };
+    if (this.config.listen.readOnly) listen.readOnly = this.config.listen.readOnly;
+    return listen;
   }
 
-  /** Operator commands go to the failover core; without it they are refused. */
-  operator(op: OperatorCommand): CoreState {
-    if (this.failover === undefined) throw new Error('failover is disabled (failover.enabled: false)');
-    return this.failover.operator(op);
+  private sessionEnvironment(): SessionEnvironment {
+    const { config } = this;
+    return {
+      router: this.router,
+      rules: new RoutingRules(config.routing.rules),
+      nodes: this.nodes,
+      cancels: this.cancels,
+      sessions: this.sessions,
+      counters: this.counters,
+      secureContext: config.tls ? loadSecureContext(config.tls) : undefined,
+      startupTimeoutMs: config.proxy.startupTimeoutMs,
+      connectTimeoutMs: config.proxy.connectTimeoutMs,
+      keepaliveIdleMs: config.proxy.keepaliveIdleMs,
+      holdMs: config.failover.holdMs,
+      busyPoller: config.proxy.busyPollUs > 0 ? new BusyPoller(config.proxy.busyPollUs) : undefined,
+      log: this.log.child({ component: 'proxy' }),
+      onRefused: (listener, refusal) => this.metrics.onRefused(listener, refusal),
+      onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
+      onServerUnreachable: (node) => this.monitor.expedite(node),
+    };
   }
 
-  private refreshRoutes(): void {
-    const cluster = this.cluster();
-    if (cluster === undefined) return;
-    this.router.update(this.monitor.snapshot(), cluster, this.failover?.writeGate());
-    if (this.failover) this.metrics.onCore(this.failover.state, this.nodeNames);
+  private adminServer(listen: ListenAddress, token: string | undefined): AdminServer {
+    return new AdminServer(
+      listen,
+      {
+        status: () => this.status(),
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+        nodeNames: () => this.nodeNames,
+        roles: () => ({ primary: this.router.current().primary, standbys: this.router.current().standbys }),
+        operate: (op) => this.operate(op),
+        operation: (id) => this.operations.get(id),
+        operations: () => this.operations.list(),
+      },
+      this.log.child({ component: 'admin' }),
+      token,
+    );
   }
-}
-
-
-function createManagers(config: Config, log: Logger): Map<string, NodeManager> {
-  const { monitor, management } = config;
-  const managed = config.nodes.some((n) => n.dataDir !== null || Object.values(n.commands).some((c) => c !== null));
-  if (!managed) return new Map();
-  const ctx: ManagementContext = {
-    // Only local nodes need them; a missing binDir is reported when such a node is operated on.
-    binaries: management.binDir !== null ? pgBinariesAt(management.binDir) : findPgBinaries(),
-    credentials: { user: monitor.user, password: monitor.password, database: monitor.database },
-    replication: { user: management.replicationUser ?? monitor.user, password: management.replicationPassword },
-    log,
-    rejoinTimeoutMs: management.rejoinTimeoutMs,
-  };
-  const managers = new Map<string, NodeManager>();
-  config.nodes.forEach((node, index) => {
-    const manager = managerFor(node, ctx, index);
-    if (manager !== undefined) managers.set(node.name, manager);
-  });
-  return managers;
 }

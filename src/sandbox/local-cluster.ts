@@ -3,9 +3,10 @@
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { findPgBinaries, INSTALL_HINT, type PgBinaries } from './pg-binaries';
-import { unprivilegedUser, type RunAs } from './os-user';
-import { lastLines, runTool } from './run-tool';
+import { findPgBinaries, INSTALL_HINT, type PgBinaries } from '../postgres/binaries';
+import { unprivilegedUser, type RunAs } from '../system/os-user';
+import { toolEnvironment } from '../system/environment';
+import { outputTail, runChecked } from '../system/process';
 
 export type AuthMethod = 'trust' | 'md5' | 'scram-sha-256';
 export type StopMode = 'smart' | 'fast' | 'immediate';
@@ -97,7 +98,7 @@ export class LocalNode {
   /** The end of the server log, for error messages. */
   logTail(lines = 20): string {
     try {
-      return lastLines(readFileSync(this.logFile, 'utf8'), lines);
+      return outputTail(readFileSync(this.logFile, 'utf8'), lines);
     } catch {
       return '(no log file)';
     }
@@ -113,9 +114,9 @@ export class LocalNode {
   }
 
   private pgCtl(args: string[]): Promise<unknown> {
-    return runTool(this.ctx.binaries.path('pg_ctl'), ['-D', this.dataDir, ...args], {
+    return runChecked(this.ctx.binaries.path('pg_ctl'), ['-D', this.dataDir, ...args], {
       user: this.ctx.user,
-      env: this.ctx.env,
+      env: toolEnvironment(this.ctx.env),
       timeoutMs: 90_000,
     });
   }
@@ -256,7 +257,7 @@ async function initPrimary(node: LocalNode, opts: LocalClusterOptions, ctx: Node
   }
   ctx.log(`initdb ${node.name}`);
   try {
-    await runTool(ctx.binaries.path('initdb'), args, { user: ctx.user, env: ctx.env });
+    await runChecked(ctx.binaries.path('initdb'), args, { user: ctx.user, env: toolEnvironment(ctx.env), timeoutMs: 120_000 });
   } finally {
     if (pwfile) unlinkSync(pwfile);
   }
@@ -297,10 +298,10 @@ async function rehashPassword(primary: LocalNode, ctx: NodeContext): Promise<voi
 
 async function cloneStandby(standby: LocalNode, primary: LocalNode, ctx: NodeContext): Promise<void> {
   ctx.log(`pg_basebackup ${standby.name} from ${primary.name}`);
-  await runTool(
+  await runChecked(
     ctx.binaries.path('pg_basebackup'),
     ['-D', standby.dataDir, '-h', primary.host, '-p', String(primary.port), '-U', ctx.superuser, '-R', '-X', 'stream', '-c', 'fast'],
-    { user: ctx.user, env: { ...ctx.env, ...(ctx.password !== undefined && { PGPASSWORD: ctx.password }) }, timeoutMs: 300_000 },
+    { user: ctx.user, env: toolEnvironment({ ...ctx.env, ...(ctx.password !== undefined && { PGPASSWORD: ctx.password }) }), timeoutMs: 300_000 },
   );
   // postgresql.auto.conf is read last, so these override the primary's values copied with postgresql.conf.
   appendFileSync(join(standby.dataDir, 'postgresql.auto.conf'), confBlock('pgfloat local cluster', { port: standby.port, cluster_name: standby.name }));

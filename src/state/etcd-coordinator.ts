@@ -4,9 +4,9 @@ import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../log';
 import type { Coordination, PeerView } from '../failover/types';
-import type { HealthStatus } from '../monitor/observation';
-import type { ClusterState } from './cluster-state';
+import type { ClusterState } from '../cluster/state';
 import { etcdKeys, parseState } from './etcd-store';
+import type { HealthStatus } from '../cluster/node';
 
 /** What each instance publishes under its lease at `<prefix>/instances/<name>`. */
 export interface InstanceRecord {

@@ -1,7 +1,8 @@
 // The shared state store: the cluster state as one etcd key, changed only by transactions that compare its version.
 
 import type { Etcd3 } from 'etcd3';
-import { emptyState, type ClusterState, type StateStore } from './cluster-state';
+import { emptyState, type ClusterState } from '../cluster/state';
+import type { StateStore } from './store';
 
 /** Keys under the configured prefix. */
 export function etcdKeys(prefix: string): { state: string; decider: string; instances: string } {

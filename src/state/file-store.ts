@@ -3,7 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { emptyState, type ClusterState, type StateStore } from './cluster-state';
+import { emptyState, type ClusterState } from '../cluster/state';
+import type { StateStore } from './store';
 
 export class FileStateStore implements StateStore {
   readonly file: string;

@@ -1,8 +1,8 @@
 // The failover core with several instances sharing the state: follower, decider, majority, fence acknowledgements, lost lease.
 import t from 'tap';
 import type { Coordination, PeerView } from '../../src/failover/types';
-import type { HealthStatus } from '../../src/monitor/observation';
 import { adoptedCluster, Sim } from './sim';
+import type { HealthStatus } from '../../src/cluster/node';
 
 function peer(n1: HealthStatus, appliedRevision: number, n2: HealthStatus = 'up'): PeerView {
   return { view: { n1, n2 }, appliedRevision };
@@ -108,7 +108,7 @@ t.test('losing the lease drops the sessions to the primary and refuses writes un
   sim.send({ type: 'coordination', coordination: { decider: false, connected: false, disconnectedReason: 'etcd unreachable for 3 s', peers: {} } });
   t.same(sim.types(), ['drop-sessions n1']);
   t.equal(sim.writable(), undefined);
-  t.equal(sim.state.writesHeld, false, 'refused at once rather than held');
+  t.equal(sim.state.heldBecause, undefined, 'refused at once rather than held');
   coordinate(sim, { decider: false, peers: {} });
   t.equal(sim.writable(), 'n1');
 });

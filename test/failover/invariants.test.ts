@@ -2,9 +2,9 @@
 import t from 'tap';
 import fc from 'fast-check';
 import type { FailoverAction, FailoverEvent, NodeReport } from '../../src/failover/types';
-import type { HealthStatus } from '../../src/monitor/observation';
-import type { ClusterState } from '../../src/state/cluster-state';
-import { Sim } from './sim';
+import type { ClusterState } from '../../src/cluster/state';
+import { Sim, type StepEntry } from './sim';
+import type { HealthStatus } from '../../src/cluster/node';
 
 const names = ['n1', 'n2', 'n3'];
 const node = fc.constantFrom(...names);
@@ -73,7 +73,7 @@ t.test('at most one writable node, only the persisted primary, never before the 
       let pending: Extract<FailoverAction, { type: 'persist' }> | undefined;
       const history: ClusterState[] = [sim.store];
       for (const c of commands) {
-        let actions: FailoverAction[];
+        let actions: StepEntry[];
         if (c.kind === 'tick') actions = sim.tick(c.ms);
         else if (c.kind === 'answer') {
           if (pending === undefined) continue;

@@ -162,7 +162,9 @@ t.test('a second unfenced primary next to the recorded one is fenced', async (t)
   const sim = adoptedCluster();
   sim.primary('n2', '0/3000000', 2);
   t.same(sim.types(), ['drop-sessions n2', 'fence n2', 'persist']);
-  t.equal(sim.writable(), 'n1');
+  t.equal(sim.writable(), undefined, 'two claimants: neither is writable until the fence of n2 is recorded');
+  sim.answerPersist();
+  t.equal(sim.writable(), 'n1', 'then writes stay on the recorded primary');
 });
 
 t.test('pgfloat restarted after a failover keeps the new primary and the fence', async (t) => {
@@ -247,12 +249,12 @@ t.test('blocked by the witness, held writers wait out standbyConfirmationMs for 
   sim.down('n1');
   t.match(sim.state.blocked, /still receives WAL/);
   t.same(sim.types(), [], 'a standby hears a primary that just died for a while: writers stay held');
-  t.equal(sim.state.writesHeld, true);
+  t.equal(sim.state.heldBecause !== undefined, true);
   sim.tick(defaultOptions.standbyConfirmationMs - 100);
   t.same(sim.types(), [], 'still within the window');
   sim.standby('n2', '0/3000000', 1, false);
   t.same(sim.types(), ['hold-writes', 'drop-sessions n1', 'fence n1', 'persist'], 'the standby stopped hearing it: the held writers get the failover');
-  t.equal(sim.state.writesHeld, true);
+  t.equal(sim.state.heldBecause !== undefined, true);
 });
 
 t.test('blocked by the witness past standbyConfirmationMs, held writers go to their refusal', async (t) => {
@@ -263,7 +265,7 @@ t.test('blocked by the witness past standbyConfirmationMs, held writers go to th
   t.same(sim.types(), []);
   sim.tick(defaultOptions.standbyConfirmationMs);
   t.same(sim.types(), ['release-writes'], 'pgfloat is cut off from a primary that lives: nothing is coming');
-  t.equal(sim.state.writesHeld, false);
+  t.equal(sim.state.heldBecause, undefined);
   t.match(sim.state.blocked, /still receives WAL/);
 });
 
@@ -276,7 +278,7 @@ t.test('blocked by lag, held writers go to their refusal at once', async (t) => 
   sim.down('n1');
   t.match(sim.state.blocked, /maxLagBytes/);
   t.same(sim.types(), ['release-writes']);
-  t.equal(sim.state.writesHeld, false);
+  t.equal(sim.state.heldBecause, undefined);
 });
 
 t.test('adoption records the adopted primary\'s position, so an early death is still bounded', async (t) => {

@@ -1,13 +1,22 @@
 // Drives the failover core like the runtime would: a logical clock, and a store that answers persist actions.
 
-import { initialState, step, writableNode } from '../../src/failover/core';
+import { initialState, step } from '../../src/failover/core';
+import { writableNode } from '../../src/failover/write-gate';
 import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport } from '../../src/failover/types';
-import { emptyState, type ClusterState } from '../../src/state/cluster-state';
+import { emptyState, type ClusterState } from '../../src/cluster/state';
+
+/**
+ * Whether read-write clients are held is state the runtime publishes (the write gate) before it
+ * runs a step's actions; the simulation shows a change of it as a pseudo-action in front of them:
+ * `hold-writes` when a hold starts or its reason changes, `release-writes` when it ends.
+ */
+export type StepEntry = FailoverAction | { type: 'hold-writes'; reason: string } | { type: 'release-writes' };
 
 /** An event without its time: the simulation's clock supplies it. */
 type Untimed<E> = E extends FailoverEvent ? Omit<E, 'at'> & { at?: number } : never;
 
 export const defaultOptions: FailoverOptions = {
+  automatic: true,
   requireStandbyConfirmation: true,
   standbyConfirmationMs: 3000,
   maxLagBytes: 1024 * 1024,
@@ -20,8 +29,8 @@ export const defaultOptions: FailoverOptions = {
 export class Sim {
   state: CoreState;
   now = 0;
-  last: FailoverAction[] = [];
-  all: FailoverAction[] = [];
+  last: StepEntry[] = [];
+  all: StepEntry[] = [];
   store: ClusterState;
 
   constructor(
@@ -33,37 +42,40 @@ export class Sim {
     this.state = initialState(names, cluster, 0);
   }
 
-  send(event: Untimed<FailoverEvent>): FailoverAction[] {
+  send(event: Untimed<FailoverEvent>): StepEntry[] {
+    const before = this.state.heldBecause;
     const result = step(this.state, { ...event, at: event.at ?? this.now } as FailoverEvent, this.options);
     this.state = result.state;
-    this.last = result.actions;
-    this.all.push(...result.actions);
-    return result.actions;
+    const after = result.state.heldBecause;
+    const gate: StepEntry[] = after !== undefined && after !== before ? [{ type: 'hold-writes', reason: after }] : after === undefined && before !== undefined ? [{ type: 'release-writes' }] : [];
+    this.last = [...gate, ...result.actions];
+    this.all.push(...this.last);
+    return this.last;
   }
 
-  report(report: Partial<NodeReport> & { node: string }): FailoverAction[] {
+  report(report: Partial<NodeReport> & { node: string }): StepEntry[] {
     return this.send({ type: 'report', report: { status: 'up', systemIdentifier: 'sys', ...report } });
   }
 
-  primary(node: string, lsn = '0/3000000', timeline = 1): FailoverAction[] {
+  primary(node: string, lsn = '0/3000000', timeline = 1): StepEntry[] {
     return this.report({ node, inRecovery: false, currentLsn: lsn, timeline });
   }
 
-  standby(node: string, receiveLsn = '0/3000000', timeline = 1, seesPrimary = true): FailoverAction[] {
+  standby(node: string, receiveLsn = '0/3000000', timeline = 1, seesPrimary = true): StepEntry[] {
     return this.report({ node, inRecovery: true, receiveLsn, timeline, seesPrimary });
   }
 
-  down(node: string): FailoverAction[] {
+  down(node: string): StepEntry[] {
     return this.report({ node, status: 'down', inRecovery: undefined, systemIdentifier: undefined });
   }
 
-  tick(ms: number): FailoverAction[] {
+  tick(ms: number): StepEntry[] {
     this.now += ms;
     return this.send({ type: 'tick' });
   }
 
   /** Answers the persist action of the last step as the file store would (compare-and-set). */
-  answerPersist(succeed = true): FailoverAction[] {
+  answerPersist(succeed = true): StepEntry[] {
     const persist = this.last.find((a): a is Extract<FailoverAction, { type: 'persist' }> => a.type === 'persist');
     if (persist === undefined) throw new Error(`no persist action in ${JSON.stringify(this.last)}`);
     if (!succeed || persist.expectedRevision !== this.store.revision) {
@@ -74,14 +86,14 @@ export class Sim {
   }
 
   writable(): string | undefined {
-    return writableNode(this.state);
+    return writableNode(this.state, this.options);
   }
 
-  types(actions: FailoverAction[] = this.last): string[] {
+  types(actions: StepEntry[] = this.last): string[] {
     return actions.filter((a) => a.type !== 'log').map((a) => ('node' in a ? `${a.type} ${a.node}` : a.type));
   }
 
-  logs(actions: FailoverAction[] = this.all): string[] {
+  logs(actions: StepEntry[] = this.all): string[] {
     return actions.flatMap((a) => (a.type === 'log' ? [a.message] : []));
   }
 }

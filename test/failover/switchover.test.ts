@@ -166,7 +166,7 @@ t.test('a pgfloat restarted after the switchover fence was persisted finishes it
 
 t.test('a reporting server (promotable: false) is never promoted, by failover or switchover', async (t) => {
   const { Sim: SimClass, defaultOptions } = await import('./sim');
-  const { emptyState } = await import('../../src/state/cluster-state');
+  const { emptyState } = await import('../../src/cluster/state');
   const sim = new SimClass(['n1', 'n2', 'n3'], emptyState(), { ...defaultOptions, notPromotable: ['n3'] });
   sim.primary('n1');
   sim.standby('n2', '0/3000000');

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { ClientConfig } from 'pg';
-import type { NodeStatus, PgfloatStatus } from '../../src/runtime/status';
+import type { NodeStatus, PgfloatStatus } from '../../src/admin/status';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
 import { connectClient, queryOnce, type ObservedClient } from './clients';
 import type { Teardown } from './cluster';

@@ -5,7 +5,7 @@ import { request } from 'node:http';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import { connectClient, queryOnce } from '../harness/clients';
-import type { PgfloatStatus } from '../../src/runtime/status';
+import type { PgfloatStatus } from '../../src/admin/status';
 
 interface HttpAnswer {
   status: number;
@@ -56,7 +56,8 @@ t.test('admin API', async (t) => {
     t.match(n2!.lsn, lsnPattern, 'standby replay LSN');
     t.equal(n1!.systemIdentifier, n2!.systemIdentifier, 'same system identifier');
     t.match(n1!.systemIdentifier, /^\d+$/);
-    t.type(n2!.lagBytes, 'number', 'standby lag is known');
+    t.type(n2!.receiveLagBytes, 'number', 'standby receive lag is known');
+    t.type(n2!.replayLagBytes, 'number', 'standby replay lag is known');
     t.equal(n2!.walReceiver, 'streaming');
     t.type(n1!.heartbeatMs, 'number');
   });

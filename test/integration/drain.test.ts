@@ -8,11 +8,11 @@ import { Pool } from 'pg';
 import { SqlState } from '../../src/protocol/codes';
 import { startupMessage } from '../../src/protocol/startup';
 import { SessionRegistry, type TrackedSession } from '../../src/proxy/session-registry';
-import type { Refusal } from '../../src/routing/routes';
 import { startCluster } from '../harness/cluster';
 import { freezePid } from '../harness/faults';
 import { message } from '../harness/wire';
 import { eventually, startPgfloat } from '../harness/pgfloat';
+import type { Refusal } from '../../src/protocol/refusal';
 import {
   connectClient,
   parseErrorResponse,
@@ -70,7 +70,8 @@ function afterStartup(data: Buffer): Array<{ type: string; body: Buffer }> {
 
 t.test('draining a node closes its sessions at transaction boundaries', async (t) => {
   const cluster = await startCluster(t);
-  const proxy = await startPgfloat(t, cluster);
+  // A primary that misses heartbeats is held, not failed over, for as long as these tests need it to be.
+  const proxy = await startPgfloat(t, cluster, { monitor: { failuresBeforeDown: 30 } });
   const sessions = proxy.instance.sessions;
   const node = cluster.primary.name;
   const url = proxy.readWriteUrl();
@@ -253,15 +254,17 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     const frozen = freezePid(t, cluster.primary.postmasterPid()!);
     const newcomer = connectClient(url);
     await eventually(() => sessions.countOn(node) === 2, 'the newcomer to be attached to n1, unanswered');
-    router.hold('test: as a switchover does');
-    t.teardown(() => router.release());
+    // Its running backends still answer, so the monitor's connection is ended: its next one goes
+    // unanswered, n1 turns suspect and the failover core holds new writers, as a switchover does.
+    await busy.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pgfloat-monitor'");
+    await eventually(() => router.writesHeld, 'n1 to miss a heartbeat and writes to be held');
     const draining = sessions.drainNode(node, refusal, 20_000);
     await eventually(() => sessions.countOn(node) === 1, 'the newcomer to leave n1');
     t.equal(router.heldClients, 1, 'it waits with the held clients');
-    frozen.thaw();
     await busy.query('commit');
     t.same(await draining, { atBoundary: 1, cut: 0 }, 'the rerouted newcomer is not counted');
-    router.release();
+    // n1 answers heartbeats again: the core releases the held newcomer to it.
+    frozen.thaw();
     const client = await newcomer;
     t.teardown(() => client.end().catch(() => undefined));
     t.same((await client.query('select 1 as one')).rows, [{ one: 1 }], 'the newcomer connected and works');

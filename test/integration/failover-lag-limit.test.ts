@@ -4,7 +4,7 @@ import { connectClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { connectOrError, crashServer, nodeStatus, outcomeWithin, serverPortOf, tryQuery } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import { lsnToBigInt } from '../../src/monitor/observation';
+import { lsnToBigInt } from '../../src/cluster/lsn';
 
 t.test('standby lagging over failover.maxLagBytes when the primary dies', async (t) => {
   const cluster = await startCluster(t);

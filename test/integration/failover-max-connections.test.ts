@@ -5,7 +5,7 @@ import { connectClient, queryOnce } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { nodeStatus, serverPortOf, sleep } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import type { PgfloatStatus } from '../../src/runtime/status';
+import type { PgfloatStatus } from '../../src/admin/status';
 
 t.test('max_connections exhausted on the primary by a non-superuser', async (t) => {
   const cluster = await startCluster(t, { extraConf: { max_connections: 20, superuser_reserved_connections: 3 } });

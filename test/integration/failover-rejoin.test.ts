@@ -2,9 +2,10 @@
 import t from 'tap';
 import { appendFileSync, chmodSync, chownSync, lstatSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findPgBinaries } from '../../src/sandbox/pg-binaries';
-import { unprivilegedUser } from '../../src/sandbox/os-user';
-import { runTool, type ToolRun } from '../../src/sandbox/run-tool';
+import { findPgBinaries } from '../../src/postgres/binaries';
+import { unprivilegedUser } from '../../src/system/os-user';
+import { toolEnvironment } from '../../src/system/environment';
+import { runChecked } from '../../src/system/process';
 import type { LocalCluster, LocalNode } from '../../src/sandbox/local-cluster';
 import { connectClient, queryOnce, type ObservedClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
@@ -62,15 +63,15 @@ async function rewindAndRejoin(cluster: LocalCluster, target: LocalNode, source:
   // its first checkpoint, one the server runs in the background: the docs say to CHECKPOINT first,
   // else pg_rewind may see both on timeline 1 and report "no rewind required".
   await queryOnce(source.connectionString(), 'CHECKPOINT');
-  const rewind = (): Promise<ToolRun> =>
-    runTool(
+  const rewind = (): Promise<string> =>
+    runChecked(
       binaries.path('pg_rewind'),
       [`--target-pgdata=${target.dataDir}`, `--source-server=host=127.0.0.1 port=${source.port} user=postgres dbname=postgres`],
       // The unprivileged user's home may be unreadable: libpq looks there for .pgpass.
-      { user: unprivilegedUser(), env: { HOME: cluster.baseDir }, timeoutMs: 120_000 },
+      { user: unprivilegedUser(), env: toolEnvironment({ HOME: cluster.baseDir }), timeoutMs: 120_000 },
     );
   let cleanStartStop = false;
-  let run: ToolRun;
+  let run: string;
   try {
     run = await rewind();
   } catch (err) {
@@ -100,7 +101,7 @@ async function rewindAndRejoin(cluster: LocalCluster, target: LocalNode, source:
   const user = unprivilegedUser();
   const misowned = user === undefined ? [] : notOwnedBy(target.dataDir, user.uid);
   await target.start();
-  return { cleanStartStop, rewind: `${run.stdout}${run.stderr}`.trim(), misowned };
+  return { cleanStartStop, rewind: run.trim(), misowned };
 }
 
 t.test('SIGKILL of the primary, failover, then the old primary rewound and rejoined as a standby', async (t) => {

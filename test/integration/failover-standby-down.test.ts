@@ -4,7 +4,7 @@ import { connectClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { nodeStatus, serverPortOf, sleep } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import type { PgfloatStatus } from '../../src/runtime/status';
+import type { PgfloatStatus } from '../../src/admin/status';
 
 t.test('standby stopped (immediate), then started again', async (t) => {
   const cluster = await startCluster(t);

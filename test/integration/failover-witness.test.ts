@@ -73,7 +73,7 @@ t.test('pgfloat cut off from a live primary the standby still streams from', asy
     t.equal(proxy.instance.status().primary, 'n1', 'n1 is the primary at first');
     // The lag gauge exists once pgfloat holds a WAL position of the recorded primary: the bound on data loss.
     await eventually(
-      async () => (await metricValue(proxy.adminUrl, 'pgfloat_replication_lag_bytes', { node: 'n2' })) !== undefined,
+      async () => (await metricValue(proxy.adminUrl, 'pgfloat_receive_lag_bytes', { node: 'n2' })) !== undefined,
       "pgfloat to know the primary's WAL position",
       30_000,
     );

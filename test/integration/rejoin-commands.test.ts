@@ -4,12 +4,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/log';
-import { managerFor, type ManagementContext } from '../../src/management/node-manager';
-import { findPgBinaries } from '../../src/sandbox/pg-binaries';
-import { unprivilegedUser } from '../../src/sandbox/os-user';
+import { managerFor } from '../../src/management/node-manager';
+import { findPgBinaries } from '../../src/postgres/binaries';
+import { unprivilegedUser } from '../../src/system/os-user';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
 import { queryOnce } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
+import type { ManagementContext } from '../../src/management/types';
 
 const ctx = (over: Partial<ManagementContext> = {}): ManagementContext => ({
   binaries: findPgBinaries(),

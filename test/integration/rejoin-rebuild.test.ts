@@ -4,13 +4,14 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger, silentLogger, type Logger } from '../../src/log';
-import { managerFor, type ManagementContext } from '../../src/management/node-manager';
+import { managerFor } from '../../src/management/node-manager';
 import { OLD_DATA_DIR_SUFFIX } from '../../src/management/rejoin';
-import { findPgBinaries } from '../../src/sandbox/pg-binaries';
+import { findPgBinaries } from '../../src/postgres/binaries';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
 import { queryOnce } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { eventually } from '../harness/pgfloat';
+import type { ManagementContext } from '../../src/management/types';
 
 function contextFor(password: string, log: Logger = silentLogger): ManagementContext {
   return {

@@ -3,14 +3,15 @@ import t from 'tap';
 import { existsSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/log';
-import { managerFor, type ManagementContext } from '../../src/management/node-manager';
-import { findPgBinaries } from '../../src/sandbox/pg-binaries';
-import { unprivilegedUser } from '../../src/sandbox/os-user';
+import { managerFor } from '../../src/management/node-manager';
+import { findPgBinaries } from '../../src/postgres/binaries';
+import { unprivilegedUser } from '../../src/system/os-user';
 import type { LocalCluster, LocalNode } from '../../src/sandbox/local-cluster';
 import { queryOnce } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { crashServer } from '../harness/faults';
 import { eventually } from '../harness/pgfloat';
+import type { ManagementContext } from '../../src/management/types';
 
 function contextFor(password = ''): ManagementContext {
   return {

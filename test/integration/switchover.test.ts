@@ -64,7 +64,7 @@ t.test('switchover refusals: lagging standby, logical slot without --force, unkn
 
   await queryOnce(cluster.standby.connectionString(), 'SELECT pg_wal_replay_pause()');
   await queryOnce(cluster.primary.connectionString(), 'CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 5000) g');
-  await eventually(() => (proxy.instance.status().nodes.find((n) => n.name === 'n2')!.lagBytes ?? 0) > 64 * 1024, 'n2 behind');
+  await eventually(() => (proxy.instance.status().nodes.find((n) => n.name === 'n2')!.replayLagBytes ?? 0) > 64 * 1024, 'n2 behind');
   const lag = await runCli(['switchover', '--force', '--admin', proxy.adminUrl], env);
   t.equal(lag.code, 1);
   t.match(lag.stderr, /n2 is \d+ bytes behind n1, over switchover.maxLagBytes/, 'names the lag');
@@ -76,7 +76,7 @@ t.test('switchover refusals: lagging standby, logical slot without --force, unkn
   t.equal(status.writesHeld, false);
   await queryOnce(proxy.readWriteUrl(), 'SELECT 1');
 
-  await eventually(() => (proxy.instance.status().nodes.find((n) => n.name === 'n2')!.lagBytes ?? 1) === 0, 'n2 caught up');
+  await eventually(() => (proxy.instance.status().nodes.find((n) => n.name === 'n2')!.replayLagBytes ?? 1) === 0, 'n2 caught up');
   await queryOnce(cluster.primary.connectionString(), "SELECT pg_drop_replication_slot('sub_a')");
   const ok = await runCli(['switchover', '--to', 'n2', '--admin', proxy.adminUrl], env);
   t.equal(ok.code, 0, `switchover exits 0: ${ok.stderr}`);

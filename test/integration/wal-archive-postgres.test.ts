@@ -6,7 +6,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { unprivilegedUser } from '../../src/sandbox/os-user';
+import { unprivilegedUser } from '../../src/system/os-user';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
 import { startCluster } from '../harness/cluster';
 import { queryOnce, sleep } from '../harness/clients';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import t from 'tap';
-import { emptyState, type ClusterState } from '../../src/state/cluster-state';
+import { emptyState, type ClusterState } from '../../src/cluster/state';
 import { FileStateStore } from '../../src/state/file-store';
 
 async function tempDir(t: tap.Test): Promise<string> {

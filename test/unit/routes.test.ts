@@ -1,37 +1,29 @@
-// computeRoutes and Router.decideNow: who read-write and read-only clients may reach, and why not.
+// computeRoutes and Router: who read-write and read-only clients may reach, and why not. Read-write
+// routing has one authority, the failover core's write gate; routing adds the standbys and rules.
 
 import t from 'tap';
+import type { HealthStatus } from '../../src/cluster/node';
+import { emptyState, type ClusterState } from '../../src/cluster/state';
+import { initialState } from '../../src/failover/core';
+import { writeGate } from '../../src/failover/write-gate';
+import type { CoreState, NodeReport } from '../../src/failover/types';
 import { silentLogger } from '../../src/log';
-import type { HealthStatus, NodeHealth, NodeObservation } from '../../src/monitor/observation';
-import { computeRoutes, type Routes } from '../../src/routing/routes';
+import { computeRoutes, type RouteOptions, type Routes } from '../../src/routing/routes';
 import { Router, type RouteDecision } from '../../src/routing/router';
-import { emptyState, type ClusterState } from '../../src/state/cluster-state';
+import { adoptedCluster } from '../failover/sim';
 
 const SYSID = '7311111111111111111';
 const OTHER_SYSID = '7322222222222222222';
 
-function node(
-  name: string,
-  role: 'primary' | 'standby',
-  status: HealthStatus = 'up',
-  extra: Partial<NodeObservation> = {},
-): NodeHealth {
-  const seen: NodeObservation = {
+function node(name: string, role: 'primary' | 'standby', status: HealthStatus = 'up', extra: Partial<NodeReport> = {}): NodeReport {
+  return {
     node: name,
-    at: 1_700_000_000_000,
-    reachable: true,
+    status,
     inRecovery: role === 'standby',
     systemIdentifier: SYSID,
     timeline: 1,
     ...(role === 'primary' ? { currentLsn: '0/3000000' } : { receiveLsn: '0/3000000', replayLsn: '0/3000000' }),
     ...extra,
-  };
-  return {
-    node: name,
-    status,
-    consecutiveFailures: status === 'up' ? 0 : status === 'suspect' ? 1 : 3,
-    last: status === 'up' ? seen : { node: name, at: seen.at + 500, reachable: false, error: 'timeout' },
-    lastReachable: seen,
   };
 }
 
@@ -39,9 +31,27 @@ function state(extra: Partial<ClusterState> = {}): ClusterState {
   return { ...emptyState(), ...extra };
 }
 
-function router(health: NodeHealth[], s: ClusterState = state(), fallbackToPrimary = true, maxLagBytes: number | null = null): Router {
-  const r = new Router({ fallbackToPrimary, maxLagBytes, holdMs: 1000 }, silentLogger);
-  r.update(health, s);
+/** The failover core's view after these reports, as the runner would hold it. */
+function core(reports: NodeReport[], cluster: ClusterState = state()): CoreState {
+  const s = initialState(
+    reports.map((r) => r.node),
+    cluster,
+    0,
+  );
+  for (const r of reports) s.nodes[r.node] = r;
+  return s;
+}
+
+/** failover.enabled false: the gate follows the heartbeats, as a VIP with a health check would. */
+const routingOnly: RouteOptions = { automatic: false, maxLagBytes: null };
+
+function routes(reports: NodeReport[], cluster: ClusterState = state(), options: RouteOptions = routingOnly): Routes {
+  return computeRoutes(core(reports, cluster), options);
+}
+
+function router(reports: NodeReport[], s: ClusterState = state(), fallbackToPrimary = true, maxLagBytes: number | null = null): Router {
+  const r = new Router({ fallbackToPrimary, holdMs: 1000 }, silentLogger);
+  r.publish(routes(reports, s, { automatic: false, maxLagBytes }));
   return r;
 }
 
@@ -51,20 +61,17 @@ function refused(t: tap.Test, decision: RouteDecision) {
   return decision.refusal;
 }
 
-const noLag = { maxLagBytes: null };
-
 t.test('one primary and one standby', async (t) => {
   const health = [node('n1', 'primary'), node('n2', 'standby')];
-  const routes = computeRoutes(health, state(), noLag);
-  t.same(routes, { primary: 'n1', standbys: ['n2'], readWriteRefusal: undefined, claimants: ['n1'] });
+  t.same(routes(health), { primary: 'n1', heldBecause: undefined, standbys: ['n2'], readWriteRefusal: undefined, claimants: ['n1'] });
   const r = router(health);
   t.same(r.decideNow('readWrite'), { ok: true, node: 'n1' });
   t.same(r.decideNow('readOnly'), { ok: true, node: 'n2' });
   t.same(r.decideNow('readOnly'), { ok: true, node: 'n2' });
 });
 
-t.test('a new Router with no health yet refuses read-write with no-primary', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 1000 }, silentLogger);
+t.test('a new Router with nothing published refuses read-write with no-primary', async (t) => {
+  const r = new Router({ fallbackToPrimary: true, holdMs: 1000 }, silentLogger);
   const refusal = refused(t, r.decideNow('readWrite'));
   t.equal(refusal.reason, 'no-primary');
   t.equal(refused(t, r.decideNow('readOnly')).reason, 'no-standby');
@@ -72,9 +79,9 @@ t.test('a new Router with no health yet refuses read-write with no-primary', asy
 
 t.test('primary down: read-write refused with 57P03, read-only still served by the standby', async (t) => {
   const health = [node('n1', 'primary', 'down'), node('n2', 'standby')];
-  const routes = computeRoutes(health, state({ primary: 'n1', systemIdentifier: SYSID }), noLag);
-  t.equal(routes.primary, undefined);
-  t.same(routes.standbys, ['n2']);
+  const computed = routes(health, state({ primary: 'n1', systemIdentifier: SYSID }));
+  t.equal(computed.primary, undefined);
+  t.same(computed.standbys, ['n2']);
   const r = router(health, state({ primary: 'n1', systemIdentifier: SYSID }));
   const refusal = refused(t, r.decideNow('readWrite'));
   t.equal(refusal.reason, 'no-primary');
@@ -85,9 +92,9 @@ t.test('primary down: read-write refused with 57P03, read-only still served by t
 
 t.test('two primaries: split-brain refusal naming both', async (t) => {
   const health = [node('n1', 'primary'), node('n2', 'primary'), node('n3', 'standby')];
-  const routes = computeRoutes(health, state({ primary: 'n1' }), noLag);
-  t.equal(routes.primary, undefined, 'no primary even though the state names n1');
-  t.same(routes.claimants, ['n1', 'n2']);
+  const computed = routes(health, state({ primary: 'n1' }));
+  t.equal(computed.primary, undefined, 'no primary even though the state names n1');
+  t.same(computed.claimants, ['n1', 'n2']);
   const r = router(health, state({ primary: 'n1' }));
   const refusal = refused(t, r.decideNow('readWrite'));
   t.equal(refusal.reason, 'split-brain');
@@ -99,6 +106,19 @@ t.test('two primaries: split-brain refusal naming both', async (t) => {
   t.same(r.decideNow('readOnly'), { ok: true, node: 'n3' });
 });
 
+t.test('with automatic failover, a second primary beside the recorded one closes writes until the core fences it', async (t) => {
+  const sim = adoptedCluster();
+  const options: RouteOptions = { automatic: true, maxLagBytes: null };
+  t.equal(computeRoutes(sim.state, options).primary, 'n1');
+  sim.primary('n2');
+  t.same(sim.types(), ['drop-sessions n2', 'fence n2', 'persist'], 'the core fences n2');
+  const during = computeRoutes(sim.state, options);
+  t.equal(during.primary, undefined, 'until the fence is recorded, neither is routed');
+  t.equal(during.readWriteRefusal?.reason, 'split-brain');
+  sim.answerPersist();
+  t.equal(computeRoutes(sim.state, options).primary, 'n1', 'once n2 is fenced, writes go to the recorded primary again');
+});
+
 t.test('read-only falls back to no primary during split brain', async (t) => {
   const r = router([node('n1', 'primary'), node('n2', 'primary')], state(), true);
   const refusal = refused(t, r.decideNow('readOnly'));
@@ -107,11 +127,10 @@ t.test('read-only falls back to no primary during split brain', async (t) => {
 
 t.test('a fenced node is never routed', async (t) => {
   // Fenced old primary that came back: the promoted node stays the only primary, no split brain.
-  const health = [node('old', 'primary'), node('new', 'primary'), node('s1', 'standby')];
-  const routes = computeRoutes(health, state({ primary: 'new', fenced: ['old'] }), noLag);
-  t.equal(routes.primary, 'new');
-  t.same(routes.claimants, ['new']);
-  t.equal(routes.readWriteRefusal, undefined);
+  const computed = routes([node('old', 'primary'), node('new', 'primary'), node('s1', 'standby')], state({ primary: 'new', fenced: ['old'] }));
+  t.equal(computed.primary, 'new');
+  t.same(computed.claimants, ['new']);
+  t.equal(computed.readWriteRefusal, undefined);
   // Fenced standby: never in the read-only set.
   const r = router([node('p', 'primary'), node('s1', 'standby'), node('s2', 'standby')], state({ fenced: ['s1'] }));
   const seen = new Set<string>();
@@ -130,29 +149,38 @@ t.test('a fenced node is never routed', async (t) => {
 });
 
 t.test('suspect primary is still routed, down or unknown is not', async (t) => {
-  t.equal(computeRoutes([node('n1', 'primary', 'suspect'), node('n2', 'standby')], state(), noLag).primary, 'n1');
-  t.same(computeRoutes([node('n1', 'primary'), node('n2', 'standby', 'suspect')], state(), noLag).standbys, ['n2'], 'suspect standby kept');
-  t.equal(computeRoutes([node('n1', 'primary', 'down'), node('n2', 'standby')], state(), noLag).primary, undefined);
-  t.equal(computeRoutes([node('n1', 'primary', 'unknown')], state(), noLag).primary, undefined);
-  t.same(computeRoutes([node('n1', 'primary'), node('n2', 'standby', 'down')], state(), noLag).standbys, [], 'down standby dropped');
+  t.equal(routes([node('n1', 'primary', 'suspect'), node('n2', 'standby')]).primary, 'n1');
+  t.same(routes([node('n1', 'primary'), node('n2', 'standby', 'suspect')]).standbys, ['n2'], 'suspect standby kept');
+  t.equal(routes([node('n1', 'primary', 'down'), node('n2', 'standby')]).primary, undefined);
+  t.equal(routes([node('n1', 'primary', 'unknown')]).primary, undefined);
+  t.same(routes([node('n1', 'primary'), node('n2', 'standby', 'down')]).standbys, [], 'down standby dropped');
   // Suspect but never reached: nothing known about its role.
-  const neverSeen: NodeHealth = { node: 'n1', status: 'suspect', consecutiveFailures: 1 };
-  t.equal(computeRoutes([neverSeen], state(), noLag).primary, undefined);
+  const neverSeen: NodeReport = { node: 'n1', status: 'suspect' };
+  t.equal(routes([neverSeen]).primary, undefined);
   const r = router([node('n1', 'primary', 'suspect')]);
   t.same(r.decideNow('readWrite'), { ok: true, node: 'n1' });
 });
 
+t.test('with automatic failover a suspect primary holds new writers instead', async (t) => {
+  const sim = adoptedCluster();
+  sim.report({ node: 'n1', status: 'suspect', inRecovery: false });
+  const computed = computeRoutes(sim.state, { automatic: true, maxLagBytes: null });
+  t.equal(computed.primary, undefined);
+  t.match(computed.heldBecause, /n1 missed a heartbeat/);
+  t.equal(computed.readWriteRefusal?.reason, 'no-primary', 'what a held client is told if the hold runs out');
+});
+
 t.test('a standby of another cluster (different system identifier) is excluded', async (t) => {
   const health = [node('p', 'primary'), node('s1', 'standby'), node('stranger', 'standby', 'up', { systemIdentifier: OTHER_SYSID })];
-  t.same(computeRoutes(health, state(), noLag).standbys, ['s1'], 'compared with the primary');
+  t.same(routes(health).standbys, ['s1'], 'compared with the primary');
   // With no primary, the state's system identifier decides.
   const noPrimary = [node('s1', 'standby'), node('stranger', 'standby', 'up', { systemIdentifier: OTHER_SYSID })];
-  t.same(computeRoutes(noPrimary, state({ systemIdentifier: SYSID }), noLag).standbys, ['s1'], 'compared with the state');
+  t.same(routes(noPrimary, state({ systemIdentifier: SYSID })).standbys, ['s1'], 'compared with the state');
   // A primary of another cluster is not a claimant either.
   const foreignPrimary = [node('p', 'primary'), node('x', 'primary', 'up', { systemIdentifier: OTHER_SYSID })];
-  const routes = computeRoutes(foreignPrimary, state({ systemIdentifier: SYSID }), noLag);
-  t.equal(routes.primary, 'p');
-  t.same(routes.claimants, ['p']);
+  const computed = routes(foreignPrimary, state({ systemIdentifier: SYSID }));
+  t.equal(computed.primary, 'p');
+  t.same(computed.claimants, ['p']);
   const r = router(health);
   for (let i = 0; i < 4; i++) t.same(r.decideNow('readOnly'), { ok: true, node: 's1' });
 });
@@ -165,17 +193,18 @@ t.test('maxLagBytes excludes a lagging standby', async (t) => {
     node('far', 'standby', 'up', { replayLsn: '0/4000000' }), // 16 MiB behind
     node('nolsn', 'standby', 'up', { replayLsn: undefined }),
   ];
-  t.same(computeRoutes(health, state(), { maxLagBytes: 4096 }).standbys, ['near', 'edge']);
-  t.same(computeRoutes(health, state(), { maxLagBytes: 0 }).standbys, []);
-  t.same(computeRoutes(health, state(), { maxLagBytes: null }).standbys, ['near', 'edge', 'far', 'nolsn'], 'null: no limit');
+  const lagLimit = (maxLagBytes: number | null): RouteOptions => ({ automatic: false, maxLagBytes });
+  t.same(routes(health, state(), lagLimit(4096)).standbys, ['near', 'edge']);
+  t.same(routes(health, state(), lagLimit(0)).standbys, []);
+  t.same(routes(health, state(), lagLimit(null)).standbys, ['near', 'edge', 'far', 'nolsn'], 'null: no limit');
   // Across the 32-bit boundary of the LSN halves.
   const wide = [node('p', 'primary', 'up', { currentLsn: '1/00000010' }), node('s', 'standby', 'up', { replayLsn: '0/FFFFFFF0' })];
-  t.same(computeRoutes(wide, state(), { maxLagBytes: 32 }).standbys, ['s']);
-  t.same(computeRoutes(wide, state(), { maxLagBytes: 31 }).standbys, []);
+  t.same(routes(wide, state(), lagLimit(32)).standbys, ['s']);
+  t.same(routes(wide, state(), lagLimit(31)).standbys, []);
   // No primary: the standby's own receive/replay gap is used.
   const orphan = [node('s', 'standby', 'up', { receiveLsn: '0/2000000', replayLsn: '0/1000000' })];
-  t.same(computeRoutes(orphan, state(), { maxLagBytes: 1024 }).standbys, []);
-  t.same(computeRoutes(orphan, state(), { maxLagBytes: 0x1000000 }).standbys, ['s']);
+  t.same(routes(orphan, state(), lagLimit(1024)).standbys, []);
+  t.same(routes(orphan, state(), lagLimit(0x1000000)).standbys, ['s']);
   const r = router(health, state(), true, 4096);
   const seen = new Set<string>();
   for (let i = 0; i < 6; i++) {
@@ -217,9 +246,9 @@ t.test('round robin over two standbys', async (t) => {
 
 t.test('state.primary naming another node than the only claimant: refused', async (t) => {
   const health = [node('n1', 'standby'), node('n2', 'primary')];
-  const routes: Routes = computeRoutes(health, state({ primary: 'n1' }), noLag);
-  t.equal(routes.primary, undefined);
-  t.same(routes.claimants, ['n2']);
+  const computed = routes(health, state({ primary: 'n1' }));
+  t.equal(computed.primary, undefined);
+  t.same(computed.claimants, ['n2']);
   const r = router(health, state({ primary: 'n1' }));
   const refusal = refused(t, r.decideNow('readWrite'));
   t.equal(refusal.reason, 'no-primary');
@@ -227,19 +256,19 @@ t.test('state.primary naming another node than the only claimant: refused', asyn
   t.match(refusal.detail, /n2 claims primary/);
   t.match(refusal.detail, /names n1/);
   // With the matching name, or no name at all, the same node is the primary.
-  t.equal(computeRoutes(health, state({ primary: 'n2' }), noLag).primary, 'n2');
-  t.equal(computeRoutes(health, state(), noLag).primary, 'n2');
+  t.equal(routes(health, state({ primary: 'n2' })).primary, 'n2');
+  t.equal(routes(health, state()).primary, 'n2');
 });
 
 t.test('Router emits change only when routing changes', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 1000 }, silentLogger);
+  const r = new Router({ fallbackToPrimary: true, holdMs: 1000 }, silentLogger);
   const events: Array<[string | undefined, string | undefined]> = [];
   r.on('change', (next, previous) => events.push([next.primary, previous.primary]));
   const health = [node('n1', 'primary'), node('n2', 'standby')];
-  r.update(health, state());
-  r.update(health, state());
-  r.update([node('n1', 'primary', 'down'), node('n2', 'standby')], state());
-  r.update([node('n1', 'primary'), node('n2', 'primary')], state());
+  r.publish(routes(health));
+  r.publish(routes(health));
+  r.publish(routes([node('n1', 'primary', 'down'), node('n2', 'standby')]));
+  r.publish(routes([node('n1', 'primary'), node('n2', 'primary')]));
   t.same(events, [
     ['n1', undefined],
     [undefined, 'n1'],
@@ -248,21 +277,33 @@ t.test('Router emits change only when routing changes', async (t) => {
   t.equal(r.current().readWriteRefusal?.reason, 'split-brain');
 });
 
-t.test('the write gate: only the node the failover core names may take writes', async (t) => {
-  const health = [node('n1', 'primary'), node('n2', 'standby')];
-  const failoverRefusal = { reason: 'failover-in-progress' as const, code: '57P03' as const, message: 'no verified primary available: failover in progress' };
-  t.equal(computeRoutes(health, state(), noLag, { writable: 'n1', refusal: undefined }).primary, 'n1');
-  const closed = computeRoutes(health, state(), noLag, { writable: undefined, refusal: failoverRefusal });
+t.test('one authority: read-write routing is the failover core\'s write gate, whatever the heartbeats show', async (t) => {
+  const sim = adoptedCluster();
+  const options: RouteOptions = { automatic: true, maxLagBytes: null };
+  sim.standby('n2', '0/3000000', 1, false);
+  sim.down('n1');
+  t.equal(sim.state.phase.kind, 'failover', 'the core fails over');
+  // Say n1 answered again mid-failover, as the only node out of recovery: the heartbeats alone would route to it.
+  const answered = structuredClone(sim.state);
+  answered.nodes.n1 = node('n1', 'primary');
+  const closed = computeRoutes(answered, options);
   t.equal(closed.primary, undefined, 'the core not naming it closes writes');
-  t.equal(closed.readWriteRefusal?.reason, 'failover-in-progress', 'with the core\'s reason');
+  t.equal(closed.readWriteRefusal?.reason, 'failover-in-progress', "with the core's reason");
+  t.match(closed.heldBecause, /failover from n1 to n2/, 'and its hold');
   t.same(closed.standbys, ['n2'], 'read-only routing is unaffected');
-  t.equal(computeRoutes(health, state(), noLag, { writable: 'n2', refusal: undefined }).primary, undefined, 'a standby named writable is not routed');
+  t.same(routes([node('n1', 'primary'), node('n2', 'standby')]).primary, 'n1', 'the same heartbeats, judged alone (routing only), would have routed n1');
+  // At every step of a whole failover, the published primary is exactly the gate's node.
+  for (const s of [sim.answerPersist(), sim.send({ type: 'promoted', node: 'n2' }), sim.primary('n2', '0/3000100', 2), sim.answerPersist()]) {
+    t.ok(Array.isArray(s));
+    t.equal(computeRoutes(sim.state, options).primary, writeGate(sim.state, options).node);
+  }
+  t.equal(computeRoutes(sim.state, options).primary, 'n2', 'the new primary once recorded');
 });
 
-t.test('held read-write clients wait for release; read-only clients never wait', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 60_000 }, silentLogger);
-  r.update([node('n1', 'primary'), node('n2', 'standby')], state());
-  r.hold('test');
+t.test('held read-write clients wait until a published decision releases them; read-only clients never wait', async (t) => {
+  const r = new Router({ fallbackToPrimary: true, holdMs: 60_000 }, silentLogger);
+  const open = routes([node('n1', 'primary'), node('n2', 'standby')]);
+  r.publish({ ...open, primary: undefined, heldBecause: 'test' });
   let settled = false;
   const pending = r.decide('readWrite').then((d) => {
     settled = true;
@@ -273,16 +314,20 @@ t.test('held read-write clients wait for release; read-only clients never wait',
   await new Promise((resolve) => setImmediate(resolve));
   t.equal(settled, false, 'the read-write client is still waiting');
   t.equal(r.heldClients, 1);
-  r.release();
+  r.publish({ ...open, primary: undefined, heldBecause: 'test, another step' });
+  await new Promise((resolve) => setImmediate(resolve));
+  t.equal(settled, false, 'a new decision that still holds keeps it waiting');
+  r.publish(open);
   const decision = await pending;
   t.same(decision, { ok: true, node: 'n1' });
   t.equal(r.heldClients, 0);
+  t.equal(r.reroutingClients, 0, 'a held client is not counted as waiting for a reroute');
 });
 
 t.test('a held client is refused when holdMs runs out without a primary', async (t) => {
-  const r = new Router({ fallbackToPrimary: true, maxLagBytes: null, holdMs: 20 }, silentLogger);
-  r.update([node('n1', 'primary', 'down'), node('n2', 'standby')], state());
-  r.hold('test');
+  const r = new Router({ fallbackToPrimary: true, holdMs: 20 }, silentLogger);
+  const closed = routes([node('n1', 'primary', 'down'), node('n2', 'standby')]);
+  r.publish({ ...closed, heldBecause: 'test' });
   const decision = await r.decide('readWrite');
   t.equal(decision.ok, false);
   if (!decision.ok) t.equal(decision.refusal.code, '57P03');

@@ -10,6 +10,15 @@ export interface FailoverRecord {
   newPrimaryLsn?: string;
 }
 
+/** synchronous_standby_names lifted on a new primary that had no standby yet; put back once one streams. */
+export interface LiftedSynchronous {
+  node: string;
+  names: string;
+  /** The configuration file it came from, so restoring can fall back to it; null for postgresql.auto.conf. */
+  sourceFile: string | null;
+  since: string;
+}
+
 export interface ClusterState {
   /** Bumped on every write; the store's compare-and-set checks it. */
   revision: number;
@@ -23,18 +32,11 @@ export interface ClusterState {
   lastKnownPrimaryLsn?: string;
   /** Fenced by an operator: stays fenced until an operator unfences it, even once it streams again. */
   operatorFenced?: string[];
+  /** Kept in the shared state, so whichever instance decides next knows to restore it. */
+  synchronousLifted?: LiftedSynchronous;
   history: FailoverRecord[];
 }
 
 export function emptyState(): ClusterState {
   return { revision: 0, epoch: 0, fenced: [], history: [] };
-}
-
-export interface StateStore {
-  load(): Promise<ClusterState>;
-  /**
-   * Writes `next` only if the stored revision still equals `expectedRevision`; the written
-   * state gets revision expectedRevision + 1. Resolves false when someone else wrote first.
-   */
-  compareAndSet(expectedRevision: number, next: Omit<ClusterState, 'revision'>): Promise<ClusterState | undefined>;
 }

@@ -1,25 +1,11 @@
-// The failover core's hands on a server: promote it, fence it. Each call opens its own short-lived connection.
+// SQL pgfloat runs on a server as its admin role: promotion, the `sql` fencing, WAL positions, replay waits. Each call opens its own short-lived connection.
 
-import { spawn } from 'node:child_process';
-import { Client } from 'pg';
-import { lsnToBigInt } from '../monitor/observation';
-import type { BackendNode } from '../proxy/session';
+import type { Client } from 'pg';
+import { lsnToBigInt } from '../cluster/lsn';
+import { ADMIN_APPLICATION_NAME, MONITOR_APPLICATION_NAME, withAdminSession, type AdminCredentials } from './admin-session';
+import type { NodeAddress } from '../cluster/node';
 
-export interface AdminCredentials {
-  user: string;
-  password: string;
-  database: string;
-}
-
-export type FencingAction = 'none' | 'sql' | 'command';
-
-export interface FencingOptions {
-  action: FencingAction;
-  command: string | null;
-  timeoutMs: number;
-}
-
-export class NodeAdmin {
+export class ServerAdmin {
   constructor(
     private readonly credentials: AdminCredentials,
     private readonly connectTimeoutMs: number,
@@ -33,7 +19,7 @@ export class NodeAdmin {
    * makes it miss the promote request until wal_retrieve_retry_interval (5 s by default) has passed.
    * Resolves with the node's synchronous_standby_names, read on the way.
    */
-  async promote(node: BackendNode, timeoutMs: number): Promise<string> {
+  async promote(node: NodeAddress, timeoutMs: number): Promise<string> {
     return this.session(node, timeoutMs, async (client) => {
       const readOnly = await client.query<{ on: boolean; names: string }>(
         "SELECT current_setting('default_transaction_read_only') = 'on' AS on, current_setting('synchronous_standby_names') AS names",
@@ -55,34 +41,29 @@ export class NodeAdmin {
     });
   }
 
-  /** Applies fencing.action; resolves to what was done, rejects with why it could not be. */
-  async fence(node: BackendNode, fencing: FencingOptions): Promise<string> {
-    switch (fencing.action) {
-      case 'none':
-        return 'fencing.action is none: the node is fenced at the proxy only';
-      case 'sql':
-        return this.session(node, fencing.timeoutMs, async (client) => {
-          // Read-only for new transactions, and every client session ended: whatever still
-          // reaches this server directly (not through pgfloat) cannot write.
-          await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
-          await client.query('SELECT pg_reload_conf()');
-          const { rows } = await client.query<{ n: string }>(
-            `SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
-              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                AND application_name NOT IN ('pgfloat-monitor', 'pgfloat-admin')`,
-          );
-          return `set default_transaction_read_only and terminated ${rows[0]?.n ?? 0} client sessions`;
-        });
-      case 'command':
-        return runFencingCommand(node, fencing);
-    }
+  /**
+   * The `sql` fencing: read-only for new transactions, and every client session ended, so whatever
+   * still reaches this server directly (not through pgfloat) cannot write.
+   */
+  async makeReadOnly(node: NodeAddress, timeoutMs: number): Promise<string> {
+    return this.session(node, timeoutMs, async (client) => {
+      await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
+      await client.query('SELECT pg_reload_conf()');
+      const { rows } = await client.query<{ n: string }>(
+        `SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+            AND application_name NOT IN ($1, $2)`,
+        [MONITOR_APPLICATION_NAME, ADMIN_APPLICATION_NAME],
+      );
+      return `set default_transaction_read_only and terminated ${rows[0]?.n ?? 0} client sessions`;
+    });
   }
 
   /**
    * The last WAL position the node wrote, once it is flushed: walsenders send only flushed WAL,
    * so waiting for a standby to replay an unflushed position could wait forever.
    */
-  async finalLsn(node: BackendNode, timeoutMs: number): Promise<string> {
+  async finalLsn(node: NodeAddress, timeoutMs: number): Promise<string> {
     return this.session(node, timeoutMs, async (client) => {
       // A commit flushes the WAL up to its commit record, and so everything inserted before it (the
       // aborts of terminated sessions, asynchronous commits), but only for a transaction that wrote
@@ -106,7 +87,7 @@ export class NodeAdmin {
   }
 
   /** The WAL a standby has received (what it will have once replayed); for an old primary that was stopped cleanly. */
-  async receivedLsn(node: BackendNode, timeoutMs: number): Promise<string> {
+  async receivedLsn(node: NodeAddress, timeoutMs: number): Promise<string> {
     return this.session(node, timeoutMs, async (client) => {
       const { rows } = await client.query<{ lsn: string | null }>('SELECT pg_last_wal_receive_lsn()::text AS lsn');
       const lsn = rows[0]?.lsn;
@@ -116,7 +97,7 @@ export class NodeAdmin {
   }
 
   /** Polls until the standby has replayed up to `lsn`; one connection, a few milliseconds between checks. */
-  async awaitReplay(node: BackendNode, lsn: string, timeoutMs: number): Promise<void> {
+  async awaitReplay(node: NodeAddress, lsn: string, timeoutMs: number): Promise<void> {
     await this.session(node, timeoutMs, async (client) => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -132,7 +113,7 @@ export class NodeAdmin {
   }
 
   /** Undoes the `sql` fencing: new transactions may write again. */
-  async resumeWrites(node: BackendNode, timeoutMs: number): Promise<void> {
+  async resumeWrites(node: NodeAddress, timeoutMs: number): Promise<void> {
     await this.session(node, timeoutMs, async (client) => {
       await client.query('ALTER SYSTEM RESET default_transaction_read_only');
       await client.query('SELECT pg_reload_conf()');
@@ -144,7 +125,7 @@ export class NodeAdmin {
    * PostgreSQL 17 every one of them; from 17 on, those not marked for failover or not yet
    * synchronized to the standby.
    */
-  async slotsLostBySwitchover(primary: BackendNode, standby: BackendNode, timeoutMs: number): Promise<string[]> {
+  async slotsLostBySwitchover(primary: NodeAddress, standby: NodeAddress, timeoutMs: number): Promise<string[]> {
     return this.session(primary, timeoutMs, async (client) => {
       const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0);
       if (version < 170000) {
@@ -165,35 +146,9 @@ export class NodeAdmin {
     });
   }
 
-  /** Runs `work` on a short-lived admin connection to `node`, closed afterwards whatever happens. */
-  async session<T>(node: BackendNode, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
-    const client = new Client({
-      host: node.host,
-      port: node.port,
-      user: this.credentials.user,
-      password: this.credentials.password,
-      database: this.credentials.database,
-      application_name: 'pgfloat-admin',
-      connectionTimeoutMillis: this.connectTimeoutMs,
-      query_timeout: timeoutMs + 5000,
-    });
-    client.on('error', () => undefined);
-    try {
-      await client.connect().catch((err: Error) => {
-        throw new NodeUnreachableError(node, err);
-      });
-      return await work(client);
-    } finally {
-      client.end().catch(() => undefined);
-    }
-  }
-}
-
-/** The node did not take an admin connection at all (down, refusing, unreachable). */
-export class NodeUnreachableError extends Error {
-  constructor(node: BackendNode, cause: Error) {
-    super(`cannot connect to ${node.name} (${node.host}:${node.port}): ${cause.message}`);
-    this.name = 'NodeUnreachableError';
+  /** Runs `work` on a short-lived admin connection to `node`; each query gets `timeoutMs` and some slack. */
+  session<T>(node: NodeAddress, timeoutMs: number, work: (client: Client) => Promise<T>): Promise<T> {
+    return withAdminSession(node, this.credentials, { connectTimeoutMs: this.connectTimeoutMs, queryTimeoutMs: timeoutMs + 5000 }, work);
   }
 }
 
@@ -211,27 +166,4 @@ function flushedUpTo(insert: string, flush: string): boolean {
   const i = lsnToBigInt(insert);
   const f = lsnToBigInt(flush);
   return f >= i || (i - f <= LONG_PAGE_HEADER && i % WAL_PAGE <= LONG_PAGE_HEADER && f % WAL_PAGE === 0n);
-}
-
-function runFencingCommand(node: BackendNode, fencing: FencingOptions): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', fencing.command!], {
-      env: { ...process.env, PGFLOAT_NODE_NAME: node.name, PGFLOAT_NODE_HOST: node.host, PGFLOAT_NODE_PORT: String(node.port) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), fencing.timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`fencing command could not start: ${err.message}`));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const tail = output.trim().split('\n').slice(-5).join(' | ');
-      if (code === 0) resolve(`fencing command succeeded${tail ? `: ${tail}` : ''}`);
-      else reject(new Error(`fencing command failed (${signal ?? `exit ${code}`})${tail ? `: ${tail}` : ''}`));
-    });
-  });
 }

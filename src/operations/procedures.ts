@@ -1,19 +1,19 @@
 // The operator's long procedures: switchover (then rejoin of the old primary), failover, rejoin; each an Operation with progress.
 
 import type { CoreState, OperatorCommand, Outcome } from '../failover/types';
-import type { BackendNode } from '../proxy/session';
-import type { NodeAdmin } from './node-admin';
+import type { ServerAdmin } from '../postgres/server-admin';
 import type { Operation, OperationKind, Operations } from './operations';
+import type { NodeAddress } from '../cluster/node';
 
 /** What a managed node offers the procedures (see src/management). */
 export interface Rejoinable {
-  rejoin(primary: BackendNode, options: { rebuild: boolean }, progress: (message: string) => void): Promise<string>;
+  rejoin(primary: NodeAddress, options: { rebuild: boolean }, progress: (message: string) => void): Promise<string>;
 }
 
 export interface ProcedureContext {
   operations: Operations;
-  nodes: ReadonlyMap<string, BackendNode>;
-  admin: NodeAdmin;
+  nodes: ReadonlyMap<string, NodeAddress>;
+  admin: ServerAdmin;
   /** The failover core's state, or undefined with failover disabled. */
   core(): CoreState | undefined;
   /** Hands a command to the core; its answer. */

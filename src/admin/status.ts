@@ -1,13 +1,14 @@
 // GET /status: the cluster as pgfloat sees it, in one JSON document.
 
 import type { CoreState } from '../failover/types';
-import { lagBytes, roleOf, type NodeHealth } from '../monitor/observation';
-import type { BackendNode } from '../proxy/session';
+import { roleOf, type NodeHealth } from '../monitor/observation';
 import type { SessionRegistry } from '../proxy/session-registry';
 import type { Routes } from '../routing/routes';
-import type { ClusterState, FailoverRecord } from '../state/cluster-state';
+import type { ClusterState, FailoverRecord } from '../cluster/state';
 import type { InstanceStatus } from '../state/etcd-coordinator';
-import type { OperationRecord } from './operations';
+import type { OperationRecord } from '../operations/operations';
+import { receiveLagOf, replayLagOf } from '../failover/helpers';
+import type { NodeAddress } from '../cluster/node';
 
 export interface NodeStatus {
   name: string;
@@ -21,7 +22,10 @@ export interface NodeStatus {
   systemIdentifier: string | null;
   timeline: number | null;
   lsn: string | null;
-  lagBytes: number | null;
+  /** WAL the primary had written when last seen that this standby has not received: what a failover to it would lose. */
+  receiveLagBytes: number | null;
+  /** ... that it has not replayed: how far behind its readers are. */
+  replayLagBytes: number | null;
   replayDelaySeconds: number | null;
   walReceiver: string | null;
   heartbeatMs: number | null;
@@ -41,7 +45,11 @@ export interface PgfloatStatus {
   /** Why a failover that seems needed is not happening (lag, witness, no candidate). */
   failoverBlocked: string | null;
   writesHeld: boolean;
+  writesHeldBecause: string | null;
+  /** Read-write clients waiting while writes are held (writesHeldBecause says why). */
   heldClients: number;
+  /** Clients whose server refused them, waiting for routing to change (a primary that just died, say). */
+  reroutingClients: number;
   /** One server left after a failover, until the old primary is rejoined. */
   degenerate: boolean;
   degenerateSince: string | null;
@@ -62,22 +70,24 @@ export interface PgfloatStatus {
 
 export interface StatusSources {
   startedAt: Date;
-  nodes: readonly BackendNode[];
+  nodes: readonly NodeAddress[];
   routes: Routes;
   health: readonly NodeHealth[];
   cluster: ClusterState | undefined;
+  /** The failover core's state; with failover disabled it only judges routes, and its failover fields are not shown. */
   core: CoreState | undefined;
+  automatic: boolean;
   sessions: SessionRegistry;
   heldClients: number;
+  reroutingClients: number;
   operation: OperationRecord | undefined;
-  synchronousLifted: { node: string; names: string; since: string } | undefined;
   instance: string | undefined;
   instances: InstanceStatus[] | undefined;
 }
 
 export function buildStatus(src: StatusSources): PgfloatStatus {
-  const { routes, core, cluster } = src;
-  const primaryHealth = src.health.find((h) => h.node === routes.primary);
+  const { routes, cluster } = src;
+  const core = src.automatic ? src.core : undefined;
   const clients = src.sessions.countByListener();
   const phase = core === undefined ? 'failover disabled' : core.phase.kind === 'failover' ? `failover: ${core.phase.step}` : core.phase.kind;
   return {
@@ -89,8 +99,10 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     splitBrain: routes.readWriteRefusal?.reason === 'split-brain',
     phase,
     failoverBlocked: core?.blocked ?? null,
-    writesHeld: core?.writesHeld ?? false,
+    writesHeld: core?.heldBecause !== undefined,
+    writesHeldBecause: core?.heldBecause ?? null,
     heldClients: src.heldClients,
+    reroutingClients: src.reroutingClients,
     degenerate: core?.degenerateSince !== undefined,
     degenerateSince: core?.degenerateSince === undefined ? null : new Date(core.degenerateSince).toISOString(),
     lastFailover: cluster?.history.at(-1) ?? null,
@@ -100,10 +112,10 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     operation: src.operation
       ? { id: src.operation.id, kind: src.operation.kind, node: src.operation.node, startedAt: src.operation.startedAt, lastStep: src.operation.steps.at(-1)?.message ?? null }
       : null,
-    synchronousLifted: src.synchronousLifted ? { node: src.synchronousLifted.node, names: src.synchronousLifted.names, since: src.synchronousLifted.since } : null,
+    synchronousLifted: cluster?.synchronousLifted ? { node: cluster.synchronousLifted.node, names: cluster.synchronousLifted.names, since: cluster.synchronousLifted.since } : null,
     clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
     nodes: src.nodes.map((n) =>
-      nodeStatus(n, src.health.find((h) => h.node === n.name)!, primaryHealth, cluster, core, src.sessions.countOn(n.name)),
+      nodeStatus(n, src.health.find((h) => h.node === n.name)!, cluster, src.core, src.sessions.countOn(n.name)),
     ),
     instances: src.instances ?? null,
     coordination:
@@ -119,16 +131,14 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
 }
 
 function nodeStatus(
-  node: BackendNode,
+  node: NodeAddress,
   health: NodeHealth,
-  primary: NodeHealth | undefined,
   cluster: ClusterState | undefined,
   core: CoreState | undefined,
   sessions: number,
 ): NodeStatus {
   const seen = health.lastReachable;
   const lsn = seen?.inRecovery ? seen.replayLsn : seen?.currentLsn;
-  const lag = seen?.inRecovery ? lagBytes(primary?.lastReachable?.currentLsn, seen.replayLsn) : undefined;
   return {
     name: node.name,
     host: node.host,
@@ -141,7 +151,8 @@ function nodeStatus(
     systemIdentifier: seen?.systemIdentifier ?? null,
     timeline: seen?.timeline ?? null,
     lsn: lsn ?? null,
-    lagBytes: lag ?? null,
+    receiveLagBytes: (core && receiveLagOf(core, node.name)) ?? null,
+    replayLagBytes: (core && replayLagOf(core, node.name)) ?? null,
     replayDelaySeconds: seen?.replayDelaySeconds ?? null,
     walReceiver: seen?.walReceiverStatus ?? null,
     heartbeatMs: health.last?.reachable && health.last.latencyMs !== undefined ? Math.round(health.last.latencyMs * 100) / 100 : null,

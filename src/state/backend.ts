@@ -5,12 +5,13 @@ import { hostname } from 'node:os';
 import { rootCertificates } from 'node:tls';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
+import { emptyState, type ClusterState } from '../cluster/state';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log';
-import type { StateStore } from '../state/cluster-state';
-import { EtcdCoordinator } from '../state/etcd-coordinator';
-import { EtcdStateStore } from '../state/etcd-store';
-import { FileStateStore } from '../state/file-store';
+import { EtcdCoordinator } from './etcd-coordinator';
+import { EtcdStateStore } from './etcd-store';
+import { FileStateStore } from './file-store';
+import type { StateStore } from './store';
 
 export interface StateBackend {
   store: StateStore;
@@ -22,6 +23,20 @@ export interface StateBackend {
 
 /** A single request to etcd (not a watch or keepalive stream) gives up after this. */
 const ETCD_REQUEST_TIMEOUT_MS = 2_000;
+
+/**
+ * The state to start from. With etcd unreachable at start there is no state to read: start from
+ * none, routing no writes, and take etcd's once connected.
+ */
+export async function loadInitialState(backend: StateBackend, log: Logger): Promise<ClusterState> {
+  if (backend.coordinator === undefined) return backend.store.load();
+  try {
+    return await backend.store.load();
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'cannot read the cluster state from etcd; routing no writes until it can');
+    return emptyState();
+  }
+}
 
 export function createStateBackend(config: Config, log: Logger): StateBackend {
   const etcd = config.state.etcd;

@@ -1,7 +1,7 @@
-// Runs the child processes of node management (PostgreSQL tools, operators' hooks) with a deadline, keeping their output's tail for errors.
+// The one way pgfloat runs a child process (PostgreSQL tools, operators' hooks, fencing commands): a deadline, its own process group, the output's tail for errors.
 
 import { spawn } from 'node:child_process';
-import type { RunAs } from '../sandbox/os-user';
+import type { RunAs } from './os-user';
 
 export interface ProcessOptions {
   /** Run as this user (we are root); undefined runs as ourselves. */
@@ -100,32 +100,9 @@ export function outputTail(output: string, lines = 15): string {
   return output.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-/** The environment for PostgreSQL tools: the caller's libpq settings (PGSERVICE, PGSSLMODE...) must not redirect them. */
-export function toolEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-/** One time budget shared by every step of an operation. */
-export class Deadline {
-  private readonly end: number;
-
-  constructor(
-    readonly timeoutMs: number,
-    private readonly what: string,
-  ) {
-    this.end = Date.now() + timeoutMs;
-  }
-
-  /** Milliseconds left; throws once the budget is spent, naming the step that could not start. */
-  remaining(step: string): number {
-    const left = this.end - Date.now();
-    if (left <= 0) throw new Error(`${this.what} ran out of its ${this.timeoutMs} ms before ${step}`);
-    return left;
-  }
-
-  expired(): boolean {
-    return Date.now() >= this.end;
-  }
+/** Runs a tool that must succeed: resolves with its output, rejects with how it ended and the output's tail. */
+export async function runChecked(command: string, args: readonly string[], options: ProcessOptions): Promise<string> {
+  const result = await runProcess(command, args, options);
+  if (result.code === 0 && !result.timedOut) return result.output;
+  throw new Error(`${command} ${args.join(' ')} failed (${describeExit(result, options.timeoutMs)}):\n${outputTail(result.output, 20)}`);
 }

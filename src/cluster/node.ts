@@ -1,0 +1,24 @@
+// A database node as every layer names it: where it is, how healthy it looks, where its WAL stands.
+
+/** Where a configured node is reached; `name` is the one the configuration gives it. */
+export interface NodeAddress {
+  name: string;
+  host: string;
+  port: number;
+}
+
+/** up: last heartbeat answered; suspect: missed some; down: missed failuresBeforeDown in a row. */
+export type HealthStatus = 'unknown' | 'up' | 'suspect' | 'down';
+
+/** What a heartbeat learns of a node's role and WAL positions; the monitor and the failover core share it. */
+export interface NodePositions {
+  inRecovery?: boolean;
+  systemIdentifier?: string;
+  timeline?: number;
+  /** pg_current_wal_lsn() on a primary. */
+  currentLsn?: string;
+  /** pg_last_wal_receive_lsn() on a standby: WAL it holds and will replay when promoted. */
+  receiveLsn?: string;
+  /** pg_last_wal_replay_lsn() on a standby: how far a promotion would start from, and what its readers see. */
+  replayLsn?: string;
+}

@@ -1,0 +1,27 @@
+// Why pgfloat refuses or ends a client session on its own account: the ErrorResponse it sends, with a reason label for logs and metrics.
+
+import type { SqlStateCode } from './codes';
+
+export type RefusalReason =
+  | 'no-primary'
+  | 'failover-in-progress'
+  | 'failover-failed'
+  /** Several instances: this one lost its etcd lease. */
+  | 'no-lease'
+  | 'fenced'
+  | 'split-brain'
+  | 'no-standby'
+  | 'backend-unreachable'
+  | 'too-many-connections'
+  | 'startup-timeout'
+  | 'protocol-violation'
+  | 'unsupported-protocol'
+  | 'shutting-down'
+  | 'switchover';
+
+export interface Refusal {
+  reason: RefusalReason;
+  code: SqlStateCode;
+  message: string;
+  detail?: string;
+}
