@@ -2,8 +2,8 @@
 
 import { join } from 'node:path';
 import type { LocalCluster } from '../src/sandbox/local-cluster';
-import { startEtcd } from '../test/harness/etcd';
-import { freePort } from '../test/harness/ports';
+import { startEtcd } from '../src/sandbox/etcd-cluster';
+import { freePort } from '../src/sandbox/ports';
 import { FAULTS, inject, type FaultName } from './failover-faults';
 import { ackTimes, blockedReasons, firstT, healthChanges, readLog, writeGap, type LogEvent, type Profile } from './failover-report';
 import { errorCounts, launchPgfloat, openRunCluster, pgfloatConfig, Scope, seqsOn, waitUntil, type RunOptions, type Say } from './failover-run';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { LocalCluster } from '../src/sandbox/local-cluster';
-import { freePort } from '../test/harness/ports';
+import { freePort } from '../src/sandbox/ports';
 import { inject, type FaultName } from './failover-faults';
 import { blockedReasons, firstT, healthChanges, readLog, writeGap, type FaultRun, type Profile, type QuietCheck } from './failover-report';
 import { CREATE_TABLE, Writer, type WriteAttempt } from './failover-writer';

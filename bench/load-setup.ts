@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { LocalCluster } from '../src/sandbox/local-cluster';
-import { freePort } from '../test/harness/ports';
+import { freePort } from '../src/sandbox/ports';
 import { HeapProbe } from './heap-probe';
 import { openFileLimit } from './process-sample';
 import { onCleanup, startService, stopChild, waitForPort } from './processes';

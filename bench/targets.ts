@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LocalCluster } from '../src/sandbox/local-cluster';
 import { unprivilegedUser } from '../src/sandbox/os-user';
-import { freePort } from '../test/harness/ports';
+import { freePort } from '../src/sandbox/ports';
 import { onCleanup, startService, waitForPort } from './processes';
 
 export interface Target {

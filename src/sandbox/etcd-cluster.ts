@@ -1,5 +1,4 @@
-// Starts a real etcd cluster on loopback for one test, with raft timings short enough that a lost
-// leader is replaced in well under a second.
+// Starts a real etcd cluster on loopback for a test or a bench run, with raft timings that replace a lost leader in under a second.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -9,8 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Etcd3, type IOptions, type IStatusResponse } from 'etcd3';
-import type { Teardown } from './cluster';
 import { freePort } from './ports';
+
+/** Where the cluster registers its own stop: a tap test (`t.teardown`) or a bench run's cleanup scope. */
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}
 
 export interface EtcdMember {
   readonly name: string;
@@ -45,8 +48,8 @@ export interface EtcdCluster {
 }
 
 const HEALTHY_TIMEOUT_MS = 30_000;
-// PR_SET_PDEATHSIG: if the test process is killed (say by tap's timeout) its members die with it
-// instead of holding ports and CPU for later tests.
+// PR_SET_PDEATHSIG: if the process that started them is killed (say by tap's timeout) its members die
+// with it instead of holding ports and CPU for later tests or runs.
 const SETPRIV = '/usr/bin/setpriv';
 
 function logTail(file: string, lines = 25): string {

@@ -1,4 +1,4 @@
-// Free TCP ports below the ephemeral range (PostgreSQL needs a fixed port, so port 0 will not do).
+// Free TCP ports below the ephemeral range for the sandbox, tests and benches (PostgreSQL needs a fixed port, so port 0 will not do).
 
 import { createServer } from 'node:net';
 
