@@ -1,8 +1,8 @@
 // The connection benchmark's figures: one row per stage (memory, fds), the traffic run, and what they come to per 1,000 connections.
 
-import type { OpenResult, TrafficResult } from './connections-load';
-import { markdownTable } from './markdown';
-import { mib, type MetricsSample, type ProcessSample } from './process-sample';
+import type { OpenResult, TrafficResult } from './load-generator';
+import { markdownTable } from '../lib/markdown';
+import { mib, type MetricsSample, type ProcessSample } from '../lib/process-sample';
 
 export type StageKind = 'baseline' | 'idle' | 'traffic' | 'after-traffic' | 'after-large' | 'closed';
 

@@ -6,11 +6,11 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
-import { CONNECTIONS_SCHEMA, type LoadCommand, type LoadReply, type OpenResult } from './connections-load';
-import { stageTable, summaryLines, trafficTable, type Stage, type StageKind, type TrafficRun } from './connections-report';
-import { setUpLoad, type LoadEnv } from './load-setup';
-import { openFileLimit, sampleMetrics, sampleProcess, schedStat, serverCpuSeconds, serverMemory, settledSample, type MetricsSample, type ProcessSample } from './process-sample';
-import { cpuSeconds, onCleanup, runBench } from './processes';
+import { CONNECTIONS_SCHEMA, type LoadCommand, type LoadReply, type OpenResult } from './load-generator';
+import { stageTable, summaryLines, trafficTable, type Stage, type StageKind, type TrafficRun } from './report';
+import { setUpLoad, type LoadEnv } from '../lib/pgfloat-env';
+import { openFileLimit, sampleMetrics, sampleProcess, schedStat, serverCpuSeconds, serverMemory, settledSample, type MetricsSample, type ProcessSample } from '../lib/process-sample';
+import { cpuSeconds, onCleanup, runBench } from '../lib/processes';
 
 const { values: flags } = parseArgs({
   options: {
@@ -27,7 +27,7 @@ const { values: flags } = parseArgs({
     'no-direct': { type: 'boolean', default: false },
     /** Run pgfloat under this open-files limit, to see how it fails when it runs out of descriptors. */
     'pgfloat-open-files': { type: 'string' },
-    out: { type: 'string', default: resolve(__dirname, '../../bench/results/connections-latest.json') },
+    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/connections-latest.json') },
   },
 });
 const int = (name: keyof typeof flags, min: number): number => {
@@ -69,7 +69,7 @@ class Generator {
   readonly lost: Record<string, number> = {};
 
   constructor() {
-    this.child = fork(resolve(__dirname, 'connections-load.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child = fork(resolve(__dirname, 'load-generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const kill = (): void => {
       if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     };

@@ -5,10 +5,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { findPgBinaries } from '../src/sandbox/pg-binaries';
+import { findPgBinaries } from '../../src/sandbox/pg-binaries';
 import { measureLatency } from './latency';
-import { initialize, runWorkload, WORKLOADS } from './pgbench';
-import { cpuSeconds, runBench } from './processes';
+import { initialize, runWorkload, WORKLOADS } from '../lib/pgbench';
+import { cpuSeconds, runBench } from '../lib/processes';
 import { latencyRows, markdown, throughputRows } from './report';
 import { HAPROXY, PGBOUNCER, startBench, type Target } from './targets';
 
@@ -18,7 +18,7 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string', default: '3' },
     scale: { type: 'string', default: '10' },
     'latency-queries': { type: 'string', default: '20000' },
-    out: { type: 'string', default: resolve(__dirname, '../../bench/results/latest.json') },
+    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/latest.json') },
   },
 });
 const duration = Number(flags.duration);

@@ -1,10 +1,10 @@
 // The failover benchmark's results: pgfloat log lines read back, per-run records, medians and markdown tables.
 
 import { readFileSync } from 'node:fs';
-import type { FaultName } from './failover-faults';
-import type { WriteAttempt } from './failover-writer';
-import { median } from './report';
-import { longestGap } from './switchover-report';
+import type { FaultName } from '../lib/faults';
+import type { WriteAttempt } from './writer';
+import { median } from '../throughput/report';
+import { longestGap } from '../switchover/report';
 
 export interface Profile {
   name: string;

@@ -1,7 +1,7 @@
 // The switchover benchmark's load: pgbench-like write transactions (and optional reads) through pooled, reconnecting clients, every outcome logged.
 
 import { Client, type Pool, type PoolClient } from 'pg';
-import { classifyFailure, codeOf, makePool, messageOf } from './pooled-writes';
+import { classifyFailure, codeOf, makePool, messageOf } from '../lib/pooled-writes';
 
 /** Created directly on the primary before pgfloat starts: pgbench's accounts (scale 1) and a history keyed by (client, seq). */
 export const SCHEMA = [

@@ -1,11 +1,11 @@
 // The soak's analysis: outcomes by phase, the two events' write gaps, lost writes, and pgfloat's fds and memory early, midway and late.
 
-import { markdownTable } from './markdown';
-import { mib } from './process-sample';
-import type { FailoverEvent, Samples, SwitchoverEvent } from './soak-events';
-import type { ChurnOutcome, ReadOutcome } from './soak-load';
-import { longestGap } from './switchover-report';
-import type { Ack, LoadLog } from './switchover-load';
+import { markdownTable } from '../lib/markdown';
+import { mib } from '../lib/process-sample';
+import type { FailoverEvent, Samples, SwitchoverEvent } from './events';
+import type { ChurnOutcome, ReadOutcome } from './load';
+import { longestGap } from '../switchover/report';
+import type { Ack, LoadLog } from '../switchover/load';
 
 export interface Verification {
   finalPrimary: string;

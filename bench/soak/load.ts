@@ -1,8 +1,8 @@
 // The soak's load: paced pooled writers (every outcome logged), paced pooled readers on the read-only port, and short-lived connections that churn sessions.
 
 import { Client, type Pool, type PoolClient } from 'pg';
-import { classifyFailure, codeOf, makePool, messageOf } from './pooled-writes';
-import type { LoadLog, Stage } from './switchover-load';
+import { classifyFailure, codeOf, makePool, messageOf } from '../lib/pooled-writes';
+import type { LoadLog, Stage } from '../switchover/load';
 
 /** Created on the primary before pgfloat starts. */
 export const SOAK_SCHEMA = [

@@ -1,7 +1,7 @@
 // The faults the failover benchmark injects into the primary: SIGKILL of its postmaster, or SIGSTOP of its whole process tree.
 
 import { readdirSync, readFileSync } from 'node:fs';
-import type { LocalNode } from '../src/sandbox/local-cluster';
+import type { LocalNode } from '../../src/sandbox/local-cluster';
 
 export type FaultName = 'sigkill' | 'sigstop';
 

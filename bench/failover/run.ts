@@ -4,13 +4,13 @@ import { chmodSync, createWriteStream, mkdtempSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { LocalCluster } from '../src/sandbox/local-cluster';
-import { freePort } from '../src/sandbox/ports';
-import { inject, type FaultName } from './failover-faults';
-import { blockedReasons, firstT, healthChanges, readLog, writeGap, type FaultRun, type Profile, type QuietCheck } from './failover-report';
-import { CREATE_TABLE, Writer, type WriteAttempt } from './failover-writer';
-import { initialize, runWorkload } from './pgbench';
-import { onCleanup, startService, stopChild, waitForPort, type Service } from './processes';
+import { LocalCluster } from '../../src/sandbox/local-cluster';
+import { freePort } from '../../src/sandbox/ports';
+import { inject, type FaultName } from '../lib/faults';
+import { blockedReasons, firstT, healthChanges, readLog, writeGap, type FaultRun, type Profile, type QuietCheck } from './report';
+import { CREATE_TABLE, Writer, type WriteAttempt } from './writer';
+import { initialize, runWorkload } from '../lib/pgbench';
+import { onCleanup, startService, stopChild, waitForPort, type Service } from '../lib/processes';
 
 export interface RunOptions {
   periodMs: number;
@@ -106,7 +106,7 @@ export function pgfloatConfig(cluster: LocalCluster, profile: Profile, port: num
 export async function launchPgfloat(scope: Scope, dir: string, name: string, config: string, port: number): Promise<{ service: Service; logFile: string }> {
   const configFile = join(dir, `${name}.yaml`);
   writeFileSync(configFile, config);
-  const main = resolve(__dirname, '../src/cli/main.js');
+  const main = resolve(__dirname, '../../src/cli/main.js');
   const service = startService(name, process.execPath, [main, 'start', '--config', configFile, '--log-level', 'info']);
   const logFile = join(dir, `${name}.log`);
   service.child.stdout!.pipe(createWriteStream(logFile));

@@ -5,12 +5,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FAULTS, type FaultName } from './failover-faults';
-import { INSTANCE_FAULTS, INSTANCE_NAMES, instanceRun, type InstanceFault, type InstanceRun } from './failover-instances';
-import { deciderTable, instancePhaseTable, instanceSummaryTable, setupName } from './failover-instances-report';
-import { checkTable, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './failover-report';
-import { faultRun, quietCheck, type RunOptions } from './failover-run';
-import { runBench } from './processes';
+import { FAULTS, type FaultName } from '../lib/faults';
+import { INSTANCE_FAULTS, INSTANCE_NAMES, instanceRun, type InstanceFault, type InstanceRun } from './instances';
+import { deciderTable, instancePhaseTable, instanceSummaryTable, setupName } from './instances-report';
+import { checkTable, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './report';
+import { faultRun, quietCheck, type RunOptions } from './run';
+import { runBench } from '../lib/processes';
 
 const { values: flags } = parseArgs({
   options: {
@@ -29,7 +29,7 @@ const { values: flags } = parseArgs({
 const runs = Number(flags.runs);
 const instancesOnly = flags['instances-only']!;
 const checkSeconds = instancesOnly ? 0 : Number(flags['check-seconds']);
-const out = flags.out ?? resolve(__dirname, `../../bench/results/${instancesOnly ? 'failover-instances-latest' : 'failover-latest'}.json`);
+const out = flags.out ?? resolve(__dirname, `../../../bench/results/${instancesOnly ? 'failover-instances-latest' : 'failover-latest'}.json`);
 const etcdSizes = flags['etcd-members']!.split(',').filter(Boolean).map(Number) as (1 | 3)[];
 const instanceFaults = flags['instance-faults']!.split(',').filter(Boolean) as InstanceFault[];
 

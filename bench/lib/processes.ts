@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import type { RunAs } from '../src/sandbox/os-user';
+import type { RunAs } from '../../src/sandbox/os-user';
 
 type CleanupStep = () => unknown;
 const cleanups: CleanupStep[] = [];

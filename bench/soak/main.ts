@@ -5,13 +5,13 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'pg';
-import { setUpLoad, type LoadEnv } from './load-setup';
-import { runBench } from './processes';
-import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './soak-events';
-import { SOAK_SCHEMA, SoakLoad } from './soak-load';
-import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './soak-report';
-import { readLogLines } from './switchover-report';
-import { waitForStatus } from './switchover-setup';
+import { setUpLoad, type LoadEnv } from '../lib/pgfloat-env';
+import { runBench } from '../lib/processes';
+import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './events';
+import { SOAK_SCHEMA, SoakLoad } from './load';
+import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './report';
+import { readLogLines } from '../switchover/report';
+import { waitForStatus } from '../switchover/setup';
 
 const { values: flags } = parseArgs({
   options: {
@@ -25,7 +25,7 @@ const { values: flags } = parseArgs({
     'gc-every-ms': { type: 'string', default: '30000' },
     'settle-s': { type: 'string', default: '30' },
     'log-level': { type: 'string', default: 'info' },
-    out: { type: 'string', default: resolve(__dirname, '../../bench/results/soak-latest.json') },
+    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/soak-latest.json') },
   },
 });
 const num = (name: keyof typeof flags, min: number): number => {

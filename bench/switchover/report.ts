@@ -1,9 +1,9 @@
 // The switchover benchmark's analysis: one record per switchover from the load log, pgfloat's log and the operation, then markdown tables.
 
 import { readFileSync } from 'node:fs';
-import { median } from './report';
-import type { Ack, Failure, LoadLog, Probe, ReadLog } from './switchover-load';
-import type { OperationView } from './switchover-setup';
+import { median } from '../throughput/report';
+import type { Ack, Failure, LoadLog, Probe, ReadLog } from './load';
+import type { OperationView } from './setup';
 
 /** What the main loop knows about one switchover when it ends. */
 export interface Attempt {

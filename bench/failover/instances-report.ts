@@ -1,8 +1,8 @@
 // Markdown tables of the three-instance failover runs, side by side with the single instance's runs of the same bench run.
 
-import type { InstanceRun } from './failover-instances';
-import type { FaultRun } from './failover-report';
-import { median } from './report';
+import type { InstanceRun } from './instances';
+import type { FaultRun } from './report';
+import { median } from '../throughput/report';
 
 const fmt = (v: number | null): string => (v === null ? 'none' : String(Math.round(v)));
 const list = (values: (number | null)[]): string => values.map(fmt).join(', ');

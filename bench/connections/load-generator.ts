@@ -1,7 +1,7 @@
 // The connection benchmark's load generator, run as its own process (fork): holds many raw connections and drives paced traffic on them.
 
-import { cpuSeconds } from './processes';
-import { queryMessage, WireConnection } from './wire-client';
+import { cpuSeconds } from '../lib/processes';
+import { queryMessage, WireConnection } from '../lib/wire-client';
 
 /** Created on the primary before the run: the small write some of the traffic does. */
 export const CONNECTIONS_SCHEMA = [
@@ -215,7 +215,7 @@ class Generator {
 }
 
 if (require.main === module) {
-  if (process.send === undefined) throw new Error('connections-load runs as a forked child of bench/connections');
+  if (process.send === undefined) throw new Error('the load generator runs as a forked child of bench/connections/main');
   const reply = (r: LoadReply): void => void process.send!(r);
   const generator = new Generator(reply);
   // One command at a time: the parent waits for each answer before sending the next.

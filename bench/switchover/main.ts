@@ -4,10 +4,10 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runBench } from './processes';
-import { Load } from './switchover-load';
-import { analyse, phaseTable, QUOTED, README_HEADER, readLogLines, readmeRow, summaryTable, type Attempt, type SwitchoverRecord } from './switchover-report';
-import { awaitOperation, readHistory, requestSwitchover, setUp, waitForStatus, type Env } from './switchover-setup';
+import { runBench } from '../lib/processes';
+import { Load } from './load';
+import { analyse, phaseTable, QUOTED, README_HEADER, readLogLines, readmeRow, summaryTable, type Attempt, type SwitchoverRecord } from './report';
+import { awaitOperation, readHistory, requestSwitchover, setUp, waitForStatus, type Env } from './setup';
 
 const { values: flags } = parseArgs({
   options: {
@@ -19,7 +19,7 @@ const { values: flags } = parseArgs({
     readers: { type: 'string', default: '0' },
     'probe-ms': { type: 'string', default: '50' },
     'log-level': { type: 'string', default: 'info' },
-    out: { type: 'string', default: resolve(__dirname, '../../bench/results/switchover-latest.json') },
+    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/switchover-latest.json') },
   },
 });
 const int = (name: keyof typeof flags, min: number): number => {

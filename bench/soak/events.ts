@@ -1,9 +1,9 @@
 // The soak's two events (a switchover; a SIGKILL of the primary, then its rejoin) and the sampler that watches pgfloat throughout.
 
-import { inject } from './failover-faults';
-import type { LoadEnv } from './load-setup';
-import { sampleMetrics, sampleProcess, schedStat, type MetricsSample, type ProcessSample } from './process-sample';
-import { awaitOperation, requestSwitchover, waitForStatus, type OperationView } from './switchover-setup';
+import { inject } from '../lib/faults';
+import type { LoadEnv } from '../lib/pgfloat-env';
+import { sampleMetrics, sampleProcess, schedStat, type MetricsSample, type ProcessSample } from '../lib/process-sample';
+import { awaitOperation, requestSwitchover, waitForStatus, type OperationView } from '../switchover/setup';
 
 type Say = (message: string) => void;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

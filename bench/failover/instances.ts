@@ -1,15 +1,15 @@
 // The failover benchmark with three pgfloat instances over etcd: the same cluster, writers and faults as with one, plus SIGKILL of the decider alone.
 
 import { join } from 'node:path';
-import type { LocalCluster } from '../src/sandbox/local-cluster';
-import { startEtcd } from '../src/sandbox/etcd-cluster';
-import { freePort } from '../src/sandbox/ports';
-import { FAULTS, inject, type FaultName } from './failover-faults';
-import { ackTimes, blockedReasons, firstT, healthChanges, readLog, writeGap, type LogEvent, type Profile } from './failover-report';
-import { errorCounts, launchPgfloat, openRunCluster, pgfloatConfig, Scope, seqsOn, waitUntil, type RunOptions, type Say } from './failover-run';
-import { Writer, type WriteAttempt } from './failover-writer';
-import { longestGap } from './switchover-report';
-import type { Service } from './processes';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
+import { startEtcd } from '../../src/sandbox/etcd-cluster';
+import { freePort } from '../../src/sandbox/ports';
+import { FAULTS, inject, type FaultName } from '../lib/faults';
+import { ackTimes, blockedReasons, firstT, healthChanges, readLog, writeGap, type LogEvent, type Profile } from './report';
+import { errorCounts, launchPgfloat, openRunCluster, pgfloatConfig, Scope, seqsOn, waitUntil, type RunOptions, type Say } from './run';
+import { Writer, type WriteAttempt } from './writer';
+import { longestGap } from '../switchover/report';
+import type { Service } from '../lib/processes';
 
 export type InstanceFault = FaultName | 'decider-kill';
 

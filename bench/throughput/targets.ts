@@ -3,10 +3,10 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { LocalCluster } from '../src/sandbox/local-cluster';
-import { unprivilegedUser } from '../src/sandbox/os-user';
-import { freePort } from '../src/sandbox/ports';
-import { onCleanup, startService, waitForPort } from './processes';
+import { LocalCluster } from '../../src/sandbox/local-cluster';
+import { unprivilegedUser } from '../../src/sandbox/os-user';
+import { freePort } from '../../src/sandbox/ports';
+import { onCleanup, startService, waitForPort } from '../lib/processes';
 
 export interface Target {
   name: string;
@@ -66,7 +66,7 @@ async function startPgfloat(dir: string, cluster: LocalCluster, name: string, bu
       '',
     ].join('\n'),
   );
-  const main = resolve(__dirname, '../src/cli/main.js');
+  const main = resolve(__dirname, '../../src/cli/main.js');
   const service = startService(name, process.execPath, [main, 'start', '--config', configFile, '--log-level', 'warn']);
   await waitForPort(port, service);
   return {

@@ -5,10 +5,10 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { LocalCluster } from '../src/sandbox/local-cluster';
-import { freePort } from '../src/sandbox/ports';
-import { onCleanup, startService, stopChild, waitForPort } from './processes';
-import { SCHEMA } from './switchover-load';
+import { LocalCluster } from '../../src/sandbox/local-cluster';
+import { freePort } from '../../src/sandbox/ports';
+import { onCleanup, startService, stopChild, waitForPort } from '../lib/processes';
+import { SCHEMA } from './load';
 
 export interface SetupOptions {
   drainMs: number;
@@ -94,7 +94,7 @@ export async function setUp(opts: SetupOptions, say: Say): Promise<Env> {
   ].join('\n');
   const configFile = join(dir, 'pgfloat.yaml');
   writeFileSync(configFile, configText, { mode: 0o600 });
-  const main = resolve(__dirname, '../src/cli/main.js');
+  const main = resolve(__dirname, '../../src/cli/main.js');
   const service = startService('pgfloat', process.execPath, [main, 'start', '--config', configFile, '--log-level', opts.logLevel]);
   const logFile = join(dir, 'pgfloat.log');
   const logStream = createWriteStream(logFile);

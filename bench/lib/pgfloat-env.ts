@@ -5,12 +5,12 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { LocalCluster } from '../src/sandbox/local-cluster';
-import { freePort } from '../src/sandbox/ports';
+import { LocalCluster } from '../../src/sandbox/local-cluster';
+import { freePort } from '../../src/sandbox/ports';
 import { HeapProbe } from './heap-probe';
 import { openFileLimit } from './process-sample';
 import { onCleanup, startService, stopChild, waitForPort } from './processes';
-import { waitForStatus, type Env } from './switchover-setup';
+import { waitForStatus, type Env } from '../switchover/setup';
 
 export interface LoadSetupOptions {
   /** mkdtemp prefix under the temp directory. */
@@ -101,7 +101,7 @@ export async function setUpLoad(opts: LoadSetupOptions, say: Say): Promise<LoadE
   ].join('\n');
   const configFile = join(dir, 'pgfloat.yaml');
   writeFileSync(configFile, configText, { mode: 0o600 });
-  const main = resolve(__dirname, '../src/cli/main.js');
+  const main = resolve(__dirname, '../../src/cli/main.js');
   const inspectPort = opts.heapProbe ? await freePort() : undefined;
   const nodeFlags = inspectPort === undefined ? [] : [`--inspect=127.0.0.1:${inspectPort}`];
   const how = launch([...nodeFlags, main, 'start', '--config', configFile, '--log-level', opts.logLevel], opts.openFilesNeeded, opts.openFilesLimit);

@@ -1,7 +1,7 @@
 // What the pooled-writer benches share: the application-like pool, and how a failed transaction is told apart from one whose outcome is unknown.
 
 import { Pool, type DatabaseError } from 'pg';
-import type { Failure, IdleClose, Stage } from './switchover-load';
+import type { Failure, IdleClose, Stage } from '../switchover/load';
 
 export const codeOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).code;
 export const severityOf = (err: unknown): string | undefined => (err as Partial<DatabaseError>).severity;
