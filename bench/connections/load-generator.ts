@@ -1,6 +1,7 @@
 // The connection benchmark's load generator, run as its own process (fork): holds many raw connections and drives paced traffic on them.
 
-import { cpuSeconds } from '../lib/processes';
+import { cpuSeconds } from '../lib/process-sample';
+import { percentile } from '../lib/stats';
 import { queryMessage, WireConnection } from '../lib/wire-client';
 
 /** Created on the primary before the run: the small write some of the traffic does. */
@@ -84,7 +85,7 @@ const tally = (counts: Record<string, number>, key: string): void => {
 
 function summarize(samples: number[]): LatencySummary {
   const sorted = Float64Array.from(samples).sort();
-  const at = (p: number): number => (sorted.length === 0 ? 0 : Math.round(sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!));
+  const at = (p: number): number => (sorted.length === 0 ? 0 : Math.round(percentile(sorted, p)));
   return { count: sorted.length, p50Us: at(50), p90Us: at(90), p99Us: at(99), p999Us: at(99.9), maxUs: at(100) };
 }
 
@@ -169,7 +170,7 @@ class Generator {
       tps: (selects.length + writes.length) / seconds,
       selects: summarize(selects),
       writes: summarize(writes),
-      sendLagP99Ms: lag.length ? lag[Math.ceil(0.99 * lag.length) - 1]! : 0,
+      sendLagP99Ms: lag.length ? percentile(lag, 99) : 0,
       sendLagMaxMs: lag.length ? lag[lag.length - 1]! : 0,
       generatorCpuPercent: Math.round(cpu * 1000) / 10,
     };

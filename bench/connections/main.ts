@@ -1,64 +1,40 @@
 // `npm run bench:connections`: thousands of client connections held through pgfloat, idle then with paced traffic; memory and fds at each stage.
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
 import { Client } from 'pg';
+import { onCleanup, runBench } from '../lib/cleanup';
+import { integer, optionalInteger, readFlags, text, toggle } from '../lib/flags';
+import { setUpPgfloat, type PgfloatEnv } from '../lib/pgfloat-env';
+import { cpuSeconds, openFileLimit, sampleMetrics, sampleProcess, schedStat, serverCpuSeconds, serverMemory, settledSample, type MetricsSample, type ProcessSample } from '../lib/process-sample';
+import { createSay, keepPgfloatLog, loadAverage, resultFiles, resultsHeader, writeResults } from '../lib/run-output';
 import { CONNECTIONS_SCHEMA, type LoadCommand, type LoadReply, type OpenResult } from './load-generator';
-import { stageTable, summaryLines, trafficTable, type Stage, type StageKind, type TrafficRun } from './report';
-import { setUpLoad, type LoadEnv } from '../lib/pgfloat-env';
-import { openFileLimit, sampleMetrics, sampleProcess, schedStat, serverCpuSeconds, serverMemory, settledSample, type MetricsSample, type ProcessSample } from '../lib/process-sample';
-import { cpuSeconds, onCleanup, runBench } from '../lib/processes';
+import { connectionsSummary, stageTable, summaryLines, trafficTable, type Stage, type StageKind, type TrafficRun } from './report';
 
-const { values: flags } = parseArgs({
-  options: {
-    connections: { type: 'string', default: '2000' },
-    step: { type: 'string', default: '1000' },
-    batch: { type: 'string', default: '100' },
-    'traffic-seconds': { type: 'string', default: '60' },
-    'interval-ms': { type: 'string', default: '500' },
-    'write-every': { type: 'string', default: '10' },
-    'settle-ms': { type: 'string', default: '5000' },
-    'shared-buffers': { type: 'string', default: '128MB' },
-    'log-level': { type: 'string', default: 'info' },
-    'no-heap-probe': { type: 'boolean', default: false },
-    'no-direct': { type: 'boolean', default: false },
-    /** Run pgfloat under this open-files limit, to see how it fails when it runs out of descriptors. */
-    'pgfloat-open-files': { type: 'string' },
-    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/connections-latest.json') },
-  },
+const OPTS = readFlags({
+  connections: integer(2000, 1),
+  step: integer(1000, 1),
+  batch: integer(100, 1),
+  'traffic-seconds': integer(60, 1),
+  'interval-ms': integer(500, 1),
+  'write-every': integer(10, 0),
+  'settle-ms': integer(5000, 0),
+  'shared-buffers': text('128MB'),
+  'log-level': text('info'),
+  'no-heap-probe': toggle(),
+  'no-direct': toggle(),
+  /** Run pgfloat under this open-files limit, to see how it fails when it runs out of descriptors. */
+  'pgfloat-open-files': optionalInteger(64),
 });
-const int = (name: keyof typeof flags, min: number): number => {
-  const v = Number(flags[name]);
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer >= ${min}, got ${String(flags[name])}`);
-  return v;
-};
-const OPTS = {
-  connections: int('connections', 1),
-  step: int('step', 1),
-  batch: int('batch', 1),
-  trafficSeconds: int('traffic-seconds', 1),
-  intervalMs: int('interval-ms', 1),
-  writeEvery: int('write-every', 0),
-  settleMs: int('settle-ms', 0),
-  sharedBuffers: String(flags['shared-buffers']),
-  logLevel: String(flags['log-level']),
-  heapProbe: flags['no-heap-probe'] !== true,
-  direct: flags['no-direct'] !== true,
-  pgfloatOpenFiles: flags['pgfloat-open-files'] === undefined ? undefined : int('pgfloat-open-files', 64),
-};
+const FILES = resultFiles('connections', OPTS);
 /** Room above the client connections for pgfloat's monitor, superuser_reserved_connections and our own checks. */
 const SPARE_SERVER_CONNECTIONS = 50;
 const OPEN_TIMEOUT_MS = 30_000;
 /** Larger than pgfloat's per-session read buffer (64 kB), so the whole buffer gets written. */
 const LARGE_RESULT_BYTES = 256 * 1024;
 
-const started = Date.now();
-const say = (message: string): void => {
-  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
-};
+const say = createSay();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The load generator in its own process, so its CPU and memory are not pgfloat's and it gets its own share of the cores. */
@@ -109,7 +85,7 @@ class Generator {
 }
 
 /** Settles, then samples pgfloat (median of 5 over 4 s), its /metrics and the primary's processes. */
-async function stage(env: LoadEnv, name: string, kind: StageKind): Promise<Stage> {
+async function stage(env: PgfloatEnv, name: string, kind: StageKind): Promise<Stage> {
   await sleep(OPTS.settleMs);
   const proc = await settledSample(env.pgfloatPid, 5, 1000);
   const metrics = await sampleMetrics(env.adminUrl);
@@ -125,7 +101,7 @@ async function stage(env: LoadEnv, name: string, kind: StageKind): Promise<Stage
 }
 
 /** Runs the traffic while sampling pgfloat every 2 s; the "with traffic" stage is the peak of those samples. */
-async function traffic(env: LoadEnv, generator: Generator, label: string, runId: number): Promise<TrafficRun> {
+async function traffic(env: PgfloatEnv, generator: Generator, label: string, runId: number): Promise<TrafficRun> {
   const samples: ProcessSample[] = [];
   const metrics: MetricsSample[] = [];
   let server = { processes: 0, pssBytes: 0 };
@@ -173,7 +149,7 @@ async function traffic(env: LoadEnv, generator: Generator, label: string, runId:
 }
 
 /** Rows the run through pgfloat wrote, read directly on the primary. */
-async function countWrites(env: LoadEnv): Promise<number> {
+async function countWrites(env: PgfloatEnv): Promise<number> {
   const client = new Client({ connectionString: env.cluster.primary.connectionString() });
   await client.connect();
   try {
@@ -185,7 +161,7 @@ async function countWrites(env: LoadEnv): Promise<number> {
 }
 
 /** After the clients close, pgfloat should get back to its baseline: no client left, server sockets closed. */
-async function waitForDrain(env: LoadEnv, baselineFds: number, timeoutMs: number): Promise<number> {
+async function waitForDrain(env: PgfloatEnv, baselineFds: number, timeoutMs: number): Promise<number> {
   const startedAt = Date.now();
   while (Date.now() - startedAt < timeoutMs) {
     const m = await sampleMetrics(env.adminUrl);
@@ -198,9 +174,9 @@ async function waitForDrain(env: LoadEnv, baselineFds: number, timeoutMs: number
 async function main(): Promise<void> {
   const own = openFileLimit(process.pid);
   if (own.soft < OPTS.connections + 256) throw new Error(`the load generator needs ${OPTS.connections + 256} open files; ulimit -n is ${own.soft}: raise it first`);
-  say(`load average at start: ${loadavg().map((v) => v.toFixed(2)).join(' ')}; ${JSON.stringify(OPTS)}`);
+  say(`load average at start: ${loadAverage()}; ${JSON.stringify(OPTS)}`);
   const maxConnections = OPTS.connections + SPARE_SERVER_CONNECTIONS;
-  const env = await setUpLoad(
+  const env = await setUpPgfloat(
     {
       name: 'connections',
       serverConf: { max_connections: maxConnections, shared_buffers: OPTS.sharedBuffers },
@@ -210,7 +186,7 @@ async function main(): Promise<void> {
       openFilesNeeded: 2 * OPTS.connections + 512,
       openFilesLimit: OPTS.pgfloatOpenFiles,
       logLevel: OPTS.logLevel,
-      heapProbe: OPTS.heapProbe,
+      heapProbe: !OPTS.noHeapProbe,
     },
     say,
   );
@@ -246,7 +222,7 @@ async function main(): Promise<void> {
   say(`closed ${closed.closed} in ${closed.ms} ms; pgfloat back to no clients in ${drainMs} ms`);
   stages.push(await stage(env, 'all clients closed', 'closed'));
   const rowsWritten = await countWrites(env);
-  const direct = OPTS.direct ? await directRun(env, generator) : undefined;
+  const direct = OPTS.noDirect ? undefined : await directRun(env, generator);
   await generator.exit();
 
   const summary = summaryLines(stages, opens, run, rowsWritten, generator.lost);
@@ -254,10 +230,7 @@ async function main(): Promise<void> {
   const trafficMd = trafficTable(run, direct, OPTS.intervalMs, OPTS.writeEvery);
   write(env, { stages, opens, run, direct, rowsWritten, lost: generator.lost, maxConnections, markdown: { stages: stageMd, traffic: trafficMd, summary } });
   process.stdout.write(`\n${stageMd}\n\n${trafficMd}\n\n${summary}\n\n`);
-  // The run's directory goes with the cluster; pgfloat's log is worth keeping to look into a figure.
-  const kept = join(tmpdir(), 'pgfloat-connections-last.log');
-  copyFileSync(env.logFile, kept);
-  say(`wrote ${flags.out}; pgfloat's log copied to ${kept}`);
+  say(`wrote ${FILES.summary} and ${FILES.raw}; pgfloat's log copied to ${keepPgfloatLog(FILES, env.logFile)}`);
 }
 
 function sayTraffic(label: string, run: TrafficRun): void {
@@ -270,7 +243,7 @@ function sayTraffic(label: string, run: TrafficRun): void {
 }
 
 /** The same connections and traffic straight at the primary, in the same run: what the machine gives without pgfloat. */
-async function directRun(env: LoadEnv, generator: Generator): Promise<TrafficRun> {
+async function directRun(env: PgfloatEnv, generator: Generator): Promise<TrafficRun> {
   const port = env.cluster.primary.port;
   const opened = await generator.request({ cmd: 'open', port, count: OPTS.connections, batch: OPTS.batch, timeoutMs: OPEN_TIMEOUT_MS }, 'opened');
   say(`direct: opened ${opened.established}/${OPTS.connections} to the primary in ${opened.ms} ms` + (opened.failed ? `; failures: ${JSON.stringify(opened.errors)}` : ''));
@@ -281,12 +254,9 @@ async function directRun(env: LoadEnv, generator: Generator): Promise<TrafficRun
   return run;
 }
 
-function write(env: LoadEnv, results: Record<string, unknown> & { maxConnections: number }): void {
-  const out = {
-    generatedAt: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), kernel: release(), node: process.version },
-    loadAverageAtEnd: loadavg(),
-    options: OPTS,
+function write(env: PgfloatEnv, results: { maxConnections: number; run: TrafficRun; direct: TrafficRun | undefined } & Record<string, unknown>): void {
+  const doc = {
+    ...resultsHeader(OPTS),
     method: {
       cluster: `fresh LocalCluster (PostgreSQL primary + async streaming standby), max_connections ${results.maxConnections}, shared_buffers ${OPTS.sharedBuffers}`,
       pgfloat: `separate \`pgfloat start\` process, log level ${OPTS.logLevel}; open files ${env.openFileLimit.soft} (${env.openFileNote}); pgfloat.yaml below`,
@@ -297,8 +267,7 @@ function write(env: LoadEnv, results: Record<string, unknown> & { maxConnections
     },
     ...results,
   };
-  mkdirSync(dirname(flags.out!), { recursive: true });
-  writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
+  writeResults(FILES, doc, connectionsSummary(doc));
 }
 
 runBench('bench:connections', main);

@@ -181,3 +181,9 @@ export function summaryLines(stages: Stage[], opens: OpenResult[], run: TrafficR
   );
   return lines.join('\n');
 }
+
+/** The results without pgfloat's samples during the traffic: the figures and tables, small enough to commit. */
+export function connectionsSummary<Doc extends { run: TrafficRun; direct?: TrafficRun }>(doc: Doc): Omit<Doc, 'run' | 'direct'> & { run: object; direct?: object } {
+  const withoutSamples = ({ samples: _samples, ...figures }: TrafficRun): object => figures;
+  return { ...doc, run: withoutSamples(doc.run), direct: doc.direct && withoutSamples(doc.direct) };
+}

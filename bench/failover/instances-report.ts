@@ -1,23 +1,18 @@
 // Markdown tables of the three-instance failover runs, side by side with the single instance's runs of the same bench run.
 
+import { medianOfKnown } from '../lib/stats';
 import type { InstanceRun } from './instances';
-import type { FaultRun } from './report';
-import { median } from '../throughput/report';
+import { diff, fmt, list, med, type FaultRun } from './report';
 
-const fmt = (v: number | null): string => (v === null ? 'none' : String(Math.round(v)));
-const list = (values: (number | null)[]): string => values.map(fmt).join(', ');
 const known = (values: (number | null)[]): number[] => values.filter((v): v is number => v !== null);
-const medOf = (values: (number | null)[]): number | null => (known(values).length === 0 ? null : median(known(values)));
-const med = (values: (number | null)[]): string => (medOf(values) === null ? 'n/a' : String(Math.round(medOf(values)!)));
 const cell = (values: (number | null)[]): string => `${med(values)} (${list(values)})`;
-const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : a - b);
 const maxOf = (values: (number | null)[]): number | null => (known(values).length === 0 ? null : Math.max(...known(values)));
 
 export const setupName = (members: 1 | 3): string => `3 instances, ${members}-member etcd`;
 
 /** "+120 ms (x1.10)": the instances' median against the single instance's, both from this bench run. */
 function versus(mine: (number | null)[], single: (number | null)[]): string {
-  const [a, b] = [medOf(mine), medOf(single)];
+  const [a, b] = [medianOfKnown(mine), medianOfKnown(single)];
   if (a === null || b === null || b === 0) return 'n/a';
   const delta = Math.round(a - b);
   return `${delta >= 0 ? '+' : ''}${delta} ms (x${(a / b).toFixed(2)})`;

@@ -4,12 +4,15 @@ import { join } from 'node:path';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { startEtcd } from '../../src/sandbox/etcd-cluster';
 import { freePort } from '../../src/sandbox/ports';
+import { Scope } from '../lib/cleanup';
 import { FAULTS, inject, type FaultName } from '../lib/faults';
-import { ackTimes, blockedReasons, firstT, healthChanges, readLog, writeGap, type LogEvent, type Profile } from './report';
-import { errorCounts, launchPgfloat, openRunCluster, pgfloatConfig, Scope, seqsOn, waitUntil, type RunOptions, type Say } from './run';
-import { Writer, type WriteAttempt } from './writer';
-import { longestGap } from '../switchover/report';
+import { startPgfloat } from '../lib/pgfloat';
 import type { Service } from '../lib/processes';
+import type { Say } from '../lib/run-output';
+import { longestGap } from '../lib/stats';
+import { ackTimes, blockedReasons, firstT, healthChanges, readLog, writeGap, type LogEvent, type Profile } from './report';
+import { errorCounts, openRunCluster, pgfloatConfig, seqsOn, waitUntil, type RunOptions } from './run';
+import { Writer, type WriteAttempt } from './writer';
 
 export type InstanceFault = FaultName | 'decider-kill';
 
@@ -80,7 +83,8 @@ async function setUp(profile: Profile, members: 1 | 3, say: Say): Promise<Instan
     for (const name of INSTANCE_NAMES) {
       const [port, adminPort] = [await freePort(), await freePort()];
       const state = `{ dir: "${join(dir, `state-${name}`)}", store: etcd, etcd: { endpoints: [${endpoints}], prefix: "${PREFIX}", instance: ${name} } }`;
-      const { service, logFile } = await launchPgfloat(scope, dir, name, pgfloatConfig(cluster, profile, port, adminPort, state), port);
+      const config = pgfloatConfig(cluster, profile, port, adminPort, state);
+      const { service, logFile } = await startPgfloat({ dir, name, config, port, logLevel: 'info', cleanup: (step) => scope.add(step) });
       instances.push({ name, port, adminPort, service, logFile });
     }
     const ready = await waitUntilAsync(async () => {

@@ -1,37 +1,32 @@
 // `npm run bench:failover`: write availability and lost writes when the primary is SIGKILLed or SIGSTOPped, two monitor profiles;
 // then three pgfloat instances over etcd against one, and SIGKILL of the decider instance (`--instances-only`: those runs alone).
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release } from 'node:os';
-import { dirname, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { runBench } from '../lib/cleanup';
 import { FAULTS, type FaultName } from '../lib/faults';
+import { integer, readFlags, text, toggle } from '../lib/flags';
+import { createSay, loadAverage, resultFiles, resultsHeader, writeResults } from '../lib/run-output';
 import { INSTANCE_FAULTS, INSTANCE_NAMES, instanceRun, type InstanceFault, type InstanceRun } from './instances';
 import { deciderTable, instancePhaseTable, instanceSummaryTable, setupName } from './instances-report';
-import { checkTable, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './report';
+import { checkTable, failoverSummary, phaseTable, settings, summaryTable, type FaultRun, type Profile, type QuietCheck } from './report';
 import { faultRun, quietCheck, type RunOptions } from './run';
-import { runBench } from '../lib/processes';
 
-const { values: flags } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '3' },
-    'check-seconds': { type: 'string', default: '60' },
-    /** Only the default profile with one instance (the baseline, same bench run) and the three-instance runs. */
-    'instances-only': { type: 'boolean', default: false },
-    /** Sizes of the etcd cluster under the three instances; "" runs none. */
-    'etcd-members': { type: 'string', default: '1,3' },
-    'instance-faults': { type: 'string', default: 'sigkill,sigstop,decider-kill' },
-    /** A random 0..intervalMs more warm-up before each fault, so it lands at a random point of the heartbeat cycle. */
-    'random-phase': { type: 'boolean', default: false },
-    out: { type: 'string' },
-  },
+const OPTS = readFlags({
+  runs: integer(3, 1),
+  'check-seconds': integer(60, 0),
+  /** Only the default profile with one instance (the baseline, same bench run) and the three-instance runs. */
+  'instances-only': toggle(),
+  /** Sizes of the etcd cluster under the three instances; "" runs none. */
+  'etcd-members': text('1,3'),
+  'instance-faults': text('sigkill,sigstop,decider-kill'),
+  /** A random 0..intervalMs more warm-up before each fault, so it lands at a random point of the heartbeat cycle. */
+  'random-phase': toggle(),
 });
-const runs = Number(flags.runs);
-const instancesOnly = flags['instances-only']!;
-const checkSeconds = instancesOnly ? 0 : Number(flags['check-seconds']);
-const out = flags.out ?? resolve(__dirname, `../../../bench/results/${instancesOnly ? 'failover-instances-latest' : 'failover-latest'}.json`);
-const etcdSizes = flags['etcd-members']!.split(',').filter(Boolean).map(Number) as (1 | 3)[];
-const instanceFaults = flags['instance-faults']!.split(',').filter(Boolean) as InstanceFault[];
+const runs = OPTS.runs;
+const instancesOnly = OPTS.instancesOnly;
+const checkSeconds = instancesOnly ? 0 : OPTS.checkSeconds;
+const FILES = resultFiles(instancesOnly ? 'failover-instances' : 'failover', OPTS);
+const etcdSizes = OPTS.etcdMembers.split(',').filter(Boolean).map(Number) as (1 | 3)[];
+const instanceFaults = OPTS.instanceFaults.split(',').filter(Boolean) as InstanceFault[];
 
 const DEFAULTS: Profile = { name: 'default', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 3 };
 /** Fastest first: the first one without a false failover under load is measured as "fast". */
@@ -41,19 +36,16 @@ const FAST_CANDIDATES: Profile[] = [
   { name: 'fast', intervalMs: 500, timeoutMs: 1000, failuresBeforeDown: 2 },
 ];
 const FAULT_ORDER: FaultName[] = ['sigkill', 'sigstop'];
-const OPTIONS: RunOptions = { periodMs: 5, reconnectPauseMs: 50, warmupMs: 2000, randomPhase: flags['random-phase']!, timeoutMs: 30_000, settleWrites: 200 };
+const OPTIONS: RunOptions = { periodMs: 5, reconnectPauseMs: 50, warmupMs: 2000, randomPhase: OPTS.randomPhase, timeoutMs: 30_000, settleWrites: 200 };
 /** After a killed decider's successor is agreed: long enough for a false failover (witness window, 3 s) to show. */
 const DECIDER_SETTLE_MS = 5000;
 
-const started = Date.now();
-const say = (message: string): void => {
-  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
-};
+const say = createSay();
 
 async function main(): Promise<void> {
   for (const size of etcdSizes) if (size !== 1 && size !== 3) throw new Error(`--etcd-members: ${size}: 1 or 3`);
   for (const f of instanceFaults) if (!(f in INSTANCE_FAULTS)) throw new Error(`--instance-faults: ${f}: one of ${Object.keys(INSTANCE_FAULTS).join(', ')}`);
-  say(`load average at start: ${loadavg().map((v) => v.toFixed(2)).join(' ')}; ${runs} runs per (profile, fault)`);
+  say(`load average at start: ${loadAverage()}; ${runs} runs per (profile, fault)`);
 
   // False failovers first: the fast profile is only measured in settings that had none.
   const checks: QuietCheck[] = [];
@@ -122,10 +114,10 @@ async function main(): Promise<void> {
     );
   }
   if (instanceResults.some((r) => r.fault === 'decider-kill')) process.stdout.write(`\nSIGKILL of the decider instance alone:\n\n${tables.decider}\n\n`);
-  say(`wrote ${out}`);
+  say(`wrote ${FILES.summary} and ${FILES.raw}`);
 }
 
-/** Writes the JSON results (after every run too, so an interrupted run leaves what it measured). */
+/** Writes the results (after every run too, so an interrupted run leaves what it measured). */
 function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], instanceRuns: InstanceRun[], complete: boolean): Record<string, string> {
   const summary = summaryTable(results, profiles);
   const phases = phaseTable(results);
@@ -134,14 +126,11 @@ function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], i
   const instancePhases = instancePhaseTable(results, instanceRuns);
   const decider = deciderTable(instanceRuns);
   const doc = {
-    generatedAt: new Date().toISOString(),
+    ...resultsHeader({ ...OPTIONS, deciderSettleMs: DECIDER_SETTLE_MS, instancesOnly, etcdMembers: etcdSizes }),
     complete,
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
-    loadAverageAtEnd: loadavg(),
     profiles: profiles.map((p) => ({ ...p })),
     faults: FAULTS,
     instanceFaults: INSTANCE_FAULTS,
-    options: { ...OPTIONS, deciderSettleMs: DECIDER_SETTLE_MS, instancesOnly, etcdMembers: etcdSizes },
     method: {
       cluster: 'fresh LocalCluster (PostgreSQL primary + async streaming standby, wal_sender_timeout 3s) per run',
       pgfloat: 'separate `pgfloat start` process, log level info, failover/fencing defaults (requireStandbyConfirmation, standbyConfirmationMs 3000, fencing sql)',
@@ -153,7 +142,7 @@ function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], i
       writeGap: 'the longest stretch between two acknowledged writes of one writer, from its last acknowledgement before the fault on',
       instances:
         `three \`pgfloat start\` processes (${INSTANCE_NAMES.join(', ')}, started in that order so ${INSTANCE_NAMES[0]} takes the decider election) over a fresh etcd ` +
-        `(harness startEtcd: heartbeat 50 ms, election timeout 500 ms) per run, state.store etcd with the default leaseTtlSeconds (3), default monitor profile, ` +
+        `(src/sandbox startEtcd: heartbeat 50 ms, election timeout 500 ms) per run, state.store etcd with the default leaseTtlSeconds (3), default monitor profile, ` +
         'each with its own fresh cluster like the single-instance runs; interleaved with them in every run',
       instanceWriters:
         'three writers like the single-instance one (same period, reconnect pause, every attempt counts), each connecting like a multi-host client: ' +
@@ -166,8 +155,7 @@ function write(profiles: Profile[], checks: QuietCheck[], results: FaultRun[], i
     runs: results,
     instanceRuns,
   };
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(doc, null, 2) + '\n');
+  writeResults(FILES, doc, failoverSummary(doc));
   return { summary, phases, check, instances, instancePhases, decider };
 }
 

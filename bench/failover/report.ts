@@ -1,10 +1,9 @@
 // The failover benchmark's results: pgfloat log lines read back, per-run records, medians and markdown tables.
 
-import { readFileSync } from 'node:fs';
 import type { FaultName } from '../lib/faults';
+import { readPgfloatLog } from '../lib/pgfloat-log';
+import { longestGap, medianOfKnown } from '../lib/stats';
 import type { WriteAttempt } from './writer';
-import { median } from '../throughput/report';
-import { longestGap } from '../switchover/report';
 
 export interface Profile {
   name: string;
@@ -29,19 +28,9 @@ const KEPT = new Set(['failover', 'monitor', 'router']);
 
 /** pgfloat's JSON log lines from the failover, monitor and router components (or `components`), at info and above. */
 export function readLog(file: string, reference: number, components: ReadonlySet<string> = KEPT): LogEvent[] {
-  const events: LogEvent[] = [];
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    let entry: Record<string, unknown>;
-    try {
-      entry = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    const { level, time, component, msg, app: _a, pid: _p, hostname: _h, ...fields } = entry;
-    if (typeof level !== 'number' || level < 30 || !components.has(String(component))) continue;
-    events.push({ t: Date.parse(String(time)) - reference, level: LEVELS[level] ?? String(level), component: String(component), msg: String(msg), fields });
-  }
-  return events;
+  return readPgfloatLog(file)
+    .filter((line) => line.level >= 30 && components.has(line.component))
+    .map((line) => ({ t: line.at - reference, level: LEVELS[line.level] ?? String(line.level), component: line.component, msg: line.msg, fields: line.fields }));
 }
 
 export const healthChanges = (log: LogEvent[], node: string, to: string): LogEvent[] =>
@@ -51,7 +40,7 @@ export const firstT = (log: LogEvent[], pred: (e: LogEvent) => boolean): number 
 
 export const blockedReasons = (log: LogEvent[]): string[] => [...new Set(log.filter((e) => e.msg.startsWith('no failover:')).map((e) => e.msg))];
 
-/** A writer's acknowledgements as the switchover report's `longestGap` takes them. */
+/** A writer's acknowledgements as `longestGap` takes them. */
 export const ackTimes = (attempts: readonly WriteAttempt[]): { at: number }[] => attempts.filter((a) => a.ok).map((a) => ({ at: a.endedAt }));
 
 /**
@@ -114,14 +103,15 @@ export interface QuietCheck {
   log: LogEvent[];
 }
 
-const fmt = (v: number | null): string => (v === null ? 'none' : String(Math.round(v)));
-const list = (values: (number | null)[]): string => values.map(fmt).join(', ');
-const med = (values: (number | null)[]): string => {
-  const known = values.filter((v): v is number => v !== null);
-  return known.length === 0 ? 'n/a' : String(Math.round(median(known)));
+/** How the tables show a figure per run ("none": it did not happen), the list of them, and their median. */
+export const fmt = (v: number | null): string => (v === null ? 'none' : String(Math.round(v)));
+export const list = (values: (number | null)[]): string => values.map(fmt).join(', ');
+export const med = (values: (number | null)[]): string => {
+  const m = medianOfKnown(values);
+  return m === null ? 'n/a' : String(Math.round(m));
 };
 
-const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : a - b);
+export const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : a - b);
 
 function groups(runs: FaultRun[]): FaultRun[][] {
   const byKey = new Map<string, FaultRun[]>();
@@ -174,4 +164,10 @@ export function checkTable(checks: QuietCheck[]): string {
     );
   }
   return lines.join('\n');
+}
+
+/** The results without pgfloat's log lines of each run: the figures and tables, small enough to commit. */
+export function failoverSummary<Doc extends { falseFailoverChecks: { log: unknown }[]; runs: { log: unknown }[]; instanceRuns: { log: unknown }[] }>(doc: Doc): Omit<Doc, 'falseFailoverChecks' | 'runs' | 'instanceRuns'> & Record<'falseFailoverChecks' | 'runs' | 'instanceRuns', object[]> {
+  const withoutLog = ({ log: _log, ...rest }: { log: unknown }): object => rest;
+  return { ...doc, falseFailoverChecks: doc.falseFailoverChecks.map(withoutLog), runs: doc.runs.map(withoutLog), instanceRuns: doc.instanceRuns.map(withoutLog) };
 }

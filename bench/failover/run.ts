@@ -1,16 +1,17 @@
 // One failover-benchmark run: a fresh cluster, pgfloat as its own process, the writer, then a fault (or only load) and the tally.
 
-import { chmodSync, createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Client } from 'pg';
-import { LocalCluster } from '../../src/sandbox/local-cluster';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { freePort } from '../../src/sandbox/ports';
+import { Scope } from '../lib/cleanup';
+import { benchDir, openCluster, runOnPrimary } from '../lib/cluster';
 import { inject, type FaultName } from '../lib/faults';
+import { initialize, runWorkload } from '../lib/pgbench';
+import { nodesYaml, startPgfloat } from '../lib/pgfloat';
+import type { Say } from '../lib/run-output';
 import { blockedReasons, firstT, healthChanges, readLog, writeGap, type FaultRun, type Profile, type QuietCheck } from './report';
 import { CREATE_TABLE, Writer, type WriteAttempt } from './writer';
-import { initialize, runWorkload } from '../lib/pgbench';
-import { onCleanup, startService, stopChild, waitForPort, type Service } from '../lib/processes';
 
 export interface RunOptions {
   periodMs: number;
@@ -29,30 +30,7 @@ export interface RunOptions {
   settleWrites: number;
 }
 
-export type Say = (message: string) => void;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Cleanup steps of one run, run in reverse at its end, or by the global cleanup on error and Ctrl-C. */
-export class Scope {
-  private steps: (() => unknown)[] = [];
-  constructor() {
-    onCleanup(() => this.close());
-  }
-  add(step: () => unknown): void {
-    this.steps.push(step);
-  }
-  /** The `{ teardown }` the test harness wants (etcd). */
-  readonly teardown = (step: () => unknown): void => this.add(step);
-  async close(): Promise<void> {
-    while (this.steps.length > 0) {
-      try {
-        await this.steps.pop()!();
-      } catch (err) {
-        process.stderr.write(`failover bench cleanup: ${(err as Error).message}\n`);
-      }
-    }
-  }
-}
 
 interface Env {
   scope: Scope;
@@ -61,58 +39,27 @@ interface Env {
   logFile: string;
 }
 
-async function openCluster(dir: string, say: Say): Promise<LocalCluster> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await LocalCluster.open({ baseDir: join(dir, `cluster${attempt}`), ports: [await freePort(), await freePort()], log: say });
-    } catch (err) {
-      // Another process may take a port between freePort() and the bind.
-      if (attempt >= 3 || !/Address already in use/.test((err as Error).message)) throw err;
-    }
-  }
-}
-
 /** A temp dir and a fresh cluster with the writers' table, both removed when `scope` closes. */
 export async function openRunCluster(scope: Scope, say: Say): Promise<{ dir: string; cluster: LocalCluster }> {
-  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-failover-'));
-  chmodSync(dir, 0o755); // the unprivileged user that runs PostgreSQL must enter it
-  scope.add(() => rmSync(dir, { recursive: true, force: true }));
-  const cluster = await openCluster(dir, say);
-  scope.add(() => cluster.destroy());
-  const primary = new Client({ connectionString: cluster.primary.connectionString() });
-  await primary.connect();
-  await primary.query(CREATE_TABLE);
-  await primary.end();
+  const cleanup = (step: () => unknown): void => scope.add(step);
+  const dir = benchDir('failover', cleanup);
+  const cluster = await openCluster(dir, cleanup, { log: say });
+  await runOnPrimary(cluster, [CREATE_TABLE]);
   return { dir, cluster };
 }
 
 /** The config of a benchmark pgfloat: the cluster's nodes, the monitor profile, info logs; `state` is the YAML of the state section. */
 export function pgfloatConfig(cluster: LocalCluster, profile: Profile, port: number, adminPort: number | null, state: string): string {
-  const nodes = cluster.nodes.map((n) => `  - { name: ${n.name}, host: ${n.host}, port: ${n.port} }`).join('\n');
   const { intervalMs, timeoutMs, failuresBeforeDown } = profile;
   return [
     `listen: { readWrite: "127.0.0.1:${port}", readOnly: null }`,
     `admin: { listen: ${adminPort === null ? 'null' : `"127.0.0.1:${adminPort}"`} }`,
-    'nodes:',
-    nodes,
+    ...nodesYaml(cluster.nodes),
     `monitor: { intervalMs: ${intervalMs}, timeoutMs: ${timeoutMs}, failuresBeforeDown: ${failuresBeforeDown} }`,
     `state: ${state}`,
     'log: { level: info }',
     '',
   ].join('\n');
-}
-
-/** `pgfloat start` as its own process on `config`, its log in `<dir>/<name>.log`; resolves once it listens on `port`. */
-export async function launchPgfloat(scope: Scope, dir: string, name: string, config: string, port: number): Promise<{ service: Service; logFile: string }> {
-  const configFile = join(dir, `${name}.yaml`);
-  writeFileSync(configFile, config);
-  const main = resolve(__dirname, '../../src/cli/main.js');
-  const service = startService(name, process.execPath, [main, 'start', '--config', configFile, '--log-level', 'info']);
-  const logFile = join(dir, `${name}.log`);
-  service.child.stdout!.pipe(createWriteStream(logFile));
-  scope.add(() => stopChild(service.child));
-  await waitForPort(port, service);
-  return { service, logFile };
 }
 
 async function setUp(profile: Profile, say: Say): Promise<Env> {
@@ -121,7 +68,7 @@ async function setUp(profile: Profile, say: Say): Promise<Env> {
     const { dir, cluster } = await openRunCluster(scope, say);
     const pgfloatPort = await freePort();
     const config = pgfloatConfig(cluster, profile, pgfloatPort, null, `{ dir: "${join(dir, 'state')}" }`);
-    const { logFile } = await launchPgfloat(scope, dir, 'pgfloat', config, pgfloatPort);
+    const { logFile } = await startPgfloat({ dir, name: 'pgfloat', config, port: pgfloatPort, logLevel: 'info', cleanup: (step) => scope.add(step) });
     return { scope, cluster, pgfloatPort, logFile };
   } catch (err) {
     await scope.close();

@@ -1,7 +1,7 @@
-// The faults the failover benchmark injects into the primary: SIGKILL of its postmaster, or SIGSTOP of its whole process tree.
+// The faults the failover and soak benches inject into the primary: SIGKILL of its postmaster, or SIGSTOP of its whole process tree.
 
-import { readdirSync, readFileSync } from 'node:fs';
 import type { LocalNode } from '../../src/sandbox/local-cluster';
+import { childrenOf } from './process-sample';
 
 export type FaultName = 'sigkill' | 'sigstop';
 
@@ -17,23 +17,6 @@ export interface InjectedFault {
   pids: number[];
   /** Undoes what can be undone (SIGCONT of frozen processes); safe to call more than once. */
   undo(): void;
-}
-
-/** Processes whose parent is `pid` (Linux /proc). */
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // Fields after the parenthesised command name: state, ppid, ...
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) children.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return children;
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {

@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { getJson } from './process-sample';
+import { getJson } from './http-get';
 
 export interface LiveHeap {
   at: number;

@@ -1,7 +1,8 @@
-// What a leak would show first, read from outside the process (Linux /proc) and from pgfloat's /metrics: RSS, open fds, heap.
+// What the benches read about a process from outside (Linux /proc) and from pgfloat's /metrics: CPU, RSS, open fds, heap, children.
 
 import { readdirSync, readFileSync } from 'node:fs';
-import { get } from 'node:http';
+import { getText } from './http-get';
+import { sampleMedian } from './stats';
 
 export interface ProcessSample {
   at: number;
@@ -58,28 +59,6 @@ function metricSum(text: string, name: string): number {
   return seen ? sum : NaN;
 }
 
-/**
- * GET over a connection of its own, closed after the answer (fetch would keep it alive for a few
- * seconds): a kept-alive admin connection would show up as one more open fd in pgfloat.
- */
-export function getText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false, timeout: 30_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${url}: ${res.statusCode}`))));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url}: timeout`)));
-    req.on('error', reject);
-  });
-}
-
-export async function getJson<T>(url: string): Promise<T> {
-  return JSON.parse(await getText(url)) as T;
-}
-
 export async function sampleMetrics(adminUrl: string): Promise<MetricsSample> {
   const text = await getText(`${adminUrl}/metrics`);
   return {
@@ -91,14 +70,34 @@ export async function sampleMetrics(adminUrl: string): Promise<MetricsSample> {
   };
 }
 
-/** Parent pid of a process, or undefined if it is gone. */
-function parentOf(pid: number): number | undefined {
+/** The fields of /proc/<pid>/stat after the parenthesised command name (state, ppid, ...); undefined once the process is gone. */
+function statFields(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+const USER_HZ = 100; // on Linux
+
+/** User plus system CPU seconds the process has used so far (utime and stime, fields 14 and 15); undefined once it is gone. */
+export function cpuSeconds(pid: number): number | undefined {
+  const fields = statFields(pid);
+  return fields === undefined ? undefined : (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+}
+
+function parentOf(pid: number | string): number | undefined {
+  const fields = statFields(pid);
+  return fields === undefined ? undefined : Number(fields[1]);
+}
+
+const runningPids = (): number[] => readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number);
+
+/** Processes whose parent is `pid`. */
+export function childrenOf(pid: number): number[] {
+  return runningPids().filter((child) => parentOf(child) === pid);
 }
 
 /**
@@ -109,13 +108,9 @@ function parentOf(pid: number): number | undefined {
 export function serverMemory(postmasterPid: number): { processes: number; pssBytes: number } {
   let processes = 0;
   let pss = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid !== postmasterPid && parentOf(pid) !== postmasterPid) continue;
+  for (const pid of [postmasterPid, ...childrenOf(postmasterPid)]) {
     try {
-      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-      pss += statusField(rollup, 'Pss');
+      pss += statusField(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss');
       processes++;
     } catch {
       // exited while we looked
@@ -124,21 +119,10 @@ export function serverMemory(postmasterPid: number): { processes: number; pssByt
   return { processes, pssBytes: pss };
 }
 
-/** CPU seconds a PostgreSQL server has used: the postmaster and its children (user + system, USER_HZ 100). */
+/** CPU seconds a PostgreSQL server has used: the postmaster and its children. */
 export function serverCpuSeconds(postmasterPid: number | undefined): number {
   if (postmasterPid === undefined) return 0;
-  let total = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(entry) === postmasterPid || Number(fields[1]) === postmasterPid) total += (Number(fields[11]) + Number(fields[12])) / 100;
-    } catch {
-      // exited while we looked
-    }
-  }
-  return total;
+  return [postmasterPid, ...childrenOf(postmasterPid)].reduce((total, pid) => total + (cpuSeconds(pid) ?? 0), 0);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -150,7 +134,7 @@ export async function settledSample(pid: number, count: number, everyMs: number)
     if (i > 0) await sleep(everyMs);
     samples.push(sampleProcess(pid));
   }
-  const mid = <K extends keyof ProcessSample>(key: K): number => [...samples].map((s) => s[key]).sort((a, b) => a - b)[Math.floor(samples.length / 2)]!;
+  const mid = <K extends keyof ProcessSample>(key: K): number => sampleMedian(samples.map((s) => s[key]));
   return { at: samples[0]!.at, rssBytes: mid('rssBytes'), rssAnonBytes: mid('rssAnonBytes'), openFds: mid('openFds'), samples };
 }
 

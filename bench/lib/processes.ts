@@ -1,35 +1,11 @@
-// Child-process helpers for the benchmark: long-running services, cleanup on any exit, CPU accounting.
+// Child processes of the benches: long-running services (stopped at cleanup, killed if we exit first) and one-off commands.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { RunAs } from '../../src/sandbox/os-user';
+import { onCleanup } from './cleanup';
 
-type CleanupStep = () => unknown;
-const cleanups: CleanupStep[] = [];
 const services = new Set<ChildProcess>();
-
-/** Registers a step for `cleanupAll`; steps run in reverse order of registration. */
-export function onCleanup(step: CleanupStep): void {
-  cleanups.push(step);
-}
-
-let cleaning: Promise<void> | undefined;
-
-/** Runs every registered step once, even when called again (say, by a signal during the normal cleanup). */
-export function cleanupAll(): Promise<void> {
-  cleaning ??= (async () => {
-    while (cleanups.length > 0) {
-      const step = cleanups.pop()!;
-      try {
-        await step();
-      } catch (err) {
-        process.stderr.write(`bench cleanup: ${(err as Error).message}\n`);
-      }
-    }
-  })();
-  return cleaning;
-}
 
 // Last resort when the process exits without running cleanupAll: no child outlives us.
 process.on('exit', () => {
@@ -97,18 +73,6 @@ export async function waitForPort(port: number, service: Service, timeoutMs = 20
   }
 }
 
-/** User plus system CPU seconds the process has used so far (Linux /proc); undefined elsewhere. */
-export function cpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return undefined;
-  }
-}
-
 /** Runs a command to completion, collecting its output; it is killed with us if we exit first. */
 export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
@@ -127,27 +91,4 @@ export function runCommand(command: string, args: string[], env: NodeJS.ProcessE
       resolvePromise({ code, stdout, stderr });
     });
   });
-}
-
-/**
- * Runs a bench's main: whatever it started is cleaned up when it ends, fails, or is interrupted
- * (SIGINT, SIGTERM), and a failure sets exit status 1 with the reason.
- */
-export function runBench(name: string, main: () => Promise<void>): void {
-  let interrupted = false;
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      if (interrupted) return;
-      interrupted = true;
-      process.stderr.write(`\n${name}: ${signal}, cleaning up\n`);
-      void cleanupAll().finally(() => process.exit(130));
-    });
-  }
-  main()
-    .catch((err: unknown) => {
-      if (interrupted) return new Promise(() => undefined); // the signal handler exits
-      process.stderr.write(`${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 1;
-    })
-    .finally(() => cleanupAll());
 }

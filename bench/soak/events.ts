@@ -1,23 +1,17 @@
 // The soak's two events (a switchover; a SIGKILL of the primary, then its rejoin) and the sampler that watches pgfloat throughout.
 
+import { runOperation, steadyWithStandby, switchoverToStandby, waitForStatus, type OperationView, type SwitchoverRun } from '../lib/admin-api';
 import { inject } from '../lib/faults';
-import type { LoadEnv } from '../lib/pgfloat-env';
+import type { PgfloatEnv } from '../lib/pgfloat-env';
 import { sampleMetrics, sampleProcess, schedStat, type MetricsSample, type ProcessSample } from '../lib/process-sample';
-import { awaitOperation, requestSwitchover, waitForStatus, type OperationView } from '../switchover/setup';
+import type { Say } from '../lib/run-output';
 
-type Say = (message: string) => void;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** A refused operation (the last rejoined standby not streaming yet, say) is asked again this often, this many times. */
 const RETRY = { pauseMs: 1000, attempts: 30 };
 
-export interface SwitchoverEvent {
+export interface SwitchoverEvent extends SwitchoverRun {
   kind: 'switchover';
-  from: string;
-  to: string;
-  toPort: number;
-  requestedAt: number;
-  refusals: string[];
-  operation: OperationView;
   /** The operation's end (the old primary's rejoin included). */
   endedAt: number;
 }
@@ -39,42 +33,16 @@ export interface FailoverEvent {
 
 export type SoakEvent = SwitchoverEvent | FailoverEvent;
 
-const steady = (env: LoadEnv): Promise<unknown> =>
-  waitForStatus(env, (s) => s.phase === 'steady' && !s.degenerate && s.primary !== null && s.standbys.length > 0, 120_000, 'a steady cluster with a standby');
-
-export async function switchover(env: LoadEnv, say: Say): Promise<SwitchoverEvent> {
-  const s = (await steady(env)) as { primary: string };
-  const to = env.cluster.nodes.find((n) => n.name !== s.primary)!;
-  const refusals: string[] = [];
-  for (let tries = 1; ; tries++) {
-    const requestedAt = Date.now();
-    const answer = await requestSwitchover(env, to.name);
-    if (answer.accepted && answer.operation !== undefined) {
-      say(`switchover ${s.primary}→${to.name} requested (operation ${answer.operation})`);
-      const operation = await awaitOperation(env, answer.operation, 600_000);
-      return { kind: 'switchover', from: s.primary, to: to.name, toPort: to.port, requestedAt, refusals, operation, endedAt: Date.now() };
-    }
-    refusals.push(`${answer.status} ${answer.message}`);
-    if (tries >= RETRY.attempts) throw new Error(`switchover refused ${tries} times: ${refusals.join('; ')}`);
-    await sleep(RETRY.pauseMs);
-  }
-}
-
-async function requestRejoin(env: LoadEnv, node: string): Promise<{ status: number; accepted: boolean; message: string; operation?: string }> {
-  const res = await fetch(`${env.adminUrl}/rejoin/${encodeURIComponent(node)}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${env.token}` },
-    body: '{}',
-  });
-  const body = (await res.json()) as { accepted?: boolean; message?: string; operation?: string; error?: string };
-  return { status: res.status, accepted: body.accepted === true, message: body.message ?? body.error ?? '', operation: body.operation };
+export async function switchover(env: PgfloatEnv, say: Say): Promise<SwitchoverEvent> {
+  const run = await switchoverToStandby(env, env.cluster.nodes, RETRY, (from, to, id) => say(`switchover ${from}→${to} requested (operation ${id})`));
+  return { kind: 'switchover', ...run, endedAt: Date.now() };
 }
 
 /** SIGKILL of the primary's postmaster; once pgfloat routes to the standby, POST /rejoin/<old> makes the pair whole again. */
-export async function failover(env: LoadEnv, say: Say): Promise<FailoverEvent> {
-  const s = (await steady(env)) as { primary: string };
-  const old = env.cluster.nodes.find((n) => n.name === s.primary)!;
-  const to = env.cluster.nodes.find((n) => n.name !== s.primary)!;
+export async function failover(env: PgfloatEnv, say: Say): Promise<FailoverEvent> {
+  const from = (await waitForStatus(env, steadyWithStandby, 120_000, 'a steady cluster with a standby')).primary!;
+  const old = env.cluster.nodes.find((n) => n.name === from)!;
+  const to = env.cluster.nodes.find((n) => n.name !== from)!;
   const fault = inject('sigkill', old);
   say(`SIGKILL of ${old.name}'s postmaster (pid ${fault.pids[0]})`);
   const event: FailoverEvent = { kind: 'failover', from: old.name, to: to.name, toPort: to.port, killedAt: fault.at, routedAt: null, rejoinRequestedAt: null, rejoinRefusals: [], rejoin: null, endedAt: 0 };
@@ -87,21 +55,12 @@ export async function failover(env: LoadEnv, say: Say): Promise<FailoverEvent> {
     event.endedAt = Date.now();
     return event;
   }
-  for (let tries = 1; ; tries++) {
-    event.rejoinRequestedAt = Date.now();
-    const answer = await requestRejoin(env, old.name);
-    if (answer.accepted && answer.operation !== undefined) {
-      event.rejoin = await awaitOperation(env, answer.operation, 600_000);
-      say(`rejoin of ${old.name}: ${event.rejoin.state} in ${Date.now() - event.rejoinRequestedAt} ms: ${event.rejoin.result}`);
-      break;
-    }
-    event.rejoinRefusals.push(`${answer.status} ${answer.message}`);
-    if (tries >= RETRY.attempts) {
-      say(`rejoin of ${old.name} refused ${tries} times: ${event.rejoinRefusals.join('; ')}`);
-      break;
-    }
-    await sleep(RETRY.pauseMs);
-  }
+  const rejoin = await runOperation(env, `/rejoin/${encodeURIComponent(old.name)}`, {}, RETRY);
+  event.rejoinRequestedAt = rejoin.requestedAt;
+  event.rejoinRefusals = rejoin.refusals;
+  event.rejoin = rejoin.operation;
+  if (rejoin.operation === null) say(`rejoin of ${old.name} refused ${rejoin.refusals.length} times: ${rejoin.refusals.join('; ')}`);
+  else say(`rejoin of ${old.name}: ${rejoin.operation.state} in ${Date.now() - rejoin.requestedAt} ms: ${rejoin.operation.result}`);
   event.endedAt = Date.now();
   return event;
 }
@@ -137,7 +96,7 @@ export class Sampler {
   private running = true;
   private readonly done: Promise<void>;
 
-  constructor(env: LoadEnv, everyMs: number, gcEveryMs: number) {
+  constructor(env: PgfloatEnv, everyMs: number, gcEveryMs: number) {
     this.done = (async () => {
       let lastGc = 0;
       let previous: { at: number; sched: { waitNs: number } } | undefined;

@@ -1,8 +1,7 @@
 // The soak's load: paced pooled writers (every outcome logged), paced pooled readers on the read-only port, and short-lived connections that churn sessions.
 
-import { Client, type Pool, type PoolClient } from 'pg';
-import { classifyFailure, codeOf, makePool, messageOf } from '../lib/pooled-writes';
-import type { LoadLog, Stage } from '../switchover/load';
+import type { Pool } from 'pg';
+import { checkOut, codeOf, connectFailure, connectOnce, emptyLoadLog, makePool, release, runTransaction, type LoadLog, type OneOffConnection } from '../lib/pooled-load';
 
 /** Created on the primary before pgfloat starts. */
 export const SOAK_SCHEMA = [
@@ -30,13 +29,8 @@ export interface ReadOutcome {
   code?: string;
 }
 
-export interface ChurnOutcome {
-  at: number;
+export interface ChurnOutcome extends OneOffConnection {
   listener: 'readWrite' | 'readOnly';
-  ok: boolean;
-  ms: number;
-  code?: string;
-  message?: string;
 }
 
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -59,9 +53,8 @@ class Pacer {
   }
 }
 
-
 export class SoakLoad {
-  readonly log: LoadLog = { acks: [], failed: [], unknown: [], connectFailures: [], idleClosed: [] };
+  readonly log: LoadLog = emptyLoadLog();
   readonly reads: ReadOutcome[] = [];
   readonly churn: ChurnOutcome[] = [];
   private running = true;
@@ -85,34 +78,21 @@ export class SoakLoad {
     await Promise.all([this.writePool.end(), this.readPool.end()].map((p) => p.catch(() => undefined)));
   }
 
-  /** BEGIN; INSERT; COMMIT as three round trips, so a switchover's drain has boundaries to close sessions at. */
+  /** BEGIN; INSERT; COMMIT, each its own round trip. */
   private async writeLoop(client: number, pacer: Pacer): Promise<void> {
-    for (let seq = 1; this.running; ) {
+    for (let next = 1; this.running; ) {
       await pacer.next();
       if (!this.running) break;
-      let conn: PoolClient;
-      try {
-        conn = await this.writePool.connect();
-      } catch (err) {
-        if (this.running) this.log.connectFailures.push({ at: Date.now(), code: codeOf(err) ?? 'none', message: messageOf(err) });
-        await pause(50);
-        continue;
-      }
-      const mySeq = seq++;
-      let stage: Stage = 'begin';
-      try {
-        await conn.query('begin');
-        stage = 'insert';
-        const { rows } = await conn.query<{ port: number }>(INSERT, [client, mySeq, this.payload]);
-        stage = 'commit';
-        await conn.query('commit');
-        conn.release();
-        this.log.acks.push({ at: Date.now(), client, seq: mySeq, port: rows[0]!.port });
-      } catch (err) {
-        const { failure, unknown } = classifyFailure(err, this.sessionErrors.get(conn), client, mySeq, stage);
-        conn.release(err instanceof Error ? err : new Error(messageOf(err)));
-        (unknown ? this.log.unknown : this.log.failed).push(failure);
-      }
+      const conn = await checkOut(this.writePool, (err) => {
+        if (this.running) this.log.connectFailures.push(connectFailure(err));
+      });
+      if (conn === undefined) continue;
+      const seq = next++;
+      await runTransaction(conn, this.sessionErrors, this.log, client, seq, [
+        { stage: 'begin', sql: 'begin' },
+        { stage: 'insert', sql: INSERT, params: [client, seq, this.payload] },
+        { stage: 'commit', sql: 'commit' },
+      ]);
     }
   }
 
@@ -120,21 +100,17 @@ export class SoakLoad {
     while (this.running) {
       await pacer.next();
       if (!this.running) break;
-      let conn: PoolClient;
-      try {
-        conn = await this.readPool.connect();
-      } catch (err) {
+      const conn = await checkOut(this.readPool, (err) => {
         if (this.running) this.reads.push({ at: Date.now(), ok: false, code: `connect ${codeOf(err) ?? 'none'}` });
-        await pause(50);
-        continue;
-      }
+      });
+      if (conn === undefined) continue;
       try {
         await conn.query(READ, [1 + Math.floor(Math.random() * this.opts.writers)]);
-        conn.release();
+        release(conn);
         this.reads.push({ at: Date.now(), ok: true });
       } catch (err) {
         const code = codeOf(err) ?? this.sessionErrors.get(conn) ?? 'none';
-        conn.release(err instanceof Error ? err : new Error(messageOf(err)));
+        release(conn, err);
         this.reads.push({ at: Date.now(), ok: false, code });
       }
     }
@@ -146,18 +122,8 @@ export class SoakLoad {
       await pacer.next();
       if (!this.running) break;
       const listener = n % 2 === 0 ? 'readWrite' : 'readOnly';
-      const at = Date.now();
       const port = listener === 'readWrite' ? this.opts.readWritePort : this.opts.readOnlyPort;
-      const client = new Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', application_name: 'soak-churn', connectionTimeoutMillis: 30_000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.query('select 1');
-        this.churn.push({ at, listener, ok: true, ms: Date.now() - at });
-      } catch (err) {
-        this.churn.push({ at, listener, ok: false, ms: Date.now() - at, code: codeOf(err) ?? 'none', message: messageOf(err) });
-      }
-      await client.end().catch(() => undefined);
+      this.churn.push({ ...(await connectOnce(port, 'soak-churn')), listener });
     }
   }
 }

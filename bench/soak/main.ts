@@ -1,56 +1,34 @@
 // `npm run bench:soak`: minutes of mixed load through pgfloat with a switchover at 1/3 and a SIGKILL failover at 2/3; lost writes, fd and memory growth.
 
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
 import { Client } from 'pg';
-import { setUpLoad, type LoadEnv } from '../lib/pgfloat-env';
-import { runBench } from '../lib/processes';
+import { waitForStatus } from '../lib/admin-api';
+import { runBench } from '../lib/cleanup';
+import { decimal, integer, readFlags, text } from '../lib/flags';
+import { MANAGED_CLUSTER_METHOD, setUpPgfloat, type PgfloatEnv } from '../lib/pgfloat-env';
+import { readPgfloatLog } from '../lib/pgfloat-log';
+import { OUTCOMES_METHOD } from '../lib/pooled-load';
+import { createSay, keepPgfloatLog, loadAverage, resultFiles, resultsHeader, writeResults } from '../lib/run-output';
 import { failover, Sampler, switchover, type FailoverEvent, type Samples, type SwitchoverEvent } from './events';
 import { SOAK_SCHEMA, SoakLoad } from './load';
-import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './report';
-import { readLogLines } from '../switchover/report';
-import { waitForStatus } from '../switchover/setup';
+import { eventTable, events, minuteTable, phaseTable, phases, resourceTable, soakSummary, stallLine, summaryTable, writeStalls, windowFigures, type Verification, type WindowFigures } from './report';
 
-const { values: flags } = parseArgs({
-  options: {
-    minutes: { type: 'string', default: '10' },
-    writers: { type: 'string', default: '8' },
-    'write-rate': { type: 'string', default: '200' },
-    readers: { type: 'string', default: '4' },
-    'read-rate': { type: 'string', default: '100' },
-    'churn-rate': { type: 'string', default: '10' },
-    'sample-ms': { type: 'string', default: '2000' },
-    'gc-every-ms': { type: 'string', default: '30000' },
-    'settle-s': { type: 'string', default: '30' },
-    'log-level': { type: 'string', default: 'info' },
-    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/soak-latest.json') },
-  },
+const OPTS = readFlags({
+  minutes: decimal(10, 1),
+  writers: integer(8, 1),
+  'write-rate': decimal(200, 1),
+  readers: integer(4, 1),
+  'read-rate': decimal(100, 0),
+  'churn-rate': decimal(10, 0),
+  'sample-ms': integer(2000, 100),
+  'gc-every-ms': integer(30_000, 0),
+  'settle-s': integer(30, 0),
+  'log-level': text('info'),
 });
-const num = (name: keyof typeof flags, min: number): number => {
-  const v = Number(flags[name]);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, got ${String(flags[name])}`);
-  return v;
-};
-const OPTS = {
-  minutes: num('minutes', 1),
-  writers: num('writers', 1),
-  writeRate: num('write-rate', 1),
-  readers: num('readers', 1),
-  readRate: num('read-rate', 0),
-  churnRate: num('churn-rate', 0),
-  sampleMs: num('sample-ms', 100),
-  gcEveryMs: num('gc-every-ms', 0),
-  settleS: num('settle-s', 0),
-  logLevel: String(flags['log-level']),
-};
+const FILES = resultFiles('soak', OPTS);
 const WINDOW_MS = 60_000;
 
-const started = Date.now();
-const say = (message: string): void => {
-  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
-};
+const say = createSay();
 const sleepUntil = (at: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, at - Date.now())));
 
 async function keysOn(connectionString: string): Promise<Set<string>> {
@@ -65,7 +43,7 @@ async function keysOn(connectionString: string): Promise<Set<string>> {
 }
 
 /** Every acknowledged write on the final primary, read directly; the rejoined standby must get them all too. */
-async function verify(env: LoadEnv, load: SoakLoad, killedAt: number): Promise<Verification> {
+async function verify(env: PgfloatEnv, load: SoakLoad, killedAt: number): Promise<Verification> {
   const st = await waitForStatus(env, (s) => s.primary !== null, 60_000, 'a primary');
   const primary = env.cluster.nodes.find((n) => n.name === st.primary)!;
   const standby = env.cluster.nodes.find((n) => n.name !== st.primary)!;
@@ -90,8 +68,8 @@ async function verify(env: LoadEnv, load: SoakLoad, killedAt: number): Promise<V
 }
 
 async function main(): Promise<void> {
-  say(`load average at start: ${loadavg().map((v) => v.toFixed(2)).join(' ')}; ${JSON.stringify(OPTS)}`);
-  const env = await setUpLoad(
+  say(`load average at start: ${loadAverage()}; ${JSON.stringify(OPTS)}`);
+  const env = await setUpPgfloat(
     { name: 'soak', serverConf: {}, schema: SOAK_SCHEMA, managed: true, extraConfig: [], openFilesNeeded: 4096, logLevel: OPTS.logLevel, heapProbe: true },
     say,
   );
@@ -127,7 +105,7 @@ async function main(): Promise<void> {
   const phaseRecords = phases(loadStart, stoppedAt, sw, fo, load.log, load.reads, load.churn);
   const eventRecords = events(sw, fo, load.log);
   const stalls = writeStalls(load.log.acks, sw, fo, samples);
-  const log = readLogLines(env.logFile);
+  const log = readPgfloatLog(env.logFile);
   const loud = log.filter((l) => l.level >= 40 && l.at >= loadStart);
   const logCounts: Record<string, number> = {};
   for (const l of loud) {
@@ -152,9 +130,7 @@ async function main(): Promise<void> {
       lostLine(verification, fo, env) +
       `pgfloat warn/error lines during the load: ${JSON.stringify(logCounts, null, 1)}\n\n`,
   );
-  const kept = join(tmpdir(), 'pgfloat-soak-last.log');
-  copyFileSync(env.logFile, kept);
-  say(`wrote ${flags.out}; pgfloat's log copied to ${kept}`);
+  say(`wrote ${FILES.summary} and ${FILES.raw}; pgfloat's log copied to ${keepPgfloatLog(FILES, env.logFile)}`);
 }
 
 /**
@@ -162,7 +138,7 @@ async function main(): Promise<void> {
  * got SIGKILL was committed by a backend that had not noticed yet: with asynchronous replication
  * its WAL never left the dead server, whatever the proxy does.
  */
-function lostLine(v: Verification, fo: FailoverEvent, env: LoadEnv): string {
+function lostLine(v: Verification, fo: FailoverEvent, env: PgfloatEnv): string {
   if (v.lost.length === 0) return '';
   const killedPort = env.cluster.nodes.find((n) => n.name === fo.from)!.port;
   const afterKill = v.lost.filter((l) => l.port === killedPort && l.msAfterKill >= 0);
@@ -185,33 +161,15 @@ function progress(load: SoakLoad, loadStart: number): void {
   say(`  ${Math.round((Date.now() - loadStart) / 1000)} s: ${l.acks.length} writes acknowledged, ${l.failed.length} failed, ${l.unknown.length} unknown; ${load.reads.length} reads, ${load.churn.length} short sessions`);
 }
 
-interface Results {
-  loadStart: number;
-  stoppedAt: number;
-  pgfloatAlive: boolean;
-  sw: SwitchoverEvent;
-  fo: FailoverEvent;
-  verification: Verification;
-  windows: WindowFigures[];
-  phaseRecords: unknown;
-  eventRecords: unknown;
-  stalls: unknown;
-  samples: Samples;
-  logCounts: Record<string, number>;
-  markdown: Record<string, string>;
-}
-
-function write(env: LoadEnv, r: Results): void {
-  const out = {
-    generatedAt: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), kernel: release(), node: process.version },
-    loadAverageAtEnd: loadavg(),
-    options: OPTS,
+/** `results`: what the run measured (events, verification, windows, samples, tables), after the method. */
+function write<Results extends { samples: Samples }>(env: PgfloatEnv, results: Results): void {
+  const doc = {
+    ...resultsHeader(OPTS),
     method: {
-      cluster: 'one LocalCluster (PostgreSQL primary + async streaming standby, wal_log_hints on) for the whole run; both nodes managed by pgfloat (nodes[].dataDir)',
+      cluster: MANAGED_CLUSTER_METHOD,
       pgfloat: `separate \`pgfloat start\` process with the V8 inspector on 127.0.0.1 (for forced GCs), log level ${OPTS.logLevel}, defaults otherwise; open files: ${env.openFileNote}`,
       writers: `${OPTS.writers} pooled writers (one pg Pool) through the read-write port, ${OPTS.writeRate} transactions/s together on a fixed schedule: BEGIN; INSERT INTO soak_writes (client, seq, payload) RETURNING inet_server_port(); COMMIT, each its own round trip`,
-      outcomes: 'acknowledged: COMMIT answered; failed: an error before COMMIT was sent, or a non-FATAL error answering it; unknown: COMMIT sent, then the connection lost or a FATAL',
+      outcomes: OUTCOMES_METHOD,
       readers: `${OPTS.readers} pooled readers through the read-only port, ${OPTS.readRate}/s together: select max(seq) for a random writer`,
       churn: `${OPTS.churnRate} new unpooled connections per second (connect, select 1, close), alternating between the read-write and read-only ports`,
       events: 'at 1/3 of the run POST /switchover to the standby, followed to its end (the old primary rejoins as a standby); at 2/3 SIGKILL of the primary postmaster, then once /status routes to the standby, POST /rejoin/<old>, followed to its end',
@@ -220,10 +178,9 @@ function write(env: LoadEnv, r: Results): void {
       lost: 'after the load stopped, every acknowledged (client, seq) looked up directly on the final primary; the rejoined standby must have every one the primary has',
       config: env.configText,
     },
-    ...r,
+    ...results,
   };
-  mkdirSync(dirname(flags.out!), { recursive: true });
-  writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
+  writeResults(FILES, doc, soakSummary(doc));
 }
 
 runBench('bench:soak', main);

@@ -1,11 +1,11 @@
 // The soak's analysis: outcomes by phase, the two events' write gaps, lost writes, and pgfloat's fds and memory early, midway and late.
 
 import { markdownTable } from '../lib/markdown';
+import type { Ack, LoadLog } from '../lib/pooled-load';
 import { mib } from '../lib/process-sample';
+import { countBy, longestGap, sampleMedian, total, within } from '../lib/stats';
 import type { FailoverEvent, Samples, SwitchoverEvent } from './events';
 import type { ChurnOutcome, ReadOutcome } from './load';
-import { longestGap } from '../switchover/report';
-import type { Ack, LoadLog } from '../switchover/load';
 
 export interface Verification {
   finalPrimary: string;
@@ -63,18 +63,6 @@ export interface WindowFigures {
   fdsBesideSessions: number;
 }
 
-const count = <T>(items: T[], key: (item: T) => string): Record<string, number> => {
-  const out: Record<string, number> = {};
-  for (const item of items) out[key(item)] = (out[key(item)] ?? 0) + 1;
-  return out;
-};
-const within = <T extends { at: number }>(items: T[], from: number, to: number): T[] => items.filter((i) => i.at >= from && i.at < to);
-const total = (counts: Record<string, number>): number => Object.values(counts).reduce((a, b) => a + b, 0);
-const median = (values: number[]): number => {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-};
 const brief = (counts: Record<string, number>): string =>
   total(counts) === 0
     ? '0'
@@ -103,14 +91,14 @@ export function phases(loadStart: number, loadEnd: number, sw: SwitchoverEvent, 
       seconds: Math.round(seconds),
       acknowledged: acks.length,
       tps: seconds > 0 ? Math.round(acks.length / seconds) : 0,
-      failed: count(within(log.failed, from, to), (f) => `${f.stage} ${f.code}`),
+      failed: countBy(within(log.failed, from, to), (f) => `${f.stage} ${f.code}`),
       unknown: within(log.unknown, from, to).length,
-      connectFailures: count(within(log.connectFailures, from, to), (f) => f.code),
+      connectFailures: countBy(within(log.connectFailures, from, to), (f) => f.code),
       idleClosed: within(log.idleClosed, from, to).length,
-      reads: { ok: phaseReads.filter((r) => r.ok).length, failed: count(phaseReads.filter((r) => !r.ok), (r) => r.code ?? 'none') },
+      reads: { ok: phaseReads.filter((r) => r.ok).length, failed: countBy(phaseReads.filter((r) => !r.ok), (r) => r.code ?? 'none') },
       churn: {
         ok: phaseChurn.filter((c) => c.ok).length,
-        failed: count(phaseChurn.filter((c) => !c.ok), (c) => `${c.listener} ${c.code ?? 'none'}`),
+        failed: countBy(phaseChurn.filter((c) => !c.ok), (c) => `${c.listener} ${c.code ?? 'none'}`),
         slowestMs: Math.max(0, ...phaseChurn.map((c) => c.ms)),
       },
     };
@@ -159,14 +147,14 @@ export function windowFigures(name: string, samples: Samples, from: number, to: 
     from,
     to,
     samples: proc.length,
-    rssMiB: mib(median(proc.map((s) => s.rssBytes))),
-    rssAnonMiB: mib(median(proc.map((s) => s.rssAnonBytes))),
-    heapUsedMiB: mib(median(metrics.map((m) => m.heapUsedBytes))),
-    liveHeapMiB: live.length ? mib(median(live.map((l) => l.usedBytes))) : null,
-    openFds: median(proc.map((s) => s.openFds)),
-    clientConnections: median(metrics.map((m) => m.clientConnections)),
+    rssMiB: mib(sampleMedian(proc.map((s) => s.rssBytes))),
+    rssAnonMiB: mib(sampleMedian(proc.map((s) => s.rssAnonBytes))),
+    heapUsedMiB: mib(sampleMedian(metrics.map((m) => m.heapUsedBytes))),
+    liveHeapMiB: live.length ? mib(sampleMedian(live.map((l) => l.usedBytes))) : null,
+    openFds: sampleMedian(proc.map((s) => s.openFds)),
+    clientConnections: sampleMedian(metrics.map((m) => m.clientConnections)),
     // Each /proc sample with the /metrics read in the same round (within a second of it).
-    fdsBesideSessions: median(
+    fdsBesideSessions: sampleMedian(
       proc.flatMap((p) => {
         const m = metrics.find((x) => Math.abs(x.at - p.at) < 1000);
         return m === undefined ? [] : [p.openFds - 2 * m.clientConnections];
@@ -281,4 +269,10 @@ export function stallLine(stalls: WriteStall[], samples: Samples, loadStart: num
     (stalls.length ? ` (${stalls.map((s) => `${at(s.from)}: ${s.ms} ms${s.benchStalled ? ', bench stalled too' : ''}`).join('; ')})` : '') +
     `; not explained by a stall of the bench process itself: **${mine.length}**. Bench process stalls (sampler over 1 s late): ${bench}.`
   );
+}
+
+/** The results without the samples taken every few seconds: the figures and tables, small enough to commit. */
+export function soakSummary<Doc extends { samples: unknown }>(doc: Doc): Omit<Doc, 'samples'> {
+  const { samples: _samples, ...summary } = doc;
+  return summary;
 }

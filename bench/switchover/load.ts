@@ -1,7 +1,7 @@
 // The switchover benchmark's load: pgbench-like write transactions (and optional reads) through pooled, reconnecting clients, every outcome logged.
 
-import { Client, type Pool, type PoolClient } from 'pg';
-import { classifyFailure, codeOf, makePool, messageOf } from '../lib/pooled-writes';
+import { Client, type Pool } from 'pg';
+import { checkOut, codeOf, connectFailure, connectOnce, emptyLoadLog, makePool, messageOf, release, runTransaction, type ConnectFailure, type LoadLog, type OneOffConnection } from '../lib/pooled-load';
 
 /** Created directly on the primary before pgfloat starts: pgbench's accounts (scale 1) and a history keyed by (client, seq). */
 export const SCHEMA = [
@@ -15,51 +15,6 @@ const UPDATE = 'update bench_accounts set abalance = abalance + $1 where aid = $
 const INSERT = 'insert into bench_history (client, seq, aid, delta) values ($1, $2, $3, $4) returning inet_server_port() as port';
 const READ = 'select abalance, inet_server_port() as port from bench_accounts where aid = $1';
 
-/** How far a failed transaction got: only a lost COMMIT leaves its outcome unknown. */
-export type Stage = 'begin' | 'update' | 'insert' | 'commit';
-
-export interface Ack {
-  at: number;
-  client: number;
-  seq: number;
-  /** Port of the PostgreSQL server that ran it (inet_server_port()), i.e. which node. */
-  port: number;
-}
-
-export interface Failure {
-  at: number;
-  client: number;
-  seq: number;
-  stage: Stage;
-  /** SQLSTATE of the ErrorResponse; for a connection lost without one, the FATAL the session got before (see `viaSessionError`), else 'none'. */
-  code: string;
-  /** The code came from the session's own FATAL (pg's 'error' event), not from the statement's answer. */
-  viaSessionError: boolean;
-  message: string;
-}
-
-export interface ConnectFailure {
-  at: number;
-  code: string;
-  message: string;
-}
-
-/** An idle pooled connection that the server (or pgfloat) closed: the pool drops it, no transaction is affected. */
-export interface IdleClose {
-  at: number;
-  code: string;
-}
-
-export interface LoadLog {
-  acks: Ack[];
-  /** Known not committed: failed before COMMIT was sent, or COMMIT answered with a non-FATAL error. */
-  failed: Failure[];
-  /** COMMIT sent, then the connection was lost (or FATAL): committed or not, the client cannot know. */
-  unknown: Failure[];
-  connectFailures: ConnectFailure[];
-  idleClosed: IdleClose[];
-}
-
 export interface ReadLog {
   /** Times of successful reads. */
   okAt: number[];
@@ -68,14 +23,7 @@ export interface ReadLog {
 }
 
 /** One new connection through the read-write port (no pool), as an application's first connection would be. */
-export interface Probe {
-  at: number;
-  ok: boolean;
-  /** Connect plus `select 1`: includes any time pgfloat held the connection. */
-  ms: number;
-  code?: string;
-  message?: string;
-}
+export type Probe = OneOffConnection;
 
 export interface LoadOptions {
   port: number;
@@ -88,9 +36,8 @@ export interface LoadOptions {
 
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-
 export class Load {
-  readonly log: LoadLog = { acks: [], failed: [], unknown: [], connectFailures: [], idleClosed: [] };
+  readonly log: LoadLog = emptyLoadLog();
   readonly reads: ReadLog = { okAt: [], failed: [], connectFailures: [] };
   readonly probes: Probe[] = [];
   private running = true;
@@ -125,56 +72,39 @@ export class Load {
     }
   }
 
-  /** One pgbench-like transaction after another, each a separate round trip, so a drain has transaction boundaries to wait for. */
+  /** Once the load is stopping, a failed connect no longer counts: the windows it would fall in have ended. */
+  private connectFailed(failures: ConnectFailure[], err: unknown): void {
+    if (this.running) failures.push(connectFailure(err));
+  }
+
+  /** One pgbench-like transaction after another, each statement its own round trip. */
   private async writeLoop(client: number): Promise<void> {
-    for (let seq = 1; this.running; ) {
-      let conn: PoolClient;
-      try {
-        conn = await this.writePool.connect();
-      } catch (err) {
-        if (this.running) this.log.connectFailures.push({ at: Date.now(), code: codeOf(err) ?? 'none', message: messageOf(err) });
-        await pause(50);
-        continue;
-      }
-      const mySeq = seq++;
+    for (let next = 1; this.running; ) {
+      const conn = await checkOut(this.writePool, (err) => this.connectFailed(this.log.connectFailures, err));
+      if (conn === undefined) continue;
+      const seq = next++;
       const aid = 1 + Math.floor(Math.random() * ACCOUNTS);
       const delta = Math.floor(Math.random() * 10_001) - 5000;
-      let stage: Stage = 'begin';
-      try {
-        await conn.query('begin');
-        stage = 'update';
-        await conn.query(UPDATE, [delta, aid]);
-        stage = 'insert';
-        const { rows } = await conn.query<{ port: number }>(INSERT, [client, mySeq, aid, delta]);
-        stage = 'commit';
-        await conn.query('commit');
-        conn.release();
-        this.log.acks.push({ at: Date.now(), client, seq: mySeq, port: rows[0]!.port });
-      } catch (err) {
-        const { failure, unknown } = classifyFailure(err, this.sessionErrors.get(conn), client, mySeq, stage);
-        conn.release(err instanceof Error ? err : new Error(messageOf(err)));
-        (unknown ? this.log.unknown : this.log.failed).push(failure);
-      }
+      await runTransaction(conn, this.sessionErrors, this.log, client, seq, [
+        { stage: 'begin', sql: 'begin' },
+        { stage: 'update', sql: UPDATE, params: [delta, aid] },
+        { stage: 'insert', sql: INSERT, params: [client, seq, aid, delta] },
+        { stage: 'commit', sql: 'commit' },
+      ]);
     }
   }
 
   private async readLoop(pool: Pool): Promise<void> {
     while (this.running) {
-      let conn: PoolClient;
-      try {
-        conn = await pool.connect();
-      } catch (err) {
-        if (this.running) this.reads.connectFailures.push({ at: Date.now(), code: codeOf(err) ?? 'none', message: messageOf(err) });
-        await pause(50);
-        continue;
-      }
+      const conn = await checkOut(pool, (err) => this.connectFailed(this.reads.connectFailures, err));
+      if (conn === undefined) continue;
       try {
         await conn.query(READ, [1 + Math.floor(Math.random() * ACCOUNTS)]);
-        conn.release();
+        release(conn);
         this.reads.okAt.push(Date.now());
       } catch (err) {
         const code = codeOf(err) ?? this.sessionErrors.get(conn) ?? 'none';
-        conn.release(err instanceof Error ? err : new Error(messageOf(err)));
+        release(conn, err);
         this.reads.failed.push({ at: Date.now(), code, message: messageOf(err) });
       }
     }
@@ -183,18 +113,25 @@ export class Load {
   /** The pooled writers keep their connections: only new ones show whether pgfloat holds or refuses them meanwhile. */
   private async probeLoop(port: number, everyMs: number): Promise<void> {
     while (this.running) {
-      const at = Date.now();
-      const client = new Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', application_name: 'switchover-bench-probe', connectionTimeoutMillis: 30_000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.query('select 1');
-        this.probes.push({ at, ok: true, ms: Date.now() - at });
-      } catch (err) {
-        this.probes.push({ at, ok: false, ms: Date.now() - at, code: codeOf(err) ?? 'none', message: messageOf(err) });
-      }
-      await client.end().catch(() => undefined);
-      await pause(Math.max(0, everyMs - (Date.now() - at)));
+      const probe = await connectOnce(port, 'switchover-bench-probe');
+      this.probes.push(probe);
+      await pause(Math.max(0, everyMs - (Date.now() - probe.at)));
     }
+  }
+}
+
+/** The (client, seq) keys present in bench_history on a server, read directly (not through pgfloat), and whether balances match history. */
+export async function readHistory(connectionString: string): Promise<{ keys: Set<string>; balanced: boolean; rows: number }> {
+  const client = new Client({ connectionString });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ client: number; seq: number }>('select client, seq from bench_history');
+    // Each transaction adds delta to one account and records it in history: sums differ only if a half transaction survived.
+    const sums = await client.query<{ accounts: string; history: string }>(
+      'select (select coalesce(sum(abalance), 0) from bench_accounts)::text as accounts, (select coalesce(sum(delta), 0) from bench_history)::text as history',
+    );
+    return { keys: new Set(rows.map((r) => `${r.client}/${r.seq}`)), balanced: sums.rows[0]!.accounts === sums.rows[0]!.history, rows: rows.length };
+  } finally {
+    await client.end();
   }
 }

@@ -1,54 +1,38 @@
 // `npm run bench:switchover`: what planned switchovers (n1→n2→n1...) with managed nodes cost pooled writers under load.
 
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { runBench } from '../lib/processes';
-import { Load } from './load';
-import { analyse, phaseTable, QUOTED, README_HEADER, readLogLines, readmeRow, summaryTable, type Attempt, type SwitchoverRecord } from './report';
-import { awaitOperation, readHistory, requestSwitchover, setUp, waitForStatus, type Env } from './setup';
+import { switchoverToStandby, waitForStatus } from '../lib/admin-api';
+import { runBench } from '../lib/cleanup';
+import { integer, readFlags, text } from '../lib/flags';
+import { MANAGED_CLUSTER_METHOD, setUpPgfloat, type PgfloatEnv } from '../lib/pgfloat-env';
+import { readPgfloatLog } from '../lib/pgfloat-log';
+import { OUTCOMES_METHOD } from '../lib/pooled-load';
+import { createSay, keepPgfloatLog, loadAverage, resultFiles, resultsHeader, writeResults } from '../lib/run-output';
+import { Load, readHistory, SCHEMA } from './load';
+import { analyse, phaseTable, QUOTED, README_HEADER, readmeRow, summaryTable, switchoverSummary, type Attempt, type SwitchoverRecord } from './report';
 
-const { values: flags } = parseArgs({
-  options: {
-    switchovers: { type: 'string', default: '6' },
-    writers: { type: 'string', default: '8' },
-    'drain-ms': { type: 'string', default: '5000' },
-    'between-ms': { type: 'string', default: '5000' },
-    'warmup-ms': { type: 'string', default: '3000' },
-    readers: { type: 'string', default: '0' },
-    'probe-ms': { type: 'string', default: '50' },
-    'log-level': { type: 'string', default: 'info' },
-    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/switchover-latest.json') },
-  },
+const OPTS = readFlags({
+  switchovers: integer(6, 1),
+  writers: integer(8, 1),
+  'drain-ms': integer(5000, 0),
+  'between-ms': integer(5000, 0),
+  'warmup-ms': integer(3000, 0),
+  readers: integer(0, 0),
+  'probe-ms': integer(50, 0),
+  'log-level': text('info'),
 });
-const int = (name: keyof typeof flags, min: number): number => {
-  const v = Number(flags[name]);
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer >= ${min}, got ${String(flags[name])}`);
-  return v;
-};
-const OPTS = {
-  switchovers: int('switchovers', 1),
-  writers: int('writers', 1),
-  drainMs: int('drain-ms', 0),
-  betweenMs: int('between-ms', 0),
-  warmupMs: int('warmup-ms', 0),
-  readers: int('readers', 0),
-  probeMs: int('probe-ms', 0),
-  logLevel: String(flags['log-level']),
-};
+const FILES = resultFiles('switchover', OPTS);
 /** A switchover refused (the rejoined standby not yet streaming, say) is asked again this often, this long. */
 const RETRY = { pauseMs: 1000, attempts: 10 };
 
-const started = Date.now();
-const say = (message: string): void => {
-  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
-};
+const say = createSay();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  say(`load average at start: ${loadavg().map((v) => v.toFixed(2)).join(' ')}; ${JSON.stringify(OPTS)}`);
-  const env = await setUp({ drainMs: OPTS.drainMs, logLevel: OPTS.logLevel }, say);
+  say(`load average at start: ${loadAverage()}; ${JSON.stringify(OPTS)}`);
+  const env = await setUpPgfloat(
+    { name: 'switchover', serverConf: {}, schema: SCHEMA, managed: true, extraConfig: [`switchover: { drainMs: ${OPTS.drainMs} }`], openFilesNeeded: 1024, logLevel: OPTS.logLevel, heapProbe: false },
+    say,
+  );
   const nodes = env.cluster.nodes;
   say(`cluster ${nodes.map((n) => `${n.name}:${n.port}`).join(' ')}, pgfloat rw :${env.readWritePort} ro :${env.readOnlyPort}, ${env.adminUrl}; dir ${env.dir}`);
 
@@ -86,7 +70,7 @@ async function main(): Promise<void> {
   const standby = nodes.find((n) => n.name !== current)!;
   const final = await readHistory(primary.connectionString());
   const standbyHasAll = await eventuallyHasAll(standby.connectionString(), load.log.acks, 30_000);
-  const log = readLogLines(env.logFile);
+  const log = readPgfloatLog(env.logFile);
   const records = attempts.map((a) => analyse(a, load.log, OPTS.readers > 0 ? load.reads : undefined, OPTS.probeMs > 0 ? load.probes : undefined, log, final));
   const baseline = baselineGap(load, loadStart, attempts[0]!.requestedAt);
 
@@ -102,34 +86,18 @@ async function main(): Promise<void> {
     const odd = r.unexpectedLog.filter((l) => !/admin operation requested/.test(l.msg));
     if (odd.length) say(`switchover ${r.index}: pgfloat logged ${odd.length} warning/error line(s): ${odd.slice(0, 5).map((l) => `${l.ms} ms ${l.component}: ${l.msg}`).join(' | ')}`);
   }
-  // The run's directory goes with the cluster; pgfloat's log is worth keeping to look into a figure.
-  const kept = join(tmpdir(), 'pgfloat-switchover-last.log');
-  copyFileSync(env.logFile, kept);
-  say(`wrote ${flags.out}; pgfloat's log copied to ${kept}`);
+  say(`wrote ${FILES.summary} and ${FILES.raw}; pgfloat's log copied to ${keepPgfloatLog(FILES, env.logFile)}`);
 }
 
-/** Asks for a switchover to the current standby (retrying refusals) and follows the operation to its end. */
-async function switchover(env: Env, load: Load, index: number): Promise<Attempt> {
-  const s = await waitForStatus(env, (st) => st.phase === 'steady' && !st.degenerate && st.primary !== null && st.standbys.length > 0, 60_000, 'a steady cluster with a standby');
-  const from = s.primary!;
-  const to = env.cluster.nodes.find((n) => n.name !== from)!;
-  const refusals: string[] = [];
-  for (let tries = 1; ; tries++) {
-    const requestedAt = Date.now();
-    const answer = await requestSwitchover(env, to.name);
-    if (answer.accepted && answer.operation !== undefined) {
-      const operation = await awaitOperation(env, answer.operation, 600_000);
-      const placeholder = { at: 0, acknowledgedSoFar: load.log.acks.length, missing: -1, balanced: false };
-      return { index, from, to: to.name, toPort: to.port, requestedAt, refusals, operation, windowEnd: Date.now(), verification: placeholder };
-    }
-    refusals.push(`${answer.status} ${answer.message}`);
-    if (tries >= RETRY.attempts) throw new Error(`switchover ${from}→${to.name} refused ${tries} times: ${refusals.join('; ')}`);
-    await sleep(RETRY.pauseMs);
-  }
+/** A switchover to the current standby, followed to its end; its verification comes after the steady period that follows. */
+async function switchover(env: PgfloatEnv, load: Load, index: number): Promise<Attempt> {
+  const run = await switchoverToStandby(env, env.cluster.nodes, RETRY);
+  const placeholder = { at: 0, acknowledgedSoFar: load.log.acks.length, missing: -1, balanced: false };
+  return { index, ...run, windowEnd: Date.now(), verification: placeholder };
 }
 
 /** Every transaction acknowledged so far must be on the new primary, read directly there. */
-async function verify(env: Env, load: Load, primaryName: string): Promise<Attempt['verification']> {
+async function verify(env: PgfloatEnv, load: Load, primaryName: string): Promise<Attempt['verification']> {
   const node = env.cluster.nodes.find((n) => n.name === primaryName)!;
   const at = Date.now();
   const acked = load.log.acks.filter((a) => a.at <= at);
@@ -163,20 +131,17 @@ interface Extra {
   totalAcked: number;
 }
 
-function write(env: Env, records: SwitchoverRecord[], extra: Extra): { summary: string; phases: string; readme: string } {
+function write(env: PgfloatEnv, records: SwitchoverRecord[], extra: Extra): { summary: string; phases: string; readme: string } {
   const summary = summaryTable(records);
   const phases = phaseTable(records);
   const readme = readmeRow(OPTS.writers, extra.steadyTps, records);
-  const out = {
-    generatedAt: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
-    loadAverageAtEnd: loadavg(),
-    options: OPTS,
+  const doc = {
+    ...resultsHeader(OPTS),
     method: {
-      cluster: 'one LocalCluster (PostgreSQL primary + async streaming standby, wal_log_hints on) for the whole run; both nodes managed by pgfloat (nodes[].dataDir)',
+      cluster: MANAGED_CLUSTER_METHOD,
       pgfloat: `separate \`pgfloat start\` process, log level ${OPTS.logLevel}, defaults except switchover.drainMs ${OPTS.drainMs}; pgfloat.yaml below`,
       load: `${OPTS.writers} writers through the read-write port, one pg Pool (max ${OPTS.writers}, reconnecting); each loops: check out, BEGIN; UPDATE bench_accounts (100,000 rows) SET abalance += delta; INSERT bench_history (client, seq, aid, delta) RETURNING inet_server_port(); COMMIT; release. Each statement is its own round trip.`,
-      outcomes: 'acknowledged: COMMIT answered; failed: an error before COMMIT was sent, or a non-FATAL error answering it (not committed); unknown: COMMIT sent, then the connection lost or a FATAL; failed new connections: pool.connect() rejected',
+      outcomes: `${OUTCOMES_METHOD}; failed new connections: pool.connect() rejected`,
       window: 'each switchover owns [its POST /switchover, the next one) for counts; the write gap is the longest interval between consecutive acknowledgements (any writer) that overlaps [request, operation finished]',
       lost: 'after the steady period following each switchover, every transaction acknowledged so far is looked up in bench_history directly on the new primary; failed and unknown ones are looked up on the last primary at the end',
       run: `warm-up ${OPTS.warmupMs} ms, then ${OPTS.switchovers} switchovers alternating direction, ${OPTS.betweenMs} ms of steady load after each operation ends`,
@@ -194,8 +159,7 @@ function write(env: Env, records: SwitchoverRecord[], extra: Extra): { summary: 
     markdown: { summary, phases, quoted: QUOTED, readmeHeader: README_HEADER, readmeRow: readme },
     switchovers: records,
   };
-  mkdirSync(dirname(flags.out!), { recursive: true });
-  writeFileSync(flags.out!, JSON.stringify(out, null, 2) + '\n');
+  writeResults(FILES, doc, switchoverSummary(doc));
   return { summary, phases, readme };
 }
 

@@ -1,21 +1,14 @@
 // The switchover benchmark's analysis: one record per switchover from the load log, pgfloat's log and the operation, then markdown tables.
 
-import { readFileSync } from 'node:fs';
-import { median } from '../throughput/report';
-import type { Ack, Failure, LoadLog, Probe, ReadLog } from './load';
-import type { OperationView } from './setup';
+import type { SwitchoverRun } from '../lib/admin-api';
+import type { PgfloatLogLine } from '../lib/pgfloat-log';
+import type { Ack, Failure, LoadLog } from '../lib/pooled-load';
+import { countBy, longestGap, median, total, within } from '../lib/stats';
+import type { Probe, ReadLog } from './load';
 
 /** What the main loop knows about one switchover when it ends. */
-export interface Attempt {
+export interface Attempt extends SwitchoverRun {
   index: number;
-  from: string;
-  to: string;
-  toPort: number;
-  /** When the accepted POST /switchover was sent (ms since the epoch); the reference of every `...Ms` below. */
-  requestedAt: number;
-  /** Refused requests before the accepted one (each retried after a pause). */
-  refusals: string[];
-  operation: OperationView;
   /** When its window ends: the next switchover's request, or the end of the load. */
   windowEnd: number;
   /** Checked directly on the new primary at the end of the steady period after it. */
@@ -76,53 +69,11 @@ export interface SwitchoverRecord {
   probes: { ok: number; refused: Record<string, number>; slowestMs: number; refusalSamples: Array<{ ms: number; message: string }> } | null;
 }
 
-interface LogLine {
-  at: number;
-  level: number;
-  component: string;
-  msg: string;
-}
-
-/** pgfloat's JSON log lines (pino), with their time as ms since the epoch. */
-export function readLogLines(file: string): LogLine[] {
-  const lines: LogLine[] = [];
-  for (const text of readFileSync(file, 'utf8').split('\n')) {
-    if (!text.startsWith('{')) continue;
-    try {
-      const e = JSON.parse(text) as { level?: number; time?: string | number; component?: string; msg?: string };
-      const at = typeof e.time === 'number' ? e.time : Date.parse(String(e.time));
-      lines.push({ at, level: e.level ?? 0, component: String(e.component ?? ''), msg: String(e.msg ?? '') });
-    } catch {
-      // not a log line
-    }
-  }
-  return lines;
-}
-
-const count = <T>(items: T[], key: (item: T) => string): Record<string, number> => {
-  const out: Record<string, number> = {};
-  for (const item of items) out[key(item)] = (out[key(item)] ?? 0) + 1;
-  return out;
-};
-const inWindow = <T extends { at: number }>(items: T[], from: number, to: number): T[] => items.filter((i) => i.at >= from && i.at < to);
 const keyOf = (f: { client: number; seq: number }): string => `${f.client}/${f.seq}`;
-
-/** Longest interval between consecutive acknowledgements that overlaps [from, to]. */
-export function longestGap(acks: { at: number }[], from: number, to: number): { ms: number; start: number; end: number } {
-  let best = { ms: 0, start: from, end: from };
-  for (let i = 1; i < acks.length; i++) {
-    const a = acks[i - 1]!.at;
-    const b = acks[i]!.at;
-    if (b < from) continue;
-    if (a > to) break;
-    if (b - a > best.ms) best = { ms: b - a, start: a, end: b };
-  }
-  return best;
-}
 
 const PROGRESS = /^(switchover: |switchover complete|failover: pg_promote|failover: new primary verified|admin operation requested)/;
 
-function phases(log: LogLine[], t0: number): PhaseTimes {
+function phases(log: PgfloatLogLine[], t0: number): PhaseTimes {
   const first = (pred: (msg: string) => boolean): number | null => {
     const line = log.find((l) => pred(l.msg));
     return line === undefined ? null : line.at - t0;
@@ -144,15 +95,15 @@ export interface FinalHistory {
   keys: Set<string>;
 }
 
-/** One switchover's record: everything in [request, next request), against the final primary's history for failed and unknown ones. */
-export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, probes: Probe[] | undefined, log: LogLine[], final: FinalHistory): SwitchoverRecord {
+/** One switchover's record, times in ms after its request: everything in [request, next request), against the final primary's history for failed and unknown ones. */
+export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, probes: Probe[] | undefined, log: PgfloatLogLine[], final: FinalHistory): SwitchoverRecord {
   const t0 = a.requestedAt;
   const opEnd = a.operation.finishedAt ? Date.parse(a.operation.finishedAt) : a.windowEnd;
-  const windowLog = inWindow(log, t0 - 50, a.windowEnd); // the request may be logged a hair before our clock read
+  const windowLog = within(log, t0 - 50, a.windowEnd); // the request may be logged a hair before our clock read
   const gap = longestGap(load.acks, t0, opEnd);
-  const acks = inWindow(load.acks, t0, a.windowEnd);
-  const failed = inWindow(load.failed, t0, a.windowEnd);
-  const unknown = inWindow(load.unknown, t0, a.windowEnd);
+  const acks = within(load.acks, t0, a.windowEnd);
+  const failed = within(load.failed, t0, a.windowEnd);
+  const unknown = within(load.unknown, t0, a.windowEnd);
   const firstOnNew = acks.find((k: Ack) => k.port === a.toPort);
   const drainLine = windowLog.find((l) => /^switchover: sessions on \S+ closed/.test(l.msg));
   const drainNumbers = drainLine ? /\((\d+) at a transaction boundary, (\d+) cut/.exec(drainLine.msg) : null;
@@ -169,8 +120,8 @@ export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, p
     const ok = reads.okAt.filter((at) => at >= t0 && at < a.windowEnd);
     readStats = {
       ok: ok.length,
-      failed: count(inWindow(reads.failed, t0, a.windowEnd), (f) => f.code),
-      connectFailures: inWindow(reads.connectFailures, t0, a.windowEnd).length,
+      failed: countBy(within(reads.failed, t0, a.windowEnd), (f) => f.code),
+      connectFailures: within(reads.connectFailures, t0, a.windowEnd).length,
       longestGapMs: longestGap(
         reads.okAt.map((at) => ({ at })),
         t0,
@@ -178,14 +129,14 @@ export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, p
       ).ms,
     };
   }
-  const windowProbes = probes === undefined ? undefined : inWindow(probes, t0, a.windowEnd);
+  const windowProbes = probes === undefined ? undefined : within(probes, t0, a.windowEnd);
   const refused = windowProbes?.filter((p) => !p.ok) ?? [];
   const probeStats: SwitchoverRecord['probes'] =
     windowProbes === undefined
       ? null
       : {
           ok: windowProbes.length - refused.length,
-          refused: count(refused, (p) => p.code ?? 'none'),
+          refused: countBy(refused, (p) => p.code ?? 'none'),
           slowestMs: Math.max(0, ...windowProbes.map((p) => p.ms)),
           refusalSamples: refused.slice(0, 5).map((p) => ({ ms: p.at - t0, message: p.message ?? '' })),
         };
@@ -202,20 +153,20 @@ export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, p
     gapFromMs: gap.start - t0,
     gapToMs: gap.end - t0,
     acknowledged: acks.length,
-    failed: count(failed, (f) => f.code),
-    failedByStage: count(failed, (f) => f.stage),
+    failed: countBy(failed, (f) => f.code),
+    failedByStage: countBy(failed, (f) => f.stage),
     unknown: unknown.length,
     unknownCommitted: unknown.filter((f) => final.keys.has(keyOf(f))).length,
     failedButPresent: failed.filter((f) => final.keys.has(keyOf(f))).length,
-    connectFailures: count(inWindow(load.connectFailures, t0, a.windowEnd), (f) => `${f.code}: ${f.message}`),
-    idleClosed: count(inWindow(load.idleClosed, t0, a.windowEnd), (f) => f.code),
+    connectFailures: countBy(within(load.connectFailures, t0, a.windowEnd), (f) => `${f.code}: ${f.message}`),
+    idleClosed: countBy(within(load.idleClosed, t0, a.windowEnd), (f) => f.code),
     lostAcknowledgedWrites: a.verification.missing,
     balanced: a.verification.balanced,
     drain: drainNumbers ? { atBoundary: Number(drainNumbers[1]), cut: Number(drainNumbers[2]) } : null,
     phases: phases(windowLog, t0),
     steps: a.operation.steps.map((s) => ({ ms: Date.parse(s.at) - t0, message: s.message })),
     unexpectedLog: windowLog.filter((l) => l.level >= 40 && !PROGRESS.test(l.msg)).map((l) => ({ ms: l.at - t0, level: l.level, component: l.component, msg: l.msg })),
-    proxySessionLines: count(
+    proxySessionLines: countBy(
       windowLog.filter((l) => l.component === 'proxy' && l.level >= 30),
       (l) => l.msg,
     ),
@@ -225,7 +176,6 @@ export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, p
   };
 }
 
-const total = (r: Record<string, number>): number => Object.values(r).reduce((s, n) => s + n, 0);
 const codes = (r: Record<string, number>): string =>
   Object.keys(r).length === 0
     ? '0'
@@ -322,3 +272,8 @@ export const README_HEADER = [
   '| writers | steady TPS | write gap, ms | request → first write on new primary, ms | failed transactions | unknown outcomes | failed new connections | lost acknowledged writes (all switchovers) | whole operation incl. rejoin, ms |',
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ].join('\n');
+
+/** The results without each switchover's operation steps, log lines and failure samples: the figures and tables, small enough to commit. */
+export function switchoverSummary<Doc extends { switchovers: SwitchoverRecord[] }>(doc: Doc): Omit<Doc, 'switchovers'> & { switchovers: object[] } {
+  return { ...doc, switchovers: doc.switchovers.map(({ steps: _s, unexpectedLog: _u, proxySessionLines: _p, failureSamples: _f, ...figures }) => figures) };
+}

@@ -1,99 +1,96 @@
 // `npm run bench`: pgbench throughput and select-1 latency, direct vs pgfloat vs pgbouncer vs haproxy, interleaved.
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, release } from 'node:os';
-import { dirname, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
 import { findPgBinaries } from '../../src/sandbox/pg-binaries';
-import { measureLatency } from './latency';
+import { runBench } from '../lib/cleanup';
+import { integer, readFlags } from '../lib/flags';
 import { initialize, runWorkload, WORKLOADS } from '../lib/pgbench';
-import { cpuSeconds, runBench } from '../lib/processes';
+import { cpuSeconds } from '../lib/process-sample';
+import { createSay, loadAverage, machine, resultFiles, writeResults } from '../lib/run-output';
+import { measureLatency } from './latency';
 import { latencyRows, markdown, throughputRows } from './report';
 import { HAPROXY, PGBOUNCER, startBench, type Target } from './targets';
 
-const { values: flags } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '10' },
-    rounds: { type: 'string', default: '3' },
-    scale: { type: 'string', default: '10' },
-    'latency-queries': { type: 'string', default: '20000' },
-    out: { type: 'string', default: resolve(__dirname, '../../../bench/results/latest.json') },
-  },
-});
-const duration = Number(flags.duration);
-const rounds = Number(flags.rounds);
-const scale = Number(flags.scale);
-const latencyQueries = Number(flags['latency-queries']);
-
-const started = Date.now();
-const say = (message: string): void => {
-  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
-};
+const OPTS = readFlags({ duration: integer(10, 1), rounds: integer(3, 1), scale: integer(10, 1), 'latency-queries': integer(20_000, 1) });
+const FILES = resultFiles('throughput', OPTS);
+const say = createSay();
 
 /** The targets in a different order for every (round, workload) group, so drift hits all of them alike. */
 function rotated(targets: Target[], group: number): Target[] {
-  return targets.map((_, i) => targets[(i + group) % targets.length]);
+  return targets.map((_, i) => targets[(i + group) % targets.length]!);
 }
 
 function firstLine(command: string, args: string[]): string {
   try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim();
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0]!.trim();
   } catch {
     return 'unknown';
   }
 }
 
-const load = (): string => loadavg().map((v) => v.toFixed(2)).join(' ');
+/** One pgbench run of one workload on one target. */
+interface PgbenchRun {
+  round: number;
+  workload: string;
+  target: string;
+  tps: number;
+  transactions: number;
+  wallSeconds: number;
+  /** The proxy's CPU over the run, % of one core; null for direct. */
+  cpuPercent: number | null;
+}
 
 async function main(): Promise<void> {
-  const loadAtStart = load();
+  const loadAtStart = loadAverage();
   // Anything else running on the machine skews the figures (interleaving spreads, not removes, it).
-  say(`load average at start: ${loadAtStart}${loadavg()[0] > 0.5 ? ' (the machine is busy: figures will be noisy)' : ''}`);
-  say(`duration ${duration} s, ${rounds} rounds, scale ${scale}, ${latencyQueries} latency queries per target`);
+  say(`load average at start: ${loadAtStart}${loadavg()[0]! > 0.5 ? ' (the machine is busy: figures will be noisy)' : ''}`);
+  say(`duration ${OPTS.duration} s, ${OPTS.rounds} rounds, scale ${OPTS.scale}, ${OPTS.latencyQueries} latency queries per target`);
   const bench = await startBench((m) => say(`cluster: ${m}`));
   const { targets } = bench;
   for (const note of bench.skipped) say(`skipped ${note}`);
   say(`targets: ${targets.map((t) => `${t.name} (port ${t.port})`).join(', ')}`);
-  say(`pgbench -i -s ${scale} on the primary`);
-  await initialize(bench.cluster.primary.port, scale);
+  say(`pgbench -i -s ${OPTS.scale} on the primary`);
+  await initialize(bench.cluster.primary.port, OPTS.scale);
 
-  const tps = new Map<string, number[]>();
-  const cpu = new Map<string, number[]>();
+  const runs: PgbenchRun[] = [];
   const latency = new Map<string, Float64Array[]>(targets.map((t) => [t.name, []]));
-  const push = <T>(map: Map<string, T[]>, key: string, value: T): void => void map.set(key, [...(map.get(key) ?? []), value]);
   let group = 0;
-  for (let round = 1; round <= rounds; round++) {
+  for (let round = 1; round <= OPTS.rounds; round++) {
     for (const workload of WORKLOADS) {
       for (const target of rotated(targets, group++)) {
         const cpuBefore = target.pid === undefined ? undefined : cpuSeconds(target.pid);
         const t0 = process.hrtime.bigint();
-        const result = await runWorkload(workload, target.port, duration);
-        const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+        const result = await runWorkload(workload, target.port, OPTS.duration);
+        const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
         const cpuAfter = target.pid === undefined ? undefined : cpuSeconds(target.pid);
-        const key = `${workload.name}\u0000${target.name}`;
-        push(tps, key, result.tps);
-        let cpuNote = '';
-        if (cpuBefore !== undefined && cpuAfter !== undefined) {
-          const percent = ((cpuAfter - cpuBefore) / wall) * 100;
-          push(cpu, key, percent);
-          cpuNote = `, ${target.name} CPU ${percent.toFixed(0)}%`;
-        }
-        say(`round ${round}/${rounds} ${workload.name.padEnd(16)} ${target.name.padEnd(9)} ${result.tps.toFixed(0).padStart(7)} tps${cpuNote}`);
+        const cpuPercent = cpuBefore !== undefined && cpuAfter !== undefined ? ((cpuAfter - cpuBefore) / wallSeconds) * 100 : null;
+        runs.push({ round, workload: workload.name, target: target.name, ...result, wallSeconds, cpuPercent });
+        const cpuNote = cpuPercent === null ? '' : `, ${target.name} CPU ${cpuPercent.toFixed(0)}%`;
+        say(`round ${round}/${OPTS.rounds} ${workload.name.padEnd(16)} ${target.name.padEnd(9)} ${result.tps.toFixed(0).padStart(7)} tps${cpuNote}`);
       }
     }
-    const perRound = Math.ceil(latencyQueries / rounds);
+    const perRound = Math.ceil(OPTS.latencyQueries / OPTS.rounds);
     for (const target of rotated(targets, group++)) {
       latency.get(target.name)!.push(await measureLatency(target.port, perRound));
     }
-    say(`round ${round}/${rounds} latency: ${perRound} x select 1 per target`);
+    say(`round ${round}/${OPTS.rounds} latency: ${perRound} x select 1 per target`);
   }
 
+  const byKey = (pick: (r: PgbenchRun) => number | null): Map<string, number[]> => {
+    const out = new Map<string, number[]>();
+    for (const r of runs) {
+      const value = pick(r);
+      const key = `${r.workload}\u0000${r.target}`;
+      if (value !== null) out.set(key, [...(out.get(key) ?? []), value]);
+    }
+    return out;
+  };
   const throughput = throughputRows(
     WORKLOADS.map((w) => w.name),
     targets.map((t) => t.name),
-    tps,
-    cpu,
+    byKey((r) => r.tps),
+    byKey((r) => r.cpuPercent),
   );
   const lat = latencyRows(latency);
   const table = markdown(throughput, lat);
@@ -101,17 +98,17 @@ async function main(): Promise<void> {
   for (const note of bench.skipped) process.stdout.write(`skipped ${note}\n`);
 
   const pg = findPgBinaries();
-  const results = {
+  const summary = {
     generatedAt: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
-    loadAverage: { atStart: loadAtStart, atEnd: load() },
+    machine: machine(),
+    loadAverage: { atStart: loadAtStart, atEnd: loadAverage() },
     versions: {
       postgres: pg ? firstLine(pg.path('postgres'), ['--version']) : 'unknown',
       pgbench: firstLine('pgbench', ['--version']),
       pgbouncer: firstLine(PGBOUNCER, ['--version']),
       haproxy: firstLine(HAPROXY, ['-v']),
     },
-    options: { durationSeconds: duration, rounds, scale, latencyQueriesPerTarget: latencyQueries },
+    options: { durationSeconds: OPTS.duration, rounds: OPTS.rounds, scale: OPTS.scale, latencyQueriesPerTarget: OPTS.latencyQueries },
     method: {
       interleaving: 'each round runs every workload on every target, target order rotated per (round, workload)',
       throughput: 'median pgbench TPS across rounds; vs direct = median / direct median of the same run',
@@ -124,9 +121,8 @@ async function main(): Promise<void> {
     latency: lat,
     markdown: table,
   };
-  mkdirSync(dirname(flags.out!), { recursive: true });
-  writeFileSync(flags.out!, JSON.stringify(results, null, 2) + '\n');
-  say(`wrote ${flags.out}`);
+  writeResults(FILES, { ...summary, pgbenchRuns: runs }, summary);
+  say(`wrote ${FILES.summary} and ${FILES.raw}`);
 }
 
 runBench('bench', main);

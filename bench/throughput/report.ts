@@ -1,6 +1,7 @@
 // Turns the benchmark's raw measurements into medians, ratios to direct, markdown tables and JSON.
 
-import { percentile } from './latency';
+import { markdownTable } from '../lib/markdown';
+import { median, percentile } from '../lib/stats';
 
 export interface ThroughputRow {
   workload: string;
@@ -20,12 +21,6 @@ export interface LatencyRow {
   p99Us: number;
   addedP50Us: number;
   addedP99Us: number;
-}
-
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 export function throughputRows(
@@ -78,16 +73,10 @@ export function latencyRows(samples: Map<string, Float64Array[]>): LatencyRow[] 
   }));
 }
 
-function table(header: string[], rows: string[][]): string {
-  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  const rule = `|${header.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`;
-  return [line(header), rule, ...rows.map(line)].join('\n');
-}
-
 const signed = (v: number): string => (v > 0 ? `+${v}` : String(v));
 
 export function markdown(throughput: ThroughputRow[], latency: LatencyRow[]): string {
-  const tp = table(
+  const tp = markdownTable(
     ['workload', 'target', 'median TPS', 'vs direct', 'proxy CPU'],
     throughput.map((r) => [
       r.workload,
@@ -97,7 +86,7 @@ export function markdown(throughput: ThroughputRow[], latency: LatencyRow[]): st
       r.proxyCpuPercent === null ? '-' : `${r.proxyCpuPercent}%`,
     ]),
   );
-  const lat = table(
+  const lat = markdownTable(
     ['target', 'p50 µs', 'p99 µs', 'added p50 µs', 'added p99 µs'],
     latency.map((r) => [r.target, r.p50Us.toFixed(1), r.p99Us.toFixed(1), signed(r.addedP50Us), signed(r.addedP99Us)]),
   );

@@ -1,12 +1,14 @@
 // Starts what the benchmark measures: a temporary cluster and, in front of its primary, pgfloat, pgbouncer and haproxy.
 
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { LocalCluster } from '../../src/sandbox/local-cluster';
+import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { unprivilegedUser } from '../../src/sandbox/os-user';
 import { freePort } from '../../src/sandbox/ports';
-import { onCleanup, startService, waitForPort } from '../lib/processes';
+import { onCleanup } from '../lib/cleanup';
+import { benchDir, openCluster } from '../lib/cluster';
+import { nodesYaml, startPgfloat } from '../lib/pgfloat';
+import { startService, waitForPort } from '../lib/processes';
 
 export interface Target {
   name: string;
@@ -28,19 +30,15 @@ export const PGBOUNCER = '/usr/sbin/pgbouncer';
 export const HAPROXY = '/usr/sbin/haproxy';
 
 export async function startBench(log: (message: string) => void): Promise<Bench> {
-  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-bench-'));
-  // mkdtemp makes it 0700; the unprivileged user that runs PostgreSQL and pgbouncer must enter it.
-  chmodSync(dir, 0o755);
-  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
-  const cluster = await LocalCluster.open({ baseDir: join(dir, 'cluster'), ports: [await freePort(), await freePort()], log });
-  onCleanup(() => cluster.destroy());
+  const dir = benchDir('bench', onCleanup);
+  const cluster = await openCluster(dir, onCleanup, { log });
   const primary = cluster.primary;
   const targets: Target[] = [{ name: 'direct', port: primary.port, setup: 'PostgreSQL 15 primary, TCP 127.0.0.1' }];
   const skipped: string[] = [];
 
-  targets.push(await startPgfloat(dir, cluster, 'pgfloat', 0));
+  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat', 0));
   // The opt-in busy polling trades CPU for wake-up latency; measured beside the default.
-  targets.push(await startPgfloat(dir, cluster, 'pgfloat-busypoll', 200));
+  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat-busypoll', 200));
   if (existsSync(PGBOUNCER)) targets.push(await startPgbouncer(dir, primary.port));
   else skipped.push(`pgbouncer: ${PGBOUNCER} not installed`);
   if (existsSync(HAPROXY)) targets.push(await startHaproxy(dir, primary.port));
@@ -49,30 +47,22 @@ export async function startBench(log: (message: string) => void): Promise<Bench>
 }
 
 /** A separate `pgfloat start` process (like pgbouncer and haproxy), so it does not share the bench's event loop. */
-async function startPgfloat(dir: string, cluster: LocalCluster, name: string, busyPollUs: number): Promise<Target> {
+async function pgfloatTarget(dir: string, cluster: LocalCluster, name: string, busyPollUs: number): Promise<Target> {
   const port = await freePort();
-  const configFile = join(dir, `${name}.yaml`);
-  const nodes = cluster.nodes.map((n) => `  - { name: ${n.name}, host: ${n.host}, port: ${n.port} }`).join('\n');
-  writeFileSync(
-    configFile,
-    [
-      `listen: { readWrite: "127.0.0.1:${port}", readOnly: null }`,
-      'admin: { listen: null }',
-      'nodes:',
-      nodes,
-      `state: { dir: "${join(dir, `${name}-state`)}" }`,
-      `proxy: { busyPollUs: ${busyPollUs} }`,
-      'log: { level: warn }',
-      '',
-    ].join('\n'),
-  );
-  const main = resolve(__dirname, '../../src/cli/main.js');
-  const service = startService(name, process.execPath, [main, 'start', '--config', configFile, '--log-level', 'warn']);
-  await waitForPort(port, service);
+  const config = [
+    `listen: { readWrite: "127.0.0.1:${port}", readOnly: null }`,
+    'admin: { listen: null }',
+    ...nodesYaml(cluster.nodes),
+    `state: { dir: "${join(dir, `${name}-state`)}" }`,
+    `proxy: { busyPollUs: ${busyPollUs} }`,
+    'log: { level: warn }',
+    '',
+  ].join('\n');
+  const { pid } = await startPgfloat({ dir, name, config, port, logLevel: 'warn' });
   return {
     name,
     port,
-    pid: service.child.pid,
+    pid,
     setup: `node ${process.version}, separate process, log level warn, monitor every 500 ms, proxy.busyPollUs ${busyPollUs}`,
   };
 }
