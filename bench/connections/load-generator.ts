@@ -1,8 +1,9 @@
 // The connection benchmark's load generator, run as its own process (fork): holds many raw connections and drives paced traffic on them.
 
+import { queryMessage } from '../../src/protocol/client-messages';
 import { cpuSeconds } from '../lib/process-sample';
 import { percentile } from '../lib/stats';
-import { queryMessage, WireConnection } from '../lib/wire-client';
+import { WireConnection } from '../lib/wire-client';
 
 /** Created on the primary before the run: the small write some of the traffic does. */
 export const CONNECTIONS_SCHEMA = [

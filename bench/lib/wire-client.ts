@@ -1,42 +1,18 @@
-// A raw-socket PostgreSQL connection for load generators: trust auth, simple Query protocol, no result parsing.
+// A raw-socket PostgreSQL connection for load generators and latency timing: trust auth, simple Query protocol, results skipped unread.
 
 import { connect, type Socket } from 'node:net';
+import { terminateMessage } from '../../src/protocol/client-messages';
+import { errorMessageOf, MessageScanner, MessageType } from '../../src/protocol/message-scanner';
+import { startupMessage } from '../../src/protocol/startup';
 
-const PROTOCOL_3_0 = 196608;
-const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
-
-export function startupMessage(user: string, database: string, applicationName: string): Buffer {
-  const body = Buffer.from(`user\0${user}\0database\0${database}\0application_name\0${applicationName}\0\0`);
-  const head = Buffer.alloc(8);
-  head.writeInt32BE(8 + body.length, 0);
-  head.writeInt32BE(PROTOCOL_3_0, 4);
-  return Buffer.concat([head, body]);
-}
-
-export function queryMessage(sql: string): Buffer {
-  const text = Buffer.from(`${sql}\0`);
-  const head = Buffer.alloc(5);
-  head.write('Q', 0);
-  head.writeInt32BE(4 + text.length, 1);
-  return Buffer.concat([head, text]);
-}
+const TERMINATE = terminateMessage();
+/** Only these bodies are copied out of the stream; rows and the rest are skipped by length. */
+const WATCHED = new Set<number>([MessageType.readyForQuery, MessageType.errorResponse, MessageType.authentication]);
 
 /** The fields of an ErrorResponse that a load generator reports. */
 export interface ServerError {
-  severity: string;
   code: string;
   message: string;
-}
-
-function parseError(body: Buffer): ServerError {
-  const fields = new Map<string, string>();
-  let at = 0;
-  while (at < body.length && body[at] !== 0) {
-    const end = body.indexOf(0, at + 1);
-    fields.set(String.fromCharCode(body[at]!), body.subarray(at + 1, end).toString());
-    at = end + 1;
-  }
-  return { severity: fields.get('V') ?? fields.get('S') ?? '', code: fields.get('C') ?? '', message: fields.get('M') ?? '' };
 }
 
 /** What ended a query: its ReadyForQuery (with the error it reported, if any). */
@@ -46,11 +22,11 @@ export interface QueryOutcome {
 
 /**
  * One connection. Queries are sequential: `query()` must not be called again before the previous
- * one settled. The parser copies only when a message spans two chunks, so the generator spends
- * little CPU per round trip and the proxy stays the thing measured.
+ * one settled. The scanner copies only the few bodies it watches, so the generator spends little
+ * CPU per round trip and the proxy stays the thing measured.
  */
 export class WireConnection {
-  private pending: Buffer = Buffer.alloc(0);
+  private readonly scanner = new MessageScanner(WATCHED, (type, body) => this.onMessage(type, body));
   private waiting: { resolve: (o: QueryOutcome) => void; reject: (e: Error) => void } | undefined;
   private lastError: ServerError | undefined;
   private closedWith: Error | undefined;
@@ -92,7 +68,7 @@ export class WireConnection {
             reject(e);
           },
         };
-        socket.write(startupMessage('postgres', 'postgres', applicationName));
+        socket.write(startupMessage({ user: 'postgres', database: 'postgres', application_name: applicationName }));
       });
     });
   }
@@ -101,7 +77,7 @@ export class WireConnection {
     return this.closedWith === undefined;
   }
 
-  /** Sends a prepared Query message; resolves at ReadyForQuery, rejects if the connection ends first. */
+  /** Sends a prepared Query message (queryMessage()); resolves at ReadyForQuery, rejects if the connection ends first. */
   query(message: Buffer): Promise<QueryOutcome> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     return new Promise((resolve, reject) => {
@@ -122,8 +98,8 @@ export class WireConnection {
 
   private lose(reason: string): void {
     if (this.closedWith) return;
-    // A FATAL sent before the close says more than "connection closed".
-    const why = this.lastError?.severity === 'FATAL' ? `FATAL ${this.lastError.code} ${this.lastError.message}` : reason;
+    // An error with no ReadyForQuery after it was the FATAL that ended the session: it says more than "connection closed".
+    const why = this.lastError ? `FATAL ${this.lastError.code} ${this.lastError.message}` : reason;
     this.closedWith = new Error(why);
     this.socket.destroy();
     const waiting = this.waiting;
@@ -133,27 +109,25 @@ export class WireConnection {
   }
 
   private receive(chunk: Buffer): void {
-    let buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    let offset = 0;
-    while (buf.length - offset >= 5) {
-      const length = buf.readInt32BE(offset + 1);
-      if (buf.length - offset < 1 + length) break;
-      const type = buf[offset];
-      if (type === 0x5a /* Z */) {
-        const waiting = this.waiting;
-        this.waiting = undefined;
-        const error = this.lastError;
-        this.lastError = undefined;
-        waiting?.resolve({ error });
-      } else if (type === 0x45 /* E */) {
-        this.lastError = parseError(buf.subarray(offset + 5, offset + 1 + length));
-      } else if (type === 0x52 /* R */ && buf.readInt32BE(offset + 5) !== 0) {
-        this.lose(`authentication method ${buf.readInt32BE(offset + 5)} requested; this client supports trust only`);
-        return;
-      }
-      offset += 1 + length;
+    try {
+      this.scanner.push(chunk);
+    } catch (err) {
+      this.lose(`unreadable answer: ${(err as Error).message}`);
     }
-    buf = buf.subarray(offset);
-    this.pending = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf);
+  }
+
+  private onMessage(type: number, body: Buffer): void {
+    if (type === MessageType.readyForQuery) {
+      const waiting = this.waiting;
+      this.waiting = undefined;
+      const error = this.lastError;
+      this.lastError = undefined;
+      waiting?.resolve({ error });
+    } else if (type === MessageType.errorResponse) {
+      const { code = '', message = '' } = errorMessageOf(body);
+      this.lastError = { code, message };
+    } else if (body.readInt32BE(0) !== 0) {
+      this.lose(`authentication method ${body.readInt32BE(0)} requested; this client supports trust only`);
+    }
   }
 }
