@@ -1,5 +1,7 @@
-// `npm run bench:failover`: write availability and lost writes when the primary is SIGKILLed or SIGSTOPped, two monitor profiles;
-// then three pgfloat instances over etcd against one, and SIGKILL of the decider instance (`--instances-only`: those runs alone).
+// `npm run bench:failover`: write availability and lost writes when the primary is SIGKILLed or SIGSTOPped, with one pgfloat and with three over etcd.
+//
+// Two monitor profiles with one instance; then three instances over etcd against one, and SIGKILL of
+// the decider instance (`--instances-only`: those runs and their one-instance baseline alone).
 
 import { runBench } from '../lib/cleanup';
 import { FAULTS, type FaultName } from '../lib/faults';

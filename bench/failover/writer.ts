@@ -1,5 +1,4 @@
-// A writer for the failover benchmark: one numbered row every few ms through pgfloat, reconnecting like a pool (over several
-// pgfloat instances like a multi-host client), every attempt recorded.
+// The failover benchmark's writer: one numbered row every few ms through pgfloat, reconnecting like a pool (or a multi-host client), every attempt recorded.
 
 import { Client } from 'pg';
 
