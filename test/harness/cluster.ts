@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, type LocalClusterOptions } from '../../src/sandbox/local-cluster';
-import { freePort } from './ports';
+import { freePort } from '../../src/sandbox/ports';
 
 export interface Teardown {
   teardown(fn: () => unknown): void;

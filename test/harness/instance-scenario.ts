@@ -3,7 +3,7 @@
 import type { Test } from 'tap';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { startCluster } from './cluster';
-import { startEtcd, type EtcdCluster } from './etcd';
+import { startEtcd, type EtcdCluster } from '../../src/sandbox/etcd-cluster';
 import type { CheckedNode, HistoryReport } from './history-check';
 import { createHistoryTable, startHistoryWriters, type HistoryWriters } from './history';
 import { startInstanceGroup, type GroupOptions, type InstanceGroup } from './instances';

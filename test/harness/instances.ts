@@ -1,7 +1,7 @@
 // Several `pgfloat start` processes sharing one etcd, each reaching etcd (and optionally the nodes) through its own fault relays.
 
 import type { Teardown } from './cluster';
-import type { EtcdCluster } from './etcd';
+import type { EtcdCluster } from '../../src/sandbox/etcd-cluster';
 import { FaultRelay } from './fault-relay';
 import type { InstanceLog } from './history-check';
 import { eventually, stateDirFor, type NodeAddress } from './pgfloat';

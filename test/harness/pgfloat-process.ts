@@ -8,7 +8,7 @@ import { CLI_MAIN } from './cli';
 import type { Teardown } from './cluster';
 import { parseLogLines, type LogLine } from './log-capture';
 import type { NodeAddress } from './pgfloat';
-import { freePort } from './ports';
+import { freePort } from '../../src/sandbox/ports';
 
 export interface PgfloatProcess {
   pid: number;

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { startEtcd } from '../harness/etcd';
+import { startEtcd } from '../../src/sandbox/etcd-cluster';
 
 t.test('a one-member cluster takes a put and a get', async (t) => {
   const etcd = await startEtcd(t);

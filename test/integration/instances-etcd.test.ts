@@ -4,10 +4,10 @@ import { Client } from 'pg';
 import { startCluster } from '../harness/cluster';
 import { postOperation, runCli, TEST_TOKEN } from '../harness/cli';
 import { queryOnce, rejectionOf } from '../harness/clients';
-import { startEtcd } from '../harness/etcd';
+import { startEtcd } from '../../src/sandbox/etcd-cluster';
 import { eventually, startPgfloatAt, stateDirFor, type RunningPgfloat } from '../harness/pgfloat';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
-import type { EtcdCluster } from '../harness/etcd';
+import type { EtcdCluster } from '../../src/sandbox/etcd-cluster';
 import type { Teardown } from '../harness/cluster';
 
 async function startInstances(t: Teardown, cluster: LocalCluster, etcd: EtcdCluster, names: string[]): Promise<RunningPgfloat[]> {

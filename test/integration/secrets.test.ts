@@ -16,7 +16,7 @@ import { CLI_MAIN, operationResult, runCli } from '../harness/cli';
 import { connectClient, queryOnce, rejectionOf } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat, stateDirFor } from '../harness/pgfloat';
-import { freePort } from '../harness/ports';
+import { freePort } from '../../src/sandbox/ports';
 
 const MONITOR_PASSWORD = 'monitorPw-3b9f27c1';
 const REPLICATION_PASSWORD = 'replicationPw-8e41d2a6';

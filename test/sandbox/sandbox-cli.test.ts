@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { freePort } from '../harness/ports';
+import { freePort } from '../../src/sandbox/ports';
 
 const main = resolve(__dirname, '../../src/cli/main.js');
 
