@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { copyFile, link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fsyncPath } from '../system/files';
 
 export type ArchiveStatus = 'archived' | 'already-archived';
 
@@ -58,15 +59,6 @@ function describe(err: unknown): string {
 
 async function unlinkQuietly(path: string): Promise<void> {
   await unlink(path).catch(() => undefined);
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** How two files differ; 'size' and 'content' compare the first file (a) with the second (b). */

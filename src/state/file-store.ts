@@ -1,9 +1,9 @@
 // The embedded state store: one JSON file, replaced atomically (temp file, fsync, rename, fsync dir).
 
-import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { emptyState, type ClusterState } from '../cluster/state';
+import { writeFileAtomically } from '../system/files';
 import type { StateStore } from './store';
 
 export class FileStateStore implements StateStore {
@@ -41,32 +41,12 @@ export class FileStateStore implements StateStore {
         const current = await this.load();
         if (current.revision !== expectedRevision) return undefined;
         const written: ClusterState = { ...next, revision: expectedRevision + 1 };
-        await this.writeAtomically(JSON.stringify(written, null, 2) + '\n');
+        await writeFileAtomically(this.file, JSON.stringify(written, null, 2) + '\n');
         return written;
       }),
     );
     this.queue = run.catch(() => undefined);
     return run;
-  }
-
-  private async writeAtomically(text: string): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    const temp = `${this.file}.${randomUUID()}.tmp`;
-    const handle = await open(temp, 'w', 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, this.file);
-    // The rename is only durable once the directory entry is on disk.
-    const dirHandle = await open(this.dir, 'r');
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
-    }
   }
 
   /**
