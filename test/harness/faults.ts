@@ -1,6 +1,8 @@
 // Fault injection for the failover scenario tests: frozen and crashed servers, a cuttable TCP path.
 
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { ClientConfig } from 'pg';
 import type { NodeStatus, PgfloatStatus } from '../../src/admin/status';
@@ -104,6 +106,15 @@ export async function crashServer(node: LocalNode, timeoutMs = 30_000): Promise<
     if (Date.now() > deadline) throw new Error(`processes of ${node.name} still alive after SIGKILL: ${pids.filter(isAlive).join(', ')}`);
     await sleep(50);
   }
+}
+
+/**
+ * Whether pg_promote() (or pg_ctl promote) has been asked of a standby and not yet acted on: it
+ * leaves a `promote` file in the data directory, which the startup process removes when it
+ * promotes. With that process stopped, the file says the request arrived.
+ */
+export function promoteRequested(node: LocalNode): boolean {
+  return existsSync(join(node.dataDir, 'promote'));
 }
 
 // ---------------------------------------------------------------------------------------------

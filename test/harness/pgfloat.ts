@@ -103,12 +103,5 @@ export async function startPgfloatAt(
   };
 }
 
-/** Polls `check` until it returns true (or throws after `timeoutMs`); for state that settles asynchronously. */
-export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+// Kept here too: the tests have always imported it from this module.
+export { eventually } from './waiting';

@@ -9,7 +9,8 @@ import { MessageScanner } from '../../src/protocol/message-scanner';
 import { startupMessage } from '../../src/protocol/startup';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import { sleep, simpleQuery as query } from '../harness/clients';
+import { simpleQuery as query } from '../harness/clients';
+import { holdsFor } from '../harness/waiting';
 
 const ROWS = 50_000;
 const WIDTH = 1000;
@@ -22,14 +23,15 @@ function copyData(payload: Buffer): Buffer {
   return Buffer.concat([header, payload]);
 }
 
-/** Polls a counter until two samples 300 ms apart are equal and above `floor`; returns the value. */
+/** Polls a counter until it is above `floor` and stays put for 300 ms; returns the value. */
 async function plateau(sampleOf: () => Promise<number>, floor: number, what: string): Promise<number> {
-  let current = await sampleOf();
+  let current = 0;
   await eventually(async () => {
-    await sleep(300);
-    const previous = current;
     current = await sampleOf();
-    return current === previous && current > floor;
+    if (current <= floor) return false;
+    const value = current;
+    const still = await holdsFor(300, 'while one side reads, the proxy relays within milliseconds: a counter still for 300 ms has stalled', async () => (await sampleOf()) === value);
+    return still.held;
   }, what);
   return current;
 }

@@ -17,6 +17,7 @@ import {
   anyFirstBytes, bytes, cutPoints, FUZZ_CONNECTIONS, FUZZ_SEED, gssencRequest, int32s, oversizedPacket, sslRequest, truncatedPacket, validStartup, versionedStartup,
 } from '../harness/client-bytes';
 import { runConnection, type Delivery, type Ending } from '../harness/fuzz-connection';
+import { heldConnectionsOn, tcpSocket } from '../harness/sockets';
 
 const CONNECTIONS = Number(process.env.PGFLOAT_FUZZ_CONNECTIONS ?? FUZZ_CONNECTIONS);
 const CONCURRENCY = 20;
@@ -130,6 +131,7 @@ t.test('generated client connections through pgfloat', async (t) => {
   const plain = await startPgfloat(t, cluster, { proxy });
   const secure = await startPgfloat(t, cluster, { proxy, tls: { cert, key } });
   const proxies: RunningPgfloat[] = [plain, secure];
+  const listenerPorts = proxies.map((p) => p.readWritePort);
 
   const plans = fc.sample(plan, { seed: FUZZ_SEED, numRuns: CONNECTIONS });
   t.comment(`${plans.length} connections generated from fast-check seed ${FUZZ_SEED} (PGFLOAT_FUZZ_SEED replays another), ${CONCURRENCY} at a time`);
@@ -158,8 +160,9 @@ t.test('generated client connections through pgfloat', async (t) => {
   await pool(plans.slice(0, warmup), CONCURRENCY, runPlan);
   const settle = async (what: string): Promise<number> => {
     await eventually(() => proxies.every((p) => p.instance.sessions.size === 0), `${what}: sessions to close`);
-    // Refused sockets linger up to 5 s for the client to read its ErrorResponse (session-end.ts).
-    await sleep(5_500);
+    // A refused socket outlives its session, up to 5 s for the client to read its ErrorResponse
+    // (session-end.ts): memory is measured once pgfloat holds none of them any more.
+    await eventually(() => heldConnectionsOn(listenerPorts).length === 0, `${what}: pgfloat to close every client socket`, 15_000);
     return settledMemory(gc);
   };
   const before = await settle('after the warm-up');
@@ -206,8 +209,8 @@ t.test('generated client connections through pgfloat', async (t) => {
     socket.on('data', (d: Buffer) => answer.push(d));
     socket.write(int32s(20_000, 3 << 16)); // an oversized startup length: refused at once
     const chunk = Buffer.alloc(64 * 1024, 0x41);
-    // Flood for a second and a half (well inside the 5 s linger), then let pgfloat read what the
-    // kernel still holds, and measure with the socket still open.
+    // Flood for a second and a half (well inside the 5 s linger), wait until pgfloat has read what
+    // the kernel still holds, and measure with the socket still open.
     const until = Date.now() + 1_500;
     let sent = 0;
     while (Date.now() < until && !socket.destroyed) {
@@ -219,7 +222,12 @@ t.test('generated client connections through pgfloat', async (t) => {
         });
       }
     }
-    await sleep(300);
+    await eventually(() => {
+      if (socket.destroyed) return true; // closed early: the assertions below say so
+      const sent = tcpSocket(socket.localPort!, plain.readWritePort);
+      const received = tcpSocket(plain.readWritePort, socket.localPort!);
+      return socket.writableLength === 0 && sent?.txQueue === 0 && received?.rxQueue === 0;
+    }, 'pgfloat to read everything the client sent', 10_000);
     const grown = (await settledMemory(gc)) - baseline;
     const stillOpen = !socket.destroyed;
     socket.destroy();

@@ -6,6 +6,7 @@ import { cancelRequest, startupMessage } from '../../src/protocol/startup';
 import { SSL_REQUEST_CODE } from '../../src/protocol/codes';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
+import { waitForActiveQuery } from '../harness/waiting';
 import { backendKey, connectClient, parseErrorResponse, queryOnce, rawConnect, rejectionOf, runPsql } from '../harness/clients';
 
 t.test('connection limit', async (t) => {
@@ -48,11 +49,7 @@ t.test('connection limit', async (t) => {
     const { processId, secretKey } = backendKey(sleeper);
     const running = sleeper.query('select pg_sleep(60)');
     running.catch(() => undefined);
-    await eventually(
-      async () =>
-        (await queryOnce(cluster.primary.connectionString(), `select 1 from pg_stat_activity where application_name = 'limit-sleeper' and state = 'active'`)).length === 1,
-      'the sleep to run',
-    );
+    await waitForActiveQuery(cluster.primary, 'limit-sleeper', 'select pg_sleep(60)');
     const conn = await rawConnect(proxy.readWritePort);
     conn.socket.write(cancelRequest(processId, secretKey));
     const { data } = await conn.closed;

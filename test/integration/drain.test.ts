@@ -13,6 +13,7 @@ import { freezePid } from '../harness/faults';
 import { message } from '../harness/wire';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import type { Refusal } from '../../src/protocol/refusal';
+import { holdsFor, waitForActiveQuery } from '../harness/waiting';
 import {
   connectClient,
   parseErrorResponse,
@@ -29,7 +30,8 @@ import {
 
 const MESSAGE = 'terminating connection: the primary n1 is switching over to another server; reconnect';
 const refusal: Refusal = { reason: 'shutting-down', code: SqlState.adminShutdown, message: MESSAGE };
-
+/** Why a few hundred ms show that a drain leaves a busy session alone (session-end.ts). */
+const WRONG_CLOSE_SHOWS = 'a session wrongly closed goes at once, its client told within FATAL_DELAY_MS, 200 ms';
 
 /** Parse (unnamed, no parameter types), Bind (no parameters), Describe portal, Execute, Sync. */
 function extendedQuery(sql: string): Buffer {
@@ -106,7 +108,8 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     await client.query('begin');
     await client.query('insert into drained values (1)');
     const draining = sessions.drainNode(node, refusal, 20_000);
-    await sleep(500);
+    const open = await holdsFor(500, WRONG_CLOSE_SHOWS, () => sessions.countOn(node) === 1 && client.errors.length === 0);
+    t.ok(open.held, `left alone inside its transaction: ${open.summary}`);
     t.equal(sessions.countOn(node), 1, 'still open inside its transaction');
     t.same(client.errors, [], 'and told nothing yet');
     await client.query('insert into drained values (2)');
@@ -140,7 +143,8 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     await client.query('begin');
     t.equal((await rejectionOf(client.query('select 1 / 0'))).code, '22012');
     const draining = sessions.drainNode(node, refusal, 20_000);
-    await sleep(500);
+    const open = await holdsFor(500, WRONG_CLOSE_SHOWS, () => sessions.countOn(node) === 1 && client.errors.length === 0);
+    t.ok(open.held, `left alone while aborted: ${open.summary}`);
     t.equal(sessions.countOn(node), 1, 'still open while aborted');
     t.same(client.errors, []);
     t.equal((await rejectionOf(client.query('select 1'))).code, '25P02', 'still in its failed transaction');
@@ -160,7 +164,7 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
         simpleQuery('select pg_sleep(0.3); select 44 as answer'),
       ]),
     );
-    await sleep(100);
+    await waitForActiveQuery(cluster.primary, 'drain-pipelined', 'select pg_sleep(0.5), 42 as answer');
     const started = Date.now();
     t.same(await sessions.drainNode(node, refusal, 20_000), { atBoundary: 1, cut: 0 });
     t.ok(Date.now() - started >= 500, 'waited for the running statements');
@@ -181,7 +185,8 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     await conn.waitForMessage('G', { from });
     conn.socket.write(Buffer.concat([message('d', '100\n'), message('d', '101\n')]));
     const draining = sessions.drainNode(node, refusal, 20_000);
-    await sleep(500);
+    const open = await holdsFor(500, WRONG_CLOSE_SHOWS, () => sessions.countOn(node) === 1 && !conn.socket.destroyed);
+    t.ok(open.held, `left alone in the middle of the COPY: ${open.summary}`);
     t.equal(sessions.countOn(node), 1, 'still open in the middle of the COPY');
     conn.socket.write(Buffer.concat([message('d', '102\n'), message('c')]));
     t.same(await draining, { atBoundary: 1, cut: 0 });
@@ -198,7 +203,8 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
     conn.socket.write(extendedQuery('copy drained from stdin'));
     await conn.waitForMessage('G', { from: conn.received().length });
     const draining = sessions.drainNode(node, refusal, 5_000);
-    await sleep(300);
+    const open = await holdsFor(300, WRONG_CLOSE_SHOWS, () => sessions.countOn(node) === 1 && !conn.socket.destroyed);
+    t.ok(open.held, `left alone in the middle of the COPY: ${open.summary}`);
     t.equal(sessions.countOn(node), 1, 'still open in the middle of the COPY');
     conn.socket.write(Buffer.concat([message('d', '200\n'), message('c'), message('S')]));
     t.same(await draining, { atBoundary: 1, cut: 0 }, 'closed at the boundary, not at the deadline');
@@ -208,9 +214,10 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
   });
 
   t.test('psql: the running statement finishes, the next one is refused', async (t) => {
-    const psql = startTool('psql', [url, '-X', '-v', 'ON_ERROR_STOP=1', '-A', '-t', '-c', "select 'first', pg_sleep(0.8)", '-c', "select 'second'"]);
+    const psql = startTool('psql', [`${url}?application_name=drain-psql`, '-X', '-v', 'ON_ERROR_STOP=1', '-A', '-t', '-c', "select 'first', pg_sleep(0.8)", '-c', "select 'second'"]);
     await eventually(() => sessions.countOn(node) === 1, 'psql to connect');
-    await sleep(300);
+    // Drained before its first statement runs, an idle psql would be closed with nothing run.
+    await waitForActiveQuery(cluster.primary, 'drain-psql', "select 'first', pg_sleep(0.8)");
     t.same(await sessions.drainNode(node, refusal, 20_000), { atBoundary: 1, cut: 0 });
     const r = await psql.result;
     t.match(r.stdout, /first/, 'the first statement ran to completion');

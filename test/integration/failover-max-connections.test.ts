@@ -3,8 +3,9 @@ import t from 'tap';
 import { Client } from 'pg';
 import { connectClient, queryOnce } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
-import { nodeStatus, serverPortOf, sleep } from '../harness/faults';
+import { nodeStatus, serverPortOf } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
+import { holdsFor } from '../harness/waiting';
 import type { PgfloatStatus } from '../../src/admin/status';
 
 t.test('max_connections exhausted on the primary by a non-superuser', async (t) => {
@@ -56,11 +57,16 @@ t.test('max_connections exhausted on the primary by a non-superuser', async (t) 
 
   // Several heartbeat intervals at the limit; every status in that time must show the cluster as it was.
   const seen: PgfloatStatus[] = [];
-  const deadline = Date.now() + 3000;
-  while (Date.now() < deadline) {
-    seen.push(proxy.instance.status());
-    await sleep(100);
-  }
+  const calm = await holdsFor(
+    3000,
+    'a node pgfloat wrongly took for dead is down after 2 failed heartbeats of at most 1 s (monitor.timeoutMs, failuresBeforeDown), its failover starting at once',
+    () => {
+      const s = proxy.instance.status();
+      seen.push(s);
+      return s.epoch === 1 && s.phase === 'steady' && s.primary === 'n1' && nodeStatus(s, 'n1').health !== 'down';
+    },
+  );
+  t.ok(calm.held, `no failover while the server is full: ${calm.summary}`);
   t.equal(await tryConnectApp(), '53300', 'the server was still full at the end of the wait');
   const status = proxy.instance.status();
   t.equal(status.epoch, 1, 'epoch 1');

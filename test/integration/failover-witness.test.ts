@@ -3,8 +3,9 @@
 import t from 'tap';
 import { connectClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
-import { connectOrError, metricValue, nodeStatus, outcomeWithin, serverPortOf, sleep, startForwarder, startPgfloatAt, stateDirFor, tryQuery } from '../harness/faults';
+import { connectOrError, metricValue, nodeStatus, outcomeWithin, serverPortOf, startForwarder, startPgfloatAt, stateDirFor, tryQuery } from '../harness/faults';
 import { eventually } from '../harness/pgfloat';
+import { holdsFor } from '../harness/waiting';
 
 t.test('pgfloat cut off from a live primary the standby still streams from', async (t) => {
   const cluster = await startCluster(t);
@@ -48,7 +49,11 @@ t.test('pgfloat cut off from a live primary the standby still streams from', asy
     t.equal(err?.code, '57P03', `read-write clients are refused with 57P03 (${err?.message})`);
     t.match(err?.detail ?? '', /requireStandbyConfirmation/, 'the refusal detail gives the reason');
     // Longer than failover.standbyConfirmationMs (3 s): the witness keeps confirming the primary.
-    await sleep(3500);
+    const blocked = await holdsFor(3500, 'past failover.standbyConfirmationMs (3 s) pgfloat would believe n1 dead and promote n2 if the witness did not confirm n1', () => {
+      const s = proxy.instance.status();
+      return s.epoch === 1 && s.primary !== 'n2' && !s.phase.startsWith('failover:');
+    });
+    t.ok(blocked.held, `no failover began: ${blocked.summary}`);
     const later = proxy.instance.status();
     t.equal(later.epoch, 1, 'still epoch 1 well past standbyConfirmationMs');
     t.match(later.failoverBlocked ?? '', /requireStandbyConfirmation/, 'still blocked by the witness rule');

@@ -1,6 +1,6 @@
 // Reliability with three pgfloat instances over etcd: an instance killed, the primary killed, the decider killed during a failover.
 import t from 'tap';
-import { crashServer, freezePid, processState, tryQuery } from '../harness/faults';
+import { crashServer, freezePid, processState, promoteRequested, tryQuery } from '../harness/faults';
 import { startInstanceScenario } from '../harness/instance-scenario';
 import { eventually } from '../harness/pgfloat';
 
@@ -46,8 +46,8 @@ t.test('the decider killed during a failover: the next decider finishes it from 
   const faultAt = Date.now();
   await crashServer(s.cluster.primary);
   await eventually(
-    () => decider.process!.lines().some((l) => l.msg === 'failover: old primary fenced, promoting'),
-    'the decider to be promoting',
+    async () => (await decider.status())?.phase === 'failover: promoting' && promoteRequested(s.cluster.standby),
+    'the decider to be promoting, pg_promote() asked of n2',
     60_000,
   );
   await decider.kill('SIGKILL');

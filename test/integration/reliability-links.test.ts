@@ -2,14 +2,25 @@
 import t from 'tap';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { FaultRelay, type LinkMode } from '../harness/fault-relay';
-import { clientBackendCount, nodeStatus, serverPortOf, sleep, tryQuery } from '../harness/faults';
+import { clientBackendCount, nodeStatus, serverPortOf, tryQuery } from '../harness/faults';
 import { connectClient, queryOnce } from '../harness/clients';
 import { missingFrom } from '../harness/history-check';
 import { eventually } from '../harness/pgfloat';
+import { holdsFor } from '../harness/waiting';
 import { startScenario, type Scenario, type ScenarioTest } from '../harness/reliability';
 
 /** Longer than detection (2 heartbeats of up to 1 s) plus the witness window (3 s): long enough for any failover to start. */
 const OUTAGE_MS = 7000;
+const OUTAGE_WHY = 'any failover starts within down detection, 2 heartbeats of up to 1 s, plus the witness window, 3 s';
+
+/** Asserts no failover (no new epoch, no failover phase) at any sample of the outage. */
+async function noFailoverDuringOutage(t: { ok(found: unknown, message: string): boolean }, s: Scenario): Promise<void> {
+  const calm = await holdsFor(OUTAGE_MS, OUTAGE_WHY, () => {
+    const status = s.proxy.instance.status();
+    return status.epoch === 1 && !status.phase.startsWith('failover:');
+  });
+  t.ok(calm.held, `no failover began during the outage: ${calm.summary}`);
+}
 
 interface Links {
   pgfloatPrimary: FaultRelay;
@@ -58,7 +69,7 @@ for (const mode of ['refuse', 'blackhole'] as LinkMode[]) {
     const { s, links } = await withLinks(t, `pgfloat-primary link ${mode}d`);
     await links.pgfloatPrimary.set(mode);
     await eventually(() => nodeStatus(s.proxy.instance.status(), 'n1').health === 'down', 'n1 to be down for pgfloat', 30_000);
-    await sleep(OUTAGE_MS);
+    await noFailoverDuringOutage(t, s);
     const status = s.proxy.instance.status();
     t.equal(status.epoch, 1, 'no promotion');
     t.match(status.failoverBlocked ?? '', /requireStandbyConfirmation/, `the documented rule blocks it: ${status.failoverBlocked}`);
@@ -81,7 +92,7 @@ for (const mode of ['refuse', 'blackhole'] as LinkMode[]) {
     const reader = await connectClient(s.proxy.readOnlyUrl());
     t.equal(await serverPortOf(reader), s.cluster.primary.port, 'a read-only client reaches the primary');
     await reader.end();
-    await sleep(OUTAGE_MS);
+    await noFailoverDuringOutage(t, s);
     t.equal(s.proxy.instance.status().epoch, 1, 'no failover');
     await links.pgfloatStandby.set('pass');
     await eventually(() => s.proxy.instance.status().standbys.includes('n2'), 'n2 to serve read-only clients again', 60_000);
@@ -93,7 +104,7 @@ for (const mode of ['refuse', 'blackhole'] as LinkMode[]) {
     const { s, links } = await withLinks(t, `standby-primary link ${mode}d`);
     await links.standbyPrimary.set(mode);
     await s.writers.acked(100);
-    await sleep(OUTAGE_MS);
+    await noFailoverDuringOutage(t, s);
     await s.writers.acked(100);
     const status = s.proxy.instance.status();
     t.equal(status.epoch, 1, 'no failover');

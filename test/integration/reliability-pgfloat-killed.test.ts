@@ -1,7 +1,7 @@
 // Reliability: pgfloat itself SIGKILLed in the middle of a failover or a switchover, then restarted over the same state.
 import t from 'tap';
 import { startCluster } from '../harness/cluster';
-import { crashServer, freezePid, processState, tryQuery } from '../harness/faults';
+import { crashServer, freezePid, processState, promoteRequested, tryQuery } from '../harness/faults';
 import { createHistoryTable, startHistoryWriters } from '../harness/history';
 import { eventually, stateDirFor } from '../harness/pgfloat';
 import { pickPorts, processStatus, startPgfloatProcess, type PgfloatProcess, type ProcessPorts } from '../harness/pgfloat-process';
@@ -62,7 +62,7 @@ t.test('killed while the promotion is under way: the restarted pgfloat records i
   const startup = await freezeStartup(t, cluster.standby.connectionString());
   const faultAt = Date.now();
   await crashServer(cluster.primary);
-  await eventually(() => first.lines().some((l) => l.msg === 'failover: old primary fenced, promoting'), 'the first pgfloat to be promoting', 60_000);
+  await untilStatus(first, 'the first pgfloat to be promoting, pg_promote() asked of n2', (s) => s.phase === 'failover: promoting' && promoteRequested(cluster.standby));
   const killedAt = Date.now();
   await first.kill('SIGKILL');
   // pg_promote() was asked: with its startup process running again n2 finishes the promotion alone.
@@ -80,7 +80,8 @@ t.test('killed in the middle of a switchover: the restarted pgfloat finishes it 
   const startup = await freezeStartup(t, cluster.standby.connectionString());
   const answer = await postOperation(first.adminUrl, '/switchover', {});
   t.equal(answer.status, 202, `switchover accepted: ${JSON.stringify(answer.json)}`);
-  await eventually(() => first.lines().some((l) => l.msg.includes('takes no more writes')), 'the switchover to wait for the catch-up', 60_000);
+  // catching-up: the old primary is fenced and takes no more writes; n2 cannot replay its last WAL.
+  await untilStatus(first, 'the switchover to wait for the catch-up', (s) => s.phase === 'failover: catching-up');
   const killedAt = Date.now();
   await first.kill('SIGKILL');
   startup.thaw();

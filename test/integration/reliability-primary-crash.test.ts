@@ -1,7 +1,7 @@
 // Reliability: the primary killed, stopped cleanly, or its postmaster crashed with backends left behind; and SIGKILL under synchronous replication.
 import t from 'tap';
 import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
-import { childPids, crashServer, isAlive, nodeStatus, sleep, tryQuery } from '../harness/faults';
+import { childPids, crashServer, isAlive, nodeStatus, tryQuery } from '../harness/faults';
 import { eventually } from '../harness/pgfloat';
 import { startScenario } from '../harness/reliability';
 
@@ -70,7 +70,6 @@ t.test('synchronous replication: SIGKILL loses no acknowledged write, the lone n
     30_000,
   );
   await s.writers.acked(50);
-  await sleep(200);
   const report = await s.finish({ faultAt, synchronous: true });
   t.equal(report.lost.length, 0, 'no acknowledged write lost');
 });

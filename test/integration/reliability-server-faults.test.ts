@@ -3,6 +3,7 @@ import t from 'tap';
 import { queryOnce } from '../harness/clients';
 import { clientBackendCount, crashServer, freezePid, freezeServer, metricValue, nodeStatus, processState, sleep, tryQuery } from '../harness/faults';
 import { eventually } from '../harness/pgfloat';
+import { holdsFor } from '../harness/waiting';
 import { startScenario } from '../harness/reliability';
 
 const FAILOVER_MS = 90_000;
@@ -46,7 +47,11 @@ t.test('double failure: the new primary dies before the old one rejoined; the st
   await s.cluster.primary.start();
   await eventually(() => nodeStatus(s.proxy.instance.status(), 'n1').health === 'up', 'n1 to answer', 30_000);
   await eventually(() => /no healthy standby/.test(s.proxy.instance.status().failoverBlocked ?? ''), 'the failover to be blocked', 30_000);
-  await sleep(2000);
+  const stale = await holdsFor(2000, 'n1 answers heartbeats (200 ms apart) and the failover is already due: a wrong promotion of n1 would start within one', () => {
+    const now = s.proxy.instance.status();
+    return now.epoch === 2 && now.primary === null && !now.phase.startsWith('failover:');
+  });
+  t.ok(stale.held, `n1 was neither promoted nor routed: ${stale.summary}`);
   let status = s.proxy.instance.status();
   t.equal(status.primary, null, 'no primary routed');
   t.equal(status.epoch, 2, 'the epoch did not move: n1 was not promoted');

@@ -17,6 +17,7 @@ import { connectClient, queryOnce, rejectionOf } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat, stateDirFor } from '../harness/pgfloat';
 import { freePort } from '../../src/sandbox/ports';
+import { pickPorts } from '../harness/pgfloat-process';
 
 const MONITOR_PASSWORD = 'monitorPw-3b9f27c1';
 const REPLICATION_PASSWORD = 'replicationPw-8e41d2a6';
@@ -87,9 +88,11 @@ t.test('no secret in any output', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'pgfloat-secrets-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'pgfloat.yaml');
+    // Fixed ports, so the child's readiness is read from its admin API rather than its log.
+    const childPorts = await pickPorts();
     writeFileSync(file, stringify({
-      listen: { readWrite: '127.0.0.1:0', readOnly: '127.0.0.1:0' },
-      admin: { listen: '127.0.0.1:0', token: ADMIN_TOKEN },
+      listen: { readWrite: `127.0.0.1:${childPorts.readWrite}`, readOnly: `127.0.0.1:${childPorts.readOnly}` },
+      admin: { listen: `127.0.0.1:${childPorts.admin}`, token: ADMIN_TOKEN },
       nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
       monitor: { password: MONITOR_PASSWORD },
       management: { replicationUser: 'replicator', replicationPassword: REPLICATION_PASSWORD },
@@ -118,10 +121,10 @@ t.test('no secret in any output', async (t) => {
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
     t.teardown(() => void child.kill('SIGKILL'));
-    await eventually(() => /admin API listening/.test(output) && /"listener":"readWrite"/.test(output), 'pgfloat start to listen', 20_000);
-    const port = (what: RegExp): number => Number(what.exec(output)![1]);
-    const childAdmin = `http://127.0.0.1:${port(/"address":"127\.0\.0\.1:(\d+)","msg":"admin API listening"/)}`;
-    const childRw = port(/"listener":"readWrite","address":"127\.0\.0\.1:(\d+)"/);
+    const childAdmin = `http://127.0.0.1:${childPorts.admin}`;
+    const childRw = childPorts.readWrite;
+    // The admin API starts after the client listeners: once it answers, both are up.
+    await eventually(async () => (await fetch(`${childAdmin}/health`).then((r) => r.ok, () => false)), 'pgfloat start to serve its admin API', 20_000);
     await eventually(async () => ((await (await fetch(`${childAdmin}/status`)).json()) as { primary: string | null }).primary === 'n1', 'the child to route to n1');
     const viaChild = await queryOnce<{ n: number }>({ host: '127.0.0.1', port: childRw, user: 'app_scram', password: SCRAM_PASSWORD, database: 'postgres' }, 'select 1 as n');
     t.same(viaChild, [{ n: 1 }], 'a SCRAM login through `pgfloat start`');

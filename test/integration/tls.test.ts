@@ -11,7 +11,8 @@ import { cancelRequest, startupMessage } from '../../src/protocol/startup';
 import { SSL_REQUEST_CODE } from '../../src/protocol/codes';
 import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat } from '../harness/pgfloat';
-import { backendKey, connectClient, parseErrorResponse, queryOnce, rawConnect, rejectionOf, runPsql, runTool } from '../harness/clients';
+import { waitForActiveQuery } from '../harness/waiting';
+import { backendKey, connectClient, parseErrorResponse, rawConnect, rejectionOf, runPsql, runTool } from '../harness/clients';
 
 function sslRequest(): Buffer {
   const out = Buffer.alloc(8);
@@ -113,11 +114,7 @@ t.test('TLS towards clients', async (t) => {
     const { processId, secretKey } = backendKey(client);
     const running = client.query('select pg_sleep(60)');
     running.catch(() => undefined);
-    await eventually(
-      async () =>
-        (await queryOnce(cluster.primary.connectionString(), `select 1 from pg_stat_activity where application_name = 'tls-cancel' and state = 'active'`)).length === 1,
-      'the sleep to run',
-    );
+    await waitForActiveQuery(cluster.primary, 'tls-cancel', 'select pg_sleep(60)');
     // As libpq 17's encrypted cancel does: SSLRequest, handshake, then the CancelRequest.
     const raw = await rawConnect(secure.readWritePort);
     t.teardown(() => raw.socket.destroy());
