@@ -25,6 +25,7 @@ export class Metrics {
   private readonly splitBrain: Gauge;
   private readonly epoch: Gauge;
   private readonly failovers: Counter<'result'>;
+  private readonly fencingActions: Counter<'node' | 'result'>;
   private readonly fenced: Gauge<'node'>;
   private readonly rogue: Gauge<'node'>;
   private readonly receiveLag: Gauge<'node'>;
@@ -96,6 +97,12 @@ export class Metrics {
     this.splitBrain = new Gauge({ name: 'pgfloat_split_brain', help: '1 while more than one node claims to be primary', registers });
     this.epoch = new Gauge({ name: 'pgfloat_epoch', help: 'The cluster epoch: grows by one at every promotion', registers });
     this.failovers = new Counter({ name: 'pgfloat_failovers_total', help: 'Failovers finished, by result (success, failure)', labelNames: ['result'], registers });
+    this.fencingActions = new Counter({
+      name: 'pgfloat_fencing_actions_total',
+      help: 'Fencing actions (fencing.action) run on a node, by result: applied, unreachable (sql found no server), failed',
+      labelNames: ['node', 'result'],
+      registers,
+    });
     this.fenced = new Gauge({ name: 'pgfloat_node_fenced', help: '1 while the node is fenced: no client traffic', labelNames: ['node'], registers });
     this.rogue = new Gauge({
       name: 'pgfloat_node_rogue_primary',
@@ -123,6 +130,7 @@ export class Metrics {
     for (const result of ['success', 'failure']) this.failovers.inc({ result }, 0);
     for (const node of nodeNames) {
       this.fenced.set({ node }, 0);
+      for (const result of ['applied', 'unreachable', 'failed']) this.fencingActions.inc({ node, result }, 0);
       this.rogue.set({ node }, 0);
       this.nodeUp.set({ node }, 0);
       this.verifiedPrimary.set({ node }, 0);
@@ -161,6 +169,10 @@ export class Metrics {
       setOrRemove(this.receiveLag, node, receiveLagOf(core, node));
       setOrRemove(this.replayLag, node, replayLagOf(core, node));
     }
+  }
+
+  onFencing(node: string, result: 'applied' | 'unreachable' | 'failed'): void {
+    this.fencingActions.inc({ node, result });
   }
 
   onFailover(result: 'success' | 'failure'): void {

@@ -49,12 +49,20 @@ export function actionHandlers(ctx: HandlerContext): ActionHandlers {
     fence(action) {
       const fields = { node: action.node, epoch: epoch() };
       servers.fence(action.node).then(
-        (done) => log.warn({ ...fields, result: done }, 'fencing action applied'),
-        (err: Error) =>
+        (done) => {
+          log.warn({ ...fields, result: done }, 'fencing action applied');
+          deps.fenced(action.node, 'applied');
+        },
+        (err: Error) => {
           // An sql fencing of a node that is down has nothing to act on: expected in a failover, not an alarm.
-          err instanceof NodeUnreachableError
-            ? log.warn({ ...fields, err: err.message }, 'fencing action could not reach the node; it stays fenced at the proxy')
-            : log.error({ ...fields, err: err.message }, 'fencing action failed; the node stays fenced at the proxy'),
+          if (err instanceof NodeUnreachableError) {
+            log.warn({ ...fields, err: err.message }, 'fencing action could not reach the node; it stays fenced at the proxy');
+            deps.fenced(action.node, 'unreachable');
+          } else {
+            log.error({ ...fields, err: err.message }, 'fencing action failed; the node stays fenced at the proxy');
+            deps.fenced(action.node, 'failed');
+          }
+        },
       );
     },
 

@@ -6,6 +6,9 @@ import type { Logger } from '../log';
 import type { Refusal } from '../protocol/refusal';
 import type { StateStore } from '../state/store';
 
+/** applied; unreachable: an `sql` fencing found no server to act on; failed: anything else. */
+export type FencingResult = 'applied' | 'unreachable' | 'failed';
+
 /** Time for the runner: event timestamps and the tick that carries deadlines and retries into the core. */
 export interface Clock {
   now(): number;
@@ -73,6 +76,8 @@ export interface FailoverRunnerDeps {
    * then, which is what an applied revision tells the other instances.
    */
   stepped(core: CoreState, previous: CoreState): void;
+  /** How each fencing action ended: counted for alerts (a STONITH that fails is worth a page). */
+  fenced(node: string, result: FencingResult): void;
   /** Every message the core logs, for the progress of a running operation. */
   progress(level: string, message: string): void;
 }

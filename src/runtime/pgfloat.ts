@@ -201,6 +201,7 @@ export class Pgfloat {
           // The applied revision tells the other instances this one's sessions to fenced nodes are gone.
           this.backend.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.cluster.revision);
         },
+        fenced: (node, result) => this.metrics.onFencing(node, result),
         progress: (_level, message) => {
           const op = this.operations.current;
           if (op !== undefined && op.record.kind !== 'rejoin') op.progress(message);

@@ -125,8 +125,13 @@ t.test('the fencing command fails: the old primary stays fenced at the proxy and
   const faultAt = Date.now();
   await crashServer(s.cluster.primary);
   await eventually(() => s.proxy.instance.status().primary === 'n2', 'failover to n2', FAILOVER_MS);
-  await eventually(() => s.log.lines().some((l) => l.msg.startsWith('fencing action failed')), 'the failure to be logged', 30_000);
+  await eventually(
+    async () => ((await metricValue(s.proxy.adminUrl, 'pgfloat_fencing_actions_total', { node: 'n1', result: 'failed' })) ?? 0) > 0,
+    'the failed fencing action to be counted',
+    30_000,
+  );
   const failure = s.log.lines().find((l) => l.msg.startsWith('fencing action failed'))!;
+  t.ok(failure, 'and logged');
   t.match(String(failure.err), /exit code 3.*no power switch here/, `the log says why: ${String(failure.err)}`);
   await s.cluster.primary.start();
   await eventually(() => nodeStatus(s.proxy.instance.status(), 'n1').roguePrimary, 'n1 to be flagged as a rogue primary', 60_000);

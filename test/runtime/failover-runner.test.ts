@@ -50,6 +50,7 @@ function rig(cluster: ClusterState = adoptedState(), options: FailoverOptions = 
         journal.push(`route ${routes.primary ?? (routes.heldBecause !== undefined ? 'held' : 'refused')}`);
       },
       stepped: () => undefined,
+      fenced: (node, result) => journal.push(`fencing of ${node} ${result}`),
       progress: (_level, message) => progress.push(message),
     },
     cluster,
@@ -71,10 +72,16 @@ const standby = (node: string, seesPrimary = true, timeline = 1): NodeReport => 
 });
 const down = (node: string): NodeReport => ({ node, status: 'down' });
 
-/** The journal from the first line matching `from` on, without the repeated route lines of heartbeats. */
+/**
+ * The journal from the first line matching `from` on, without the repeated route lines of
+ * heartbeats and without the fencing results, which arrive whenever the fencing answers.
+ */
 function after(journal: Journal, from: string): string[] {
   const start = journal.findIndex((line) => line.startsWith(from));
-  return journal.slice(start).filter((line, i, all) => !(line.startsWith('route') && all[i - 1] === line));
+  return journal
+    .slice(start)
+    .filter((line) => !line.startsWith('fencing of'))
+    .filter((line, i, all) => !(line.startsWith('route') && all[i - 1] === line));
 }
 
 t.test('a failover: the gate closes before the old primary is touched, then fence, persist, promote, verify, persist, release', async (t) => {
@@ -134,9 +141,9 @@ t.test('a store that fails while fencing: no promotion, the failover fails and w
 });
 
 t.test('fencing a node that cannot be reached is a warning; a fencing that fails is an error; neither stops the failover', async (t) => {
-  for (const [error, level] of [
-    [new NodeUnreachableError({ name: 'n1', host: '127.0.0.1', port: 1 }, new Error('connection refused')), 40],
-    [new Error('fencing command failed (exit code 3)'), 50],
+  for (const [error, level, result] of [
+    [new NodeUnreachableError({ name: 'n1', host: '127.0.0.1', port: 1 }, new Error('connection refused')), 40, 'unreachable'],
+    [new Error('fencing command failed (exit code 3)'), 50, 'failed'],
   ] as const) {
     const { log, lines } = capturingLogger();
     const r = rig(adoptedState(), defaultOptions, log);
@@ -147,6 +154,7 @@ t.test('fencing a node that cannot be reached is a warning; a fencing that fails
     await settle();
     const line = lines.find((l) => /fencing action (could not reach|failed)/.test(l.msg));
     t.equal(line?.level, level, `${error.name}: ${line?.msg}`);
+    t.ok(r.journal.includes(`fencing of n1 ${result}`), `counted as ${result}`);
     t.ok(r.journal.includes('promote n2'), 'promoted all the same: the node stays fenced at the proxy');
   }
 });
