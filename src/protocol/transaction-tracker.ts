@@ -109,29 +109,26 @@ export class TransactionTracker {
       if (this.lost) return;
     }
     framer.offset = start;
-    for (;;) {
-      const type = framer.next(chunk, end, SERVER_STOPS);
-      if (type < 0) {
-        if (type === INVALID) this.lost = true;
-        return;
-      }
-      if (type === READY_FOR_QUERY) {
-        const i = framer.offset;
-        if (framer.bodyLeft === 0) {
-          this.lost = true;
-          return;
-        }
-        if (i >= end) {
-          this.serverWantsStatus = true;
-          return;
-        }
-        this.readyForQuery(chunk[i]!);
-        if (this.lost) return;
-      } else {
+    let type: number;
+    while ((type = framer.next(chunk, end, SERVER_STOPS)) >= 0) {
+      if (type !== READY_FOR_QUERY) {
         // COPY_IN_RESPONSE, the only other stop.
         this.serverInCopyIn = true;
+        continue;
       }
+      if (framer.bodyLeft === 0) {
+        this.lost = true;
+        return;
+      }
+      const i = framer.offset;
+      if (i >= end) {
+        this.serverWantsStatus = true;
+        return;
+      }
+      this.readyForQuery(chunk[i]!);
+      if (this.lost) return;
     }
+    if (type === INVALID) this.lost = true;
   }
 
   /** Bytes the client sent, `chunk[start..end)`. */
@@ -139,14 +136,9 @@ export class TransactionTracker {
     if (this.lost) return;
     const framer = this.fromClient;
     framer.offset = start;
-    for (;;) {
-      const type = framer.next(chunk, end, CLIENT_STOPS);
-      if (type < 0) {
-        if (type === INVALID) this.lost = true;
-        return;
-      }
-      this.clientMessage(type);
-    }
+    let type: number;
+    while ((type = framer.next(chunk, end, CLIENT_STOPS)) >= 0) this.clientMessage(type);
+    if (type === INVALID) this.lost = true;
   }
 
   private clientMessage(type: number): void {
