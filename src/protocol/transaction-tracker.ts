@@ -151,16 +151,10 @@ export class TransactionTracker {
       case QUERY:
       case FUNCTION_CALL:
         this.owed++;
-        this.extendedPending = false;
-        this.lastWasExecute = false;
-        this.syncsSinceExecute = 0;
-        this.serverInCopyIn = false;
+        this.startCommand(false);
         return;
       case EXECUTE:
-        this.extendedPending = true;
-        this.lastWasExecute = true;
-        this.syncsSinceExecute = 0;
-        this.serverInCopyIn = false;
+        this.startCommand(true);
         return;
       case PARSE:
       case BIND:
@@ -187,6 +181,17 @@ export class TransactionTracker {
         // authentication messages ('p'), which change nothing.
         return;
     }
+  }
+
+  /**
+   * Query, FunctionCall and Execute each start a command, so any COPY FROM STDIN before it is
+   * over; only Execute leaves work that waits for a Sync.
+   */
+  private startCommand(isExecute: boolean): void {
+    this.extendedPending = isExecute;
+    this.lastWasExecute = isExecute;
+    this.syncsSinceExecute = 0;
+    this.serverInCopyIn = false;
   }
 
   private readyForQuery(status: number): void {
