@@ -84,8 +84,13 @@ export class MessageFramer {
       }
       i += body;
       if (end - i < 5) {
+        // The chunk ends inside a header: keep its first bytes.
         this.bodyLeft = 0;
-        this.startHeader(chunk, i, end);
+        this.headerNeed = 5 - (end - i);
+        this.partialType = chunk[i]!;
+        let length = 0;
+        while (++i < end) length = (length << 8) | chunk[i]!;
+        this.partialLength = length;
         return END;
       }
       const type = chunk[i]!;
@@ -100,15 +105,6 @@ export class MessageFramer {
         return type;
       }
     }
-  }
-
-  /** Keeps the 1 to 4 header bytes `chunk[from, end)` that end a chunk. */
-  private startHeader(chunk: Uint8Array, from: number, end: number): void {
-    this.partialType = chunk[from]!;
-    let length = 0;
-    for (let i = from + 1; i < end; i++) length = (length << 8) | chunk[i]!;
-    this.partialLength = length;
-    this.headerNeed = 5 - (end - from);
   }
 
   /** Takes the rest of a split header from `chunk[from, end)`: its type, with `offset` and `bodyLeft` set, or FRAME_END or FRAME_INVALID. */
