@@ -1,5 +1,7 @@
 // Finds message boundaries in a typed-message stream without copying it, collecting only the bodies asked for.
 
+import { FRAME_INVALID, MessageFramer, messageTypes, type MessageTypes } from './message-framer';
+
 export class FramingError extends Error {
   constructor(message: string) {
     super(message);
@@ -15,77 +17,57 @@ export type MessageHandler = (type: number, body: Buffer) => void;
  * forwards the chunks itself: the scanner only watches.
  */
 export class MessageScanner {
-  private readonly header = Buffer.alloc(5);
-  private headerFill = 0;
-  private bodyRemaining = 0;
+  private readonly framer = new MessageFramer();
+  private readonly stopAt: MessageTypes;
+  /** The collected message whose body is being filled across chunks, in a fresh buffer since relay chunks are reused. */
   private type = 0;
   private body: Buffer | undefined;
   private bodyFill = 0;
 
   constructor(
-    private readonly collect: ReadonlySet<number>,
+    collect: ReadonlySet<number>,
     private readonly onMessage: MessageHandler,
     private readonly maxCollectedBody = 64 * 1024,
-  ) {}
+  ) {
+    this.stopAt = messageTypes(collect);
+  }
 
   /** True when the bytes seen so far end exactly at a message boundary. */
   atBoundary(): boolean {
-    return this.headerFill === 0 && this.bodyRemaining === 0;
+    return this.framer.atBoundary();
   }
 
   push(chunk: Buffer): void {
-    let offset = 0;
+    const framer = this.framer;
     const end = chunk.length;
-    while (offset < end) {
-      if (this.bodyRemaining > 0) {
-        const take = Math.min(this.bodyRemaining, end - offset);
-        if (this.body !== undefined) {
-          chunk.copy(this.body, this.bodyFill, offset, offset + take);
-          this.bodyFill += take;
+    framer.offset = 0;
+    if (this.body !== undefined) this.fill(chunk, end);
+    for (;;) {
+      const type = framer.next(chunk, end, this.stopAt);
+      if (type < 0) {
+        if (type === FRAME_INVALID) {
+          throw new FramingError(`invalid message length ${framer.invalidLength} for message type '${String.fromCharCode(framer.invalidType)}'`);
         }
-        this.bodyRemaining -= take;
-        offset += take;
-        if (this.bodyRemaining === 0) this.finishMessage();
-        continue;
+        return;
       }
-      // Fast path: a whole header inside this chunk, which is nearly always the case.
-      if (this.headerFill === 0 && end - offset >= 5) {
-        this.startMessage(chunk[offset]!, chunk.readInt32BE(offset + 1));
-        offset += 5;
-        continue;
+      if (framer.bodyLeft > this.maxCollectedBody) {
+        throw new FramingError(`message '${String.fromCharCode(type)}' too long: ${framer.bodyLeft + 4} bytes`);
       }
-      const take = Math.min(5 - this.headerFill, end - offset);
-      chunk.copy(this.header, this.headerFill, offset, offset + take);
-      this.headerFill += take;
-      offset += take;
-      if (this.headerFill === 5) {
-        this.headerFill = 0;
-        this.startMessage(this.header[0]!, this.header.readInt32BE(1));
-      }
-    }
-  }
-
-  private startMessage(type: number, length: number): void {
-    if (length < 4) {
-      throw new FramingError(`invalid message length ${length} for message type '${String.fromCharCode(type)}'`);
-    }
-    this.type = type;
-    this.bodyRemaining = length - 4;
-    if (this.collect.has(type)) {
-      if (this.bodyRemaining > this.maxCollectedBody) {
-        throw new FramingError(`message '${String.fromCharCode(type)}' too long: ${length} bytes`);
-      }
-      this.body = Buffer.allocUnsafe(this.bodyRemaining);
+      this.type = type;
+      this.body = Buffer.allocUnsafe(framer.bodyLeft);
       this.bodyFill = 0;
-    } else {
-      this.body = undefined;
+      this.fill(chunk, end);
     }
-    if (this.bodyRemaining === 0) this.finishMessage();
   }
 
-  private finishMessage(): void {
-    if (this.body !== undefined) {
-      const body = this.body;
+  /** Copies the collected body's bytes in this chunk, and hands the body over once complete; the framer walks past them itself. */
+  private fill(chunk: Buffer, end: number): void {
+    const body = this.body!;
+    const from = this.framer.offset;
+    const to = this.framer.bodyEnd(end);
+    chunk.copy(body, this.bodyFill, from, to);
+    this.bodyFill += to - from;
+    if (this.bodyFill === body.length) {
       this.body = undefined;
       this.onMessage(this.type, body);
     }

@@ -1,5 +1,10 @@
 // Walks both directions of an established session's message framing to tell when it is idle at a transaction boundary.
 
+import { FRAME_INVALID, MessageFramer, messageTypes } from './message-framer';
+
+// Compared on every chunk: V8 folds a module-level const, but reads the import as a property each time.
+const INVALID = FRAME_INVALID;
+
 /** ReadyForQuery's status byte: 'I' idle, 'T' in a transaction block, 'E' in a failed one. */
 export type ReadyStatus = 'I' | 'T' | 'E';
 
@@ -22,28 +27,24 @@ const COPY_DONE = 0x63; // 'c'
 const COPY_FAIL = 0x66; // 'f'
 const TERMINATE = 0x58; // 'X'
 
+// The messages each side's walk stops at; the rest (DataRow, CopyData...) are skipped by length.
+const SERVER_STOPS = messageTypes([READY_FOR_QUERY, COPY_IN_RESPONSE]);
+const CLIENT_STOPS = messageTypes([SYNC, QUERY, FUNCTION_CALL, EXECUTE, PARSE, BIND, DESCRIBE, CLOSE, FLUSH, COPY_DONE, COPY_FAIL, TERMINATE]);
+
 /**
  * Feed it every byte of both streams after the StartupMessage, in the order they are relayed
  * (`client` before forwarding a client chunk, `server` before forwarding a server chunk). It
- * never copies or throws: bodies are skipped by length, headers split across chunks are kept in
- * a few integer fields, and a framing error only marks it lost (never idle again).
+ * never copies or throws: a MessageFramer per direction skips bodies by length and keeps split
+ * headers in a few integers, and a framing error only marks it lost (never idle again).
  *
  * The server starts owing one ReadyForQuery, the one that ends the startup; after that every
  * Query, Sync and FunctionCall the client sends is owed one more.
  */
 export class TransactionTracker {
-  // Server stream: header bytes still missing (0 at a boundary or inside a body), the header being
-  // assembled, body bytes left to skip, and whether the next body byte is a ReadyForQuery status.
-  private serverHeaderNeed = 0;
-  private serverType = 0;
-  private serverLength = 0;
-  private serverBody = 0;
+  private readonly fromServer = new MessageFramer();
+  private readonly fromClient = new MessageFramer();
+  /** The server's chunk ended right after a ReadyForQuery header: its status byte opens the next one. */
   private serverWantsStatus = false;
-  // Client stream, likewise.
-  private clientHeaderNeed = 0;
-  private clientType = 0;
-  private clientLength = 0;
-  private clientBody = 0;
 
   /** ReadyForQuery messages the server still owes: one per sync point sent, plus the startup's. */
   private owed = 1;
@@ -70,10 +71,8 @@ export class TransactionTracker {
       this.owed === 0 &&
       this.status === STATUS_IDLE &&
       !this.extendedPending &&
-      this.serverBody === 0 &&
-      this.serverHeaderNeed === 0 &&
-      this.clientBody === 0 &&
-      this.clientHeaderNeed === 0 &&
+      this.fromServer.atBoundary() &&
+      this.fromClient.atBoundary() &&
       !this.lost &&
       !this.terminated
     );
@@ -81,7 +80,7 @@ export class TransactionTracker {
 
   /** True when the bytes relayed to the client end between two messages, so one more can be injected. */
   atServerBoundary(): boolean {
-    return this.serverBody === 0 && this.serverHeaderNeed === 0 && !this.lost;
+    return this.fromServer.atBoundary() && !this.lost;
   }
 
   /** The status byte of the last ReadyForQuery seen. */
@@ -102,113 +101,44 @@ export class TransactionTracker {
   /** Bytes the server sent, `chunk[start..end)`. */
   server(chunk: Uint8Array, start: number, end: number): void {
     if (this.lost) return;
-    let i = start;
-    for (;;) {
-      // Inside a body: skip it, taking a ReadyForQuery status byte on the way.
-      let body = this.serverBody;
-      if (body > 0) {
-        if (i >= end) return;
-        if (this.serverWantsStatus) {
-          this.serverWantsStatus = false;
-          this.readyForQuery(chunk[i]!);
-          if (this.lost) return;
-        }
-        const available = end - i;
-        if (body >= available) {
-          this.serverBody = body - available;
-          return;
-        }
-        i += body;
-        this.serverBody = body = 0;
+    const framer = this.fromServer;
+    if (this.serverWantsStatus) {
+      if (start >= end) return;
+      this.serverWantsStatus = false;
+      this.readyForQuery(chunk[start]!);
+      if (this.lost) return;
+    }
+    framer.offset = start;
+    let type: number;
+    while ((type = framer.next(chunk, end, SERVER_STOPS)) >= 0) {
+      if (type !== READY_FOR_QUERY) {
+        // COPY_IN_RESPONSE, the only other stop.
+        this.serverInCopyIn = true;
+        continue;
       }
-      if (i >= end) return;
-      let type: number;
-      let length: number;
-      if (this.serverHeaderNeed === 0 && end - i >= 5) {
-        // The usual case: the whole header is in this chunk.
-        type = chunk[i]!;
-        length = ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) >>> 0;
-        i += 5;
-      } else {
-        // A header split across chunks: gather it byte by byte (at most four bytes per chunk).
-        let need = this.serverHeaderNeed;
-        if (need === 0) {
-          this.serverType = chunk[i++]!;
-          this.serverLength = 0;
-          need = 4;
-        }
-        while (need > 0 && i < end) {
-          this.serverLength = ((this.serverLength << 8) | chunk[i++]!) >>> 0;
-          need--;
-        }
-        this.serverHeaderNeed = need;
-        if (need > 0) return;
-        type = this.serverType;
-        length = this.serverLength;
-      }
-      // Lengths are signed int32 on the wire; read unsigned, anything above 2^31 is negative.
-      if (length < 4 || length > 0x7fffffff) {
+      if (framer.bodyLeft === 0) {
         this.lost = true;
         return;
       }
-      this.serverBody = length - 4;
-      if (type === READY_FOR_QUERY) {
-        if (length === 4) {
-          this.lost = true;
-          return;
-        }
+      const i = framer.offset;
+      if (i >= end) {
         this.serverWantsStatus = true;
-      } else if (type === COPY_IN_RESPONSE) {
-        this.serverInCopyIn = true;
+        return;
       }
+      this.readyForQuery(chunk[i]!);
+      if (this.lost) return;
     }
+    if (type === INVALID) this.lost = true;
   }
 
   /** Bytes the client sent, `chunk[start..end)`. */
   client(chunk: Uint8Array, start: number, end: number): void {
     if (this.lost) return;
-    let i = start;
-    for (;;) {
-      const body = this.clientBody;
-      if (body > 0) {
-        const available = end - i;
-        if (body >= available) {
-          this.clientBody = body - available;
-          return;
-        }
-        i += body;
-        this.clientBody = 0;
-      }
-      if (i >= end) return;
-      let type: number;
-      let length: number;
-      if (this.clientHeaderNeed === 0 && end - i >= 5) {
-        type = chunk[i]!;
-        length = ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) >>> 0;
-        i += 5;
-      } else {
-        let need = this.clientHeaderNeed;
-        if (need === 0) {
-          this.clientType = chunk[i++]!;
-          this.clientLength = 0;
-          need = 4;
-        }
-        while (need > 0 && i < end) {
-          this.clientLength = ((this.clientLength << 8) | chunk[i++]!) >>> 0;
-          need--;
-        }
-        this.clientHeaderNeed = need;
-        if (need > 0) return;
-        type = this.clientType;
-        length = this.clientLength;
-      }
-      if (length < 4 || length > 0x7fffffff) {
-        this.lost = true;
-        return;
-      }
-      this.clientBody = length - 4;
-      this.clientMessage(type);
-    }
+    const framer = this.fromClient;
+    framer.offset = start;
+    let type: number;
+    while ((type = framer.next(chunk, end, CLIENT_STOPS)) >= 0) this.clientMessage(type);
+    if (type === INVALID) this.lost = true;
   }
 
   private clientMessage(type: number): void {
@@ -221,16 +151,10 @@ export class TransactionTracker {
       case QUERY:
       case FUNCTION_CALL:
         this.owed++;
-        this.extendedPending = false;
-        this.lastWasExecute = false;
-        this.syncsSinceExecute = 0;
-        this.serverInCopyIn = false;
+        this.startCommand(false);
         return;
       case EXECUTE:
-        this.extendedPending = true;
-        this.lastWasExecute = true;
-        this.syncsSinceExecute = 0;
-        this.serverInCopyIn = false;
+        this.startCommand(true);
         return;
       case PARSE:
       case BIND:
@@ -253,9 +177,21 @@ export class TransactionTracker {
         this.terminated = true;
         return;
       default:
-        // CopyData and the authentication messages ('p') change nothing.
+        // Not reached: the framer stops only at CLIENT_STOPS, and skips CopyData and the
+        // authentication messages ('p'), which change nothing.
         return;
     }
+  }
+
+  /**
+   * Query, FunctionCall and Execute each start a command, so any COPY FROM STDIN before it is
+   * over; only Execute leaves work that waits for a Sync.
+   */
+  private startCommand(isExecute: boolean): void {
+    this.extendedPending = isExecute;
+    this.lastWasExecute = isExecute;
+    this.syncsSinceExecute = 0;
+    this.serverInCopyIn = false;
   }
 
   private readyForQuery(status: number): void {
