@@ -6,11 +6,11 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
-import type { TransactionTracker } from '../src/protocol/transaction-tracker';
-import { ClientToServerPump, ServerToClientPump, type RelayCounters } from '../src/proxy/relay';
+import type { TransactionTracker } from '../../src/protocol/transaction-tracker';
+import { ClientToServerPump, ServerToClientPump, type RelayCounters } from '../../src/proxy/relay';
 
 /**
- * `npm run build && node dist/bench/tracker-walk.js`: runs every scenario in `--processes` fresh
+ * `npm run build && node dist/bench/tracker/main.js`: runs every scenario in `--processes` fresh
  * processes (so one scenario's type feedback cannot slow another's) and prints the median of
  * their medians. Chunks go through the relay's own pumps (`--via relay`, into sockets that take
  * everything at once) or straight to the tracker (`--via direct`). `--tracker FILE` measures
@@ -21,13 +21,13 @@ import { ClientToServerPump, ServerToClientPump, type RelayCounters } from '../s
  * walks N rounds one at a time to warm up, then N at once between two calls that mark them:
  *   valgrind --tool=callgrind --smc-check=all-non-file --separate-threads=yes \
  *     --zero-before=uv_os_gethostname --dump-before=uv_uptime \
- *     node --single-threaded dist/bench/tracker-walk.js --scenario simple --fixed 100
+ *     node --single-threaded dist/bench/tracker/main.js --scenario simple --fixed 100
  * The main thread's dump (callgrind.out.PID.1-01) then holds the measured rounds alone;
  * --single-threaded compiles on the main thread, so every run tiers up alike.
  */
 const { values: flags } = parseArgs({
   options: {
-    tracker: { type: 'string', default: '../src/protocol/transaction-tracker' },
+    tracker: { type: 'string', default: '../../src/protocol/transaction-tracker' },
     scenario: { type: 'string' },
     processes: { type: 'string', default: '5' },
     samples: { type: 'string', default: '15' },
