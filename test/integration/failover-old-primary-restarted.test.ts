@@ -25,10 +25,16 @@ t.test('SIGKILL of the primary, failover, then the old primary restarted by hand
   t.equal(proxy.instance.status().epoch, 2, 'epoch 2 after the failover');
 
   await cluster.primary.start();
-  const direct = await tryQuery<{ r: boolean; tli: number }>(
-    cluster.primary.connectionString(),
-    'select pg_is_in_recovery() as r, (select timeline_id from pg_control_checkpoint()) as tli',
-  );
+  // pgfloat's sql fencing of the rogue terminates every client backend on n1, this query's too when
+  // it lands first: ask again until one is answered.
+  let direct: Array<{ r: boolean; tli: number }> | undefined;
+  await eventually(async () => {
+    direct = await tryQuery<{ r: boolean; tli: number }>(
+      cluster.primary.connectionString(),
+      'select pg_is_in_recovery() as r, (select timeline_id from pg_control_checkpoint()) as tli',
+    );
+    return direct !== undefined;
+  }, 'n1 to answer a direct query');
   t.same(direct, [{ r: false, tli: 1 }], 'n1 is back as a primary on timeline 1');
 
   await eventually(() => nodeStatus(proxy.instance.status(), 'n1').roguePrimary, 'n1 to be reported as a rogue primary', 60_000);
