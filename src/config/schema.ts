@@ -133,7 +133,6 @@ export const configSchema = z
       .object({
         /** file: one instance, state in `dir`. etcd: several instances agreeing through etcd. */
         store: z.enum(['file', 'etcd']).default('file'),
-        // Also holds local records (a lifted synchronous_standby_names) with the etcd store.
         dir: z.string().min(1).default('./.pgfloat/state'),
         etcd: etcdStore.nullable().default(null),
       })

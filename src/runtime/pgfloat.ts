@@ -86,7 +86,7 @@ export class Pgfloat {
   }
 
   async start(): Promise<void> {
-    const runner = (this.runner = this.createRunner(await loadInitialState(this.backend, this.log)));
+    const runner = (this.runner = this.createRunner(await loadInitialState(this.backend, this.config.state.dir, this.log)));
     const coordinator = this.backend.coordinator;
     if (coordinator) {
       coordinator.on('coordination', (c) => runner.onCoordination(c));

@@ -11,6 +11,7 @@ import type { Logger } from '../log';
 import { EtcdCoordinator } from './etcd-coordinator';
 import { EtcdStateStore } from './etcd-store';
 import { FileStateStore } from './file-store';
+import { adoptLegacySynchronousRecord } from './legacy-synchronous';
 import type { StateStore } from './store';
 
 export interface StateBackend {
@@ -26,16 +27,19 @@ const ETCD_REQUEST_TIMEOUT_MS = 2_000;
 
 /**
  * The state to start from. With etcd unreachable at start there is no state to read: start from
- * none, routing no writes, and take etcd's once connected.
+ * none, routing no writes, and take etcd's once connected. `dir` is state.dir, where an older
+ * version may have left a record of its own (see legacy-synchronous.ts).
  */
-export async function loadInitialState(backend: StateBackend, log: Logger): Promise<ClusterState> {
-  if (backend.coordinator === undefined) return backend.store.load();
+export async function loadInitialState(backend: StateBackend, dir: string, log: Logger): Promise<ClusterState> {
+  let state: ClusterState;
   try {
-    return await backend.store.load();
+    state = await backend.store.load();
   } catch (err) {
+    if (backend.coordinator === undefined) throw err;
     log.error({ err: (err as Error).message }, 'cannot read the cluster state from etcd; routing no writes until it can');
     return emptyState();
   }
+  return adoptLegacySynchronousRecord(state, backend.store, dir, backend.coordinator === undefined, log);
 }
 
 export function createStateBackend(config: Config, log: Logger): StateBackend {
