@@ -61,7 +61,13 @@ export async function adoptLegacySynchronousRecord(
     return state;
   }
   const { revision, ...rest } = state;
-  const written = await store.compareAndSet(revision, { ...rest, synchronousLifted: record });
+  let written: ClusterState | undefined;
+  try {
+    written = await store.compareAndSet(revision, { ...rest, synchronousLifted: record });
+  } catch (err) {
+    log.error({ file, err: (err as Error).message }, 'cannot move the legacy lifted synchronous_standby_names record into the cluster state; the next start tries again');
+    return state;
+  }
   if (written === undefined) return state; // someone wrote first: the next start tries again
   await retire('moved into the cluster state');
   return written;
