@@ -261,17 +261,17 @@ t.test('framing errors mark the tracker lost, never idle, without throwing', asy
   }
 });
 
-t.test('a large chunk of many small messages, walked quickly', async (t) => {
+t.test('a large chunk of many small messages leaves it at a boundary, chunk after chunk', async (t) => {
+  // How fast it walks them is measured by `npm run bench:tracker`, not here.
   const one = Buffer.concat([dataRow(Buffer.from('abcdefgh')), dataRow(Buffer.from('ijklmnop'))]);
   const chunk = Buffer.concat(Array.from({ length: 64 * 1024 / one.length }, () => one));
   const tr = new TransactionTracker();
   tr.server(startupReply, 0, startupReply.length);
   tr.client(query('select'), 0, query('select').length);
-  const started = process.hrtime.bigint();
-  const rounds = 2000;
-  for (let i = 0; i < rounds; i++) tr.server(chunk, 0, chunk.length);
-  const ns = Number(process.hrtime.bigint() - started);
-  const gbPerSecond = (rounds * chunk.length) / ns;
+  for (let i = 0; i < 20; i++) {
+    tr.server(chunk, 0, chunk.length);
+    if (!tr.atServerBoundary()) break;
+  }
   t.ok(tr.atServerBoundary(), 'at a boundary after whole messages');
-  t.ok(gbPerSecond > 0.02, `walks ${gbPerSecond.toFixed(2)} GB/s of 21-byte messages`);
+  t.notOk(tr.isLost(), 'still following the stream');
 });
