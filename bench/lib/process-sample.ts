@@ -1,5 +1,6 @@
 // What the benches read about a process from outside (Linux /proc) and from pgfloat's /metrics: CPU, RSS, open fds, heap, children.
 
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { getText } from './http-get';
 import { sampleMedian } from './stats';
@@ -80,12 +81,64 @@ function statFields(pid: number | string): string[] | undefined {
   }
 }
 
-const USER_HZ = 100; // on Linux
+let ticksPerSecond: number | undefined;
+
+/** The unit of /proc's CPU times, `getconf CLK_TCK` (100 on Linux unless the kernel was built otherwise); asked once. */
+export function clockTicksPerSecond(): number {
+  if (ticksPerSecond === undefined) {
+    try {
+      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()) || 100;
+    } catch {
+      ticksPerSecond = 100;
+    }
+  }
+  return ticksPerSecond;
+}
 
 /** User plus system CPU seconds the process has used so far (utime and stime, fields 14 and 15); undefined once it is gone. */
 export function cpuSeconds(pid: number): number | undefined {
   const fields = statFields(pid);
-  return fields === undefined ? undefined : (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+  return fields === undefined ? undefined : (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond();
+}
+
+export interface CpuTimes {
+  userSeconds: number;
+  systemSeconds: number;
+  /** How many processes were summed: the roots and their live descendants. */
+  processes: number;
+}
+
+/**
+ * User and system CPU seconds used so far by `roots` and every live descendant (found through
+ * the ppid of each /proc/<pid>/stat), so a proxy with worker processes is counted whole.
+ * /proc/<pid>/stat already sums all the threads of a process (haproxy's nbthread), so tasks
+ * are not read one by one; each process's cutime and cstime add the children it has reaped,
+ * so a worker that exits between two readings still counts. Undefined once a root is gone.
+ */
+export function proxyCpu(roots: readonly number[]): CpuTimes | undefined {
+  const stats = new Map<number, string[]>();
+  const children = new Map<number, number[]>();
+  for (const pid of runningPids()) {
+    const fields = statFields(pid);
+    if (fields === undefined) continue; // exited while we looked
+    stats.set(pid, fields);
+    const ppid = Number(fields[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  }
+  if (roots.some((pid) => !stats.has(pid))) return undefined;
+  const seen = new Set<number>();
+  const pending = [...roots];
+  let ticks = { user: 0, system: 0 };
+  for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    // utime, stime, cutime, cstime: fields 14 to 17
+    const f = stats.get(pid)!.slice(11, 15).map(Number);
+    ticks = { user: ticks.user + f[0]! + f[2]!, system: ticks.system + f[1]! + f[3]! };
+    pending.push(...(children.get(pid) ?? []));
+  }
+  const hz = clockTicksPerSecond();
+  return { userSeconds: ticks.user / hz, systemSeconds: ticks.system / hz, processes: seen.size };
 }
 
 function parentOf(pid: number | string): number | undefined {
