@@ -6,10 +6,10 @@ import { findPgBinaries } from '../../src/postgres/binaries';
 import { runBench } from '../lib/cleanup';
 import { integer, readFlags } from '../lib/flags';
 import { initialize, runWorkload, WORKLOADS } from '../lib/pgbench';
-import { cpuSeconds } from '../lib/process-sample';
+import { clockTicksPerSecond, proxyCpu, type CpuTimes } from '../lib/process-sample';
 import { createSay, loadAverage, machine, resultFiles, writeResults } from '../lib/run-output';
 import { measureLatency } from './latency';
-import { latencyRows, markdown, throughputRows } from './report';
+import { latencyRows, markdown, throughputRows, type PgbenchRun } from './report';
 import { HAPROXY, PGBOUNCER, startBench, type Target } from './targets';
 
 const OPTS = readFlags({ duration: integer(10, 1), rounds: integer(3, 1), scale: integer(10, 1), 'latency-queries': integer(20_000, 1) });
@@ -29,16 +29,18 @@ function firstLine(command: string, args: string[]): string {
   }
 }
 
-/** One pgbench run of one workload on one target. */
-interface PgbenchRun {
-  round: number;
-  workload: string;
-  target: string;
-  tps: number;
-  transactions: number;
-  wallSeconds: number;
-  /** The proxy's CPU over the run, % of one core; null for direct. */
-  cpuPercent: number | null;
+/** What the proxy's processes used between two readings. */
+function cpuSpent(before: CpuTimes | undefined, after: CpuTimes | undefined): CpuTimes | null {
+  if (before === undefined || after === undefined) return null;
+  return { userSeconds: after.userSeconds - before.userSeconds, systemSeconds: after.systemSeconds - before.systemSeconds, processes: after.processes };
+}
+
+/** The progress line's note on the proxy's CPU: % of a core and µs per transaction, split. */
+function cpuNote(name: string, cpu: CpuTimes | null, wallSeconds: number, transactions: number): string {
+  if (cpu === null) return '';
+  const us = (seconds: number): string => ((seconds * 1e6) / Math.max(1, transactions)).toFixed(1);
+  const percent = (((cpu.userSeconds + cpu.systemSeconds) / wallSeconds) * 100).toFixed(0);
+  return `, ${name} CPU ${percent}% (${cpu.processes} proc), ${us(cpu.userSeconds + cpu.systemSeconds)} µs/txn = ${us(cpu.userSeconds)} user + ${us(cpu.systemSeconds)} sys`;
 }
 
 async function main(): Promise<void> {
@@ -59,15 +61,14 @@ async function main(): Promise<void> {
   for (let round = 1; round <= OPTS.rounds; round++) {
     for (const workload of WORKLOADS) {
       for (const target of rotated(targets, group++)) {
-        const cpuBefore = target.pid === undefined ? undefined : cpuSeconds(target.pid);
+        const cpuBefore = target.pid === undefined ? undefined : proxyCpu([target.pid]);
         const t0 = process.hrtime.bigint();
         const result = await runWorkload(workload, target.port, OPTS.duration);
         const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        const cpuAfter = target.pid === undefined ? undefined : cpuSeconds(target.pid);
-        const cpuPercent = cpuBefore !== undefined && cpuAfter !== undefined ? ((cpuAfter - cpuBefore) / wallSeconds) * 100 : null;
-        runs.push({ round, workload: workload.name, target: target.name, ...result, wallSeconds, cpuPercent });
-        const cpuNote = cpuPercent === null ? '' : `, ${target.name} CPU ${cpuPercent.toFixed(0)}%`;
-        say(`round ${round}/${OPTS.rounds} ${workload.name.padEnd(16)} ${target.name.padEnd(9)} ${result.tps.toFixed(0).padStart(7)} tps${cpuNote}`);
+        const cpu = cpuSpent(cpuBefore, target.pid === undefined ? undefined : proxyCpu([target.pid]));
+        runs.push({ round, workload: workload.name, target: target.name, ...result, wallSeconds, proxyCpu: cpu });
+        const note = cpuNote(target.name, cpu, wallSeconds, result.transactions);
+        say(`round ${round}/${OPTS.rounds} ${workload.name.padEnd(16)} ${target.name.padEnd(9)} ${result.tps.toFixed(0).padStart(7)} tps${note}`);
       }
     }
     const perRound = Math.ceil(OPTS.latencyQueries / OPTS.rounds);
@@ -77,20 +78,10 @@ async function main(): Promise<void> {
     say(`round ${round}/${OPTS.rounds} latency: ${perRound} x select 1 per target`);
   }
 
-  const byKey = (pick: (r: PgbenchRun) => number | null): Map<string, number[]> => {
-    const out = new Map<string, number[]>();
-    for (const r of runs) {
-      const value = pick(r);
-      const key = `${r.workload}\u0000${r.target}`;
-      if (value !== null) out.set(key, [...(out.get(key) ?? []), value]);
-    }
-    return out;
-  };
   const throughput = throughputRows(
     WORKLOADS.map((w) => w.name),
     targets.map((t) => t.name),
-    byKey((r) => r.tps),
-    byKey((r) => r.cpuPercent),
+    runs,
   );
   const lat = latencyRows(latency);
   const table = markdown(throughput, lat);
@@ -112,7 +103,15 @@ async function main(): Promise<void> {
     method: {
       interleaving: 'each round runs every workload on every target, target order rotated per (round, workload)',
       throughput: 'median pgbench TPS across rounds; vs direct = median / direct median of the same run',
-      proxyCpu: 'utime+stime of the proxy process from /proc/<pid>/stat over the pgbench run, % of one core, median across rounds',
+      proxyCpu:
+        'utime and stime of the proxy process and all its descendants (found by the ppid in /proc/*/stat; a process\'s /proc/<pid>/stat covers all its threads, ' +
+        'and cutime/cstime add descendants reaped meanwhile), read just before and just after each pgbench run, so the figures include the connection set-up ' +
+        `and the proxy's own background work (pgfloat's monitor) over the run; in clock ticks of 1/${clockTicksPerSecond()} s, fine against runs of seconds. ` +
+        '% of one core = CPU seconds / wall seconds of the run, median across rounds',
+      proxyCpuPerTransaction:
+        'user and system CPU µs divided by the transactions pgbench processed in that run; the row shows the round with the median total ' +
+        '(the mean of the two middle rounds for an even count), so user + system = total',
+      tpsPerProxyCore: '1e6 / total CPU µs per transaction: the TPS one core of proxy CPU would carry at that cost, if the proxy were the only limit and spread over cores',
       latency: 'raw-socket client, simple Query "select 1" round trips timed with process.hrtime.bigint(), split across rounds, 1000 warm-up queries per connection',
     },
     targets: targets.map((t) => ({ name: t.name, setup: t.setup })),

@@ -1,7 +1,20 @@
 // Turns the benchmark's raw measurements into medians, ratios to direct, markdown tables and JSON.
 
 import { markdownTable } from '../lib/markdown';
+import type { CpuTimes } from '../lib/process-sample';
 import { median, percentile } from '../lib/stats';
+
+/** One pgbench run of one workload on one target. */
+export interface PgbenchRun {
+  round: number;
+  workload: string;
+  target: string;
+  tps: number;
+  transactions: number;
+  wallSeconds: number;
+  /** The proxy's processes' CPU over the run (after minus before); null for direct. */
+  proxyCpu: CpuTimes | null;
+}
 
 export interface ThroughputRow {
   workload: string;
@@ -10,8 +23,58 @@ export interface ThroughputRow {
   medianTps: number;
   /** Median TPS divided by direct's median TPS for the same workload. */
   ratioToDirect: number;
-  /** Median CPU of the proxy process during the runs, in % of one core; null for direct. */
+  /** Median CPU of the proxy's processes during the runs, in % of one core; null for direct. */
   proxyCpuPercent: number | null;
+  /** The proxy's CPU per pgbench transaction: the round with the median total, so user + system = total; null for direct. */
+  proxyCpuUsPerTransaction: { user: number; system: number; total: number } | null;
+  /** 1e6 / total µs per transaction: the transactions per second one core of proxy CPU carries at that cost. */
+  tpsPerProxyCore: number | null;
+  /** Processes summed (the proxy and its descendants), the most seen in a run. */
+  proxyProcesses: number | null;
+}
+
+const round1 = (v: number): number => Math.round(v * 10) / 10;
+
+/**
+ * The user/system split of the median total: the middle run (the mean of the two middle runs
+ * for an even count) by total, so the split adds up, which separate medians would not.
+ */
+function medianSplit(perRun: Array<{ user: number; system: number }>): { user: number; system: number; total: number } | null {
+  if (perRun.length === 0) return null;
+  const byTotal = [...perRun].sort((a, b) => a.user + a.system - (b.user + b.system));
+  const middle = byTotal.slice((byTotal.length - 1) >> 1, (byTotal.length >> 1) + 1);
+  const mean = (pick: (r: { user: number; system: number }) => number): number => middle.reduce((sum, r) => sum + pick(r), 0) / middle.length;
+  const user = mean((r) => r.user);
+  const system = mean((r) => r.system);
+  return { user: round1(user), system: round1(system), total: round1(user + system) };
+}
+
+export function throughputRows(workloads: string[], targets: string[], runs: PgbenchRun[]): ThroughputRow[] {
+  const rows: ThroughputRow[] = [];
+  for (const workload of workloads) {
+    const of = (target: string): PgbenchRun[] => runs.filter((r) => r.workload === workload && r.target === target);
+    const direct = median(of('direct').map((r) => r.tps));
+    for (const target of targets) {
+      const perRound = of(target).map((r) => r.tps);
+      const cpuRuns = of(target).flatMap((r) => (r.proxyCpu === null ? [] : [{ ...r.proxyCpu, transactions: r.transactions, wallSeconds: r.wallSeconds }]));
+      const medianTps = median(perRound);
+      const perTxn = medianSplit(
+        cpuRuns.filter((c) => c.transactions > 0).map((c) => ({ user: (c.userSeconds * 1e6) / c.transactions, system: (c.systemSeconds * 1e6) / c.transactions })),
+      );
+      rows.push({
+        workload,
+        target,
+        tpsPerRound: perRound.map((v) => Math.round(v)),
+        medianTps: Math.round(medianTps),
+        ratioToDirect: Math.round((medianTps / direct) * 1000) / 1000,
+        proxyCpuPercent: cpuRuns.length > 0 ? Math.round(median(cpuRuns.map((c) => ((c.userSeconds + c.systemSeconds) / c.wallSeconds) * 100))) : null,
+        proxyCpuUsPerTransaction: perTxn,
+        tpsPerProxyCore: perTxn === null || perTxn.total <= 0 ? null : Math.round(1e6 / perTxn.total),
+        proxyProcesses: cpuRuns.length > 0 ? Math.max(...cpuRuns.map((c) => c.processes)) : null,
+      });
+    }
+  }
+  return rows;
 }
 
 export interface LatencyRow {
@@ -21,33 +84,6 @@ export interface LatencyRow {
   p99Us: number;
   addedP50Us: number;
   addedP99Us: number;
-}
-
-export function throughputRows(
-  workloads: string[],
-  targets: string[],
-  tps: Map<string, number[]>,
-  cpu: Map<string, number[]>,
-): ThroughputRow[] {
-  const key = (w: string, t: string): string => `${w}\u0000${t}`;
-  const rows: ThroughputRow[] = [];
-  for (const workload of workloads) {
-    const direct = median(tps.get(key(workload, 'direct')) ?? []);
-    for (const target of targets) {
-      const perRound = tps.get(key(workload, target)) ?? [];
-      const cpuRuns = cpu.get(key(workload, target)) ?? [];
-      const medianTps = median(perRound);
-      rows.push({
-        workload,
-        target,
-        tpsPerRound: perRound.map((v) => Math.round(v)),
-        medianTps: Math.round(medianTps),
-        ratioToDirect: Math.round((medianTps / direct) * 1000) / 1000,
-        proxyCpuPercent: cpuRuns.length > 0 ? Math.round(median(cpuRuns)) : null,
-      });
-    }
-  }
-  return rows;
 }
 
 export function latencyRows(samples: Map<string, Float64Array[]>): LatencyRow[] {
@@ -62,14 +98,13 @@ export function latencyRows(samples: Map<string, Float64Array[]>): LatencyRow[] 
     return { target, samples: all.length, p50: percentile(all, 50), p99: percentile(all, 99) };
   });
   const direct = stats.find((s) => s.target === 'direct')!;
-  const r = (v: number): number => Math.round(v * 10) / 10;
   return stats.map((s) => ({
     target: s.target,
     samples: s.samples,
-    p50Us: r(s.p50),
-    p99Us: r(s.p99),
-    addedP50Us: r(s.p50 - direct.p50),
-    addedP99Us: r(s.p99 - direct.p99),
+    p50Us: round1(s.p50),
+    p99Us: round1(s.p99),
+    addedP50Us: round1(s.p50 - direct.p50),
+    addedP99Us: round1(s.p99 - direct.p99),
   }));
 }
 
@@ -77,14 +112,21 @@ const signed = (v: number): string => (v > 0 ? `+${v}` : String(v));
 
 export function markdown(throughput: ThroughputRow[], latency: LatencyRow[]): string {
   const tp = markdownTable(
-    ['workload', 'target', 'median TPS', 'vs direct', 'proxy CPU'],
-    throughput.map((r) => [
-      r.workload,
-      r.target,
-      String(r.medianTps),
-      r.ratioToDirect.toFixed(3),
-      r.proxyCpuPercent === null ? '-' : `${r.proxyCpuPercent}%`,
-    ]),
+    ['workload', 'target', 'median TPS', 'vs direct', 'proxy CPU', 'user µs/txn', 'sys µs/txn', 'CPU µs/txn', 'TPS per proxy core'],
+    throughput.map((r) => {
+      const cpu = r.proxyCpuUsPerTransaction;
+      return [
+        r.workload,
+        r.target,
+        String(r.medianTps),
+        r.ratioToDirect.toFixed(3),
+        r.proxyCpuPercent === null ? '-' : `${r.proxyCpuPercent}%`,
+        cpu === null ? '-' : cpu.user.toFixed(1),
+        cpu === null ? '-' : cpu.system.toFixed(1),
+        cpu === null ? '-' : cpu.total.toFixed(1),
+        r.tpsPerProxyCore === null ? '-' : String(r.tpsPerProxyCore),
+      ];
+    }),
   );
   const lat = markdownTable(
     ['target', 'p50 µs', 'p99 µs', 'added p50 µs', 'added p99 µs'],

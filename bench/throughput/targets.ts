@@ -13,7 +13,7 @@ import { startService, waitForPort } from '../lib/processes';
 export interface Target {
   name: string;
   port: number;
-  /** The proxy's process, for CPU accounting; undefined for direct. */
+  /** The proxy's process, for CPU accounting (its descendant processes count with it); undefined for direct. */
   pid?: number;
   /** How it was run, for the report. */
   setup: string;
