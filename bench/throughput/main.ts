@@ -32,7 +32,9 @@ function firstLine(command: string, args: string[]): string {
 /** What the proxy's processes used between two readings. */
 function cpuSpent(before: CpuTimes | undefined, after: CpuTimes | undefined): CpuTimes | null {
   if (before === undefined || after === undefined) return null;
-  return { userSeconds: after.userSeconds - before.userSeconds, systemSeconds: after.systemSeconds - before.systemSeconds, processes: after.processes };
+  // to the µs, so the results hold 0.09 rather than 0.09000000000000001
+  const spent = (a: number, b: number): number => Math.round((a - b) * 1e6) / 1e6;
+  return { userSeconds: spent(after.userSeconds, before.userSeconds), systemSeconds: spent(after.systemSeconds, before.systemSeconds), processes: after.processes };
 }
 
 /** The progress line's note on the proxy's CPU: % of a core and µs per transaction, split. */
