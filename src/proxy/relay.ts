@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
+import { ClientReader } from './client-reader';
 
 export interface RelayCounters {
   clientToServerBytes: number;
@@ -36,11 +37,13 @@ export class BoundaryWatch {
 const READ_BUFFER_SIZE = 64 * 1024;
 
 /**
- * Client to server. Accepted sockets cannot take an `onread` buffer, so this side uses
- * 'data' events; the client's half is the small one (queries), the server's carries results.
+ * Client to server. A plain-TCP client is read into a reused buffer (ClientReader); a TLS one,
+ * or one that could not be adopted, through 'data' events. The client's half is the small one
+ * (queries), the server's carries results.
  */
 export class ClientToServerPump {
   private waitingForDrain = false;
+  private reader: ClientReader | undefined;
   watch: BoundaryWatch | undefined;
   /** Whether any client byte has gone to the server through this pump. */
   forwardedAny = false;
@@ -54,12 +57,15 @@ export class ClientToServerPump {
   ) {}
 
   start(): void {
-    this.client.on('data', this.onData);
+    const reader = (this.reader = ClientReader.of(this.client));
+    if (reader !== undefined) reader.sink = this.onData;
+    else this.client.on('data', this.onData);
   }
 
   /** Nothing more is forwarded: the session is closing. */
   stop(): void {
-    this.client.removeListener('data', this.onData);
+    if (this.reader !== undefined) this.reader.sink = undefined;
+    else this.client.removeListener('data', this.onData);
     this.watch = undefined;
   }
 
@@ -71,6 +77,8 @@ export class ClientToServerPump {
     this.busyPoller?.kick();
     this.tracker.client(chunk, 0, chunk.length);
     const accepted = this.server.write(chunk);
+    // The pending write still points into the reader's buffer.
+    if (this.reader !== undefined && this.server.writableLength > 0) this.reader.keepLastChunk();
     if (watch !== undefined) {
       watch.afterChunk();
       if (this.watch === undefined) return; // the session closed

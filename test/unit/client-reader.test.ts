@@ -1,0 +1,104 @@
+// ClientReader over real loopback sockets: chunks into one reused buffer, 'data' copies while no
+// relay takes them, pause/resume as backpressure, and no adoption where it would lose bytes.
+
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import t from 'tap';
+import { ClientReader } from '../../src/proxy/client-reader';
+import { eventually, holdsFor } from '../harness/waiting';
+
+async function pair(t: tap.Test): Promise<{ accepted: Socket; peer: Socket }> {
+  const server: Server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  const acceptedP = once(server, 'connection');
+  const peer = connect(port, '127.0.0.1');
+  const [accepted] = (await acceptedP) as [Socket];
+  await once(peer, 'connect');
+  t.teardown(() => {
+    accepted.destroy();
+    peer.destroy();
+    server.close();
+  });
+  return { accepted, peer };
+}
+
+t.test('an adopted socket hands chunks to the sink, in one reused buffer', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted);
+  t.ok(reader, 'adopted');
+  t.equal(ClientReader.of(accepted), reader, 'once per socket');
+  const seen: string[] = [];
+  const buffers = new Set<ArrayBuffer>();
+  reader!.sink = (chunk) => {
+    seen.push(chunk.toString());
+    buffers.add(chunk.buffer as ArrayBuffer);
+  };
+  accepted.on('data', () => t.fail('no data event while a sink takes the chunks'));
+  for (const word of ['one', 'two', 'three']) {
+    peer.write(word);
+    await eventually(() => seen.join('').endsWith(word), `"${word}" to arrive`);
+  }
+  t.equal(seen.join(''), 'onetwothree');
+  t.equal(buffers.size, 1, 'every read went into the same buffer');
+});
+
+t.test('keepLastChunk leaves the last chunk intact: the next read goes to a fresh buffer', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  const kept: Buffer[] = [];
+  reader.sink = (chunk) => {
+    kept.push(chunk);
+    reader.keepLastChunk();
+  };
+  peer.write('first');
+  await eventually(() => kept.length === 1, 'the first chunk');
+  peer.write('second');
+  await eventually(() => kept.length === 2, 'the second chunk');
+  t.same(kept.map(String), ['first', 'second']);
+});
+
+t.test('without a sink, chunks come as copies in data events; pause stops reading, resume goes on', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  const seen: Buffer[] = [];
+  accepted.on('data', (chunk: Buffer) => seen.push(chunk));
+  peer.write('hello');
+  await eventually(() => seen.length === 1, 'a data event');
+  t.equal(String(seen[0]), 'hello');
+  peer.write('again');
+  await eventually(() => seen.length === 2, 'a second data event');
+  t.equal(String(seen[0]), 'hello', 'the first copy is not overwritten by the next read');
+
+  const viaSink: string[] = [];
+  reader.sink = (chunk) => viaSink.push(chunk.toString());
+  accepted.pause();
+  peer.write('held');
+  const quiet = await holdsFor(200, 'a loopback read arrives well within 1 ms', () => viaSink.length === 0);
+  t.ok(quiet.held, `nothing read while paused: ${quiet.summary}`);
+  accepted.resume();
+  await eventually(() => viaSink.join('') === 'held', 'the held bytes after resume');
+});
+
+t.test('the end of the stream still ends the socket', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  reader.sink = () => undefined;
+  accepted.resume();
+  const ended = once(accepted, 'end');
+  peer.end('bye');
+  await ended;
+  t.pass('end emitted');
+});
+
+t.test('not adopted where bytes are already buffered, or a data listener is attached', async (t) => {
+  const first = await pair(t);
+  first.accepted.pause();
+  first.peer.write('early');
+  await eventually(() => first.accepted.readableLength > 0, 'the bytes to be buffered');
+  t.equal(ClientReader.of(first.accepted), undefined, 'buffered bytes would be overtaken');
+  const second = await pair(t);
+  second.accepted.on('data', () => undefined);
+  t.equal(ClientReader.of(second.accepted), undefined, 'someone reads it already');
+});
