@@ -64,8 +64,10 @@ export class ClientToServerPump {
 
   /** Nothing more is forwarded: the session is closing. */
   stop(): void {
-    if (this.reader !== undefined) this.reader.sink = undefined;
-    else this.client.removeListener('data', this.onData);
+    // A pump started later on the same socket (the session routed again) keeps its own sink.
+    if (this.reader !== undefined) {
+      if (this.reader.sink === this.onData) this.reader.sink = undefined;
+    } else this.client.removeListener('data', this.onData);
     this.watch = undefined;
   }
 
