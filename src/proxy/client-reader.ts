@@ -1,7 +1,7 @@
 // Reads an accepted client socket into one reused buffer, as net.connect's `onread` does for the
 // server side. Node 20 offers `onread` only to sockets it creates for net.connect, and the client
 // side's 'data' path (a fresh buffer and a Readable push per read, with its tick-queue work) was
-// a third of the relay's user CPU (measured with perf, 2026-12-03).
+// a quarter of the relay's user CPU (measured with perf, 2026-12-03).
 //
 // It relies on net.Socket's internal user-buffer fields (the ones `onread` sets, and that
 // Socket.pause/resume honour), found by their symbol descriptions; where they are not there, or
@@ -10,7 +10,8 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
-const READ_BUFFER_SIZE = 64 * 1024;
+/** Both directions read into buffers of this size: one socket buffer's worth per read. */
+export const READ_BUFFER_SIZE = 64 * 1024;
 
 /** Takes one chunk; it points into the reused buffer, valid until the callback returns. */
 export type ClientChunkSink = (chunk: Buffer) => void;

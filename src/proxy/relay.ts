@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
-import { ClientReader } from './client-reader';
+import { ClientReader, READ_BUFFER_SIZE } from './client-reader';
 
 export interface RelayCounters {
   clientToServerBytes: number;
@@ -33,8 +33,6 @@ export class BoundaryWatch {
     if (this.tracker.idle()) this.onIdle(false);
   }
 }
-
-const READ_BUFFER_SIZE = 64 * 1024;
 
 /**
  * Client to server. A plain-TCP client is read into a reused buffer (ClientReader); a TLS one,
