@@ -1,23 +1,14 @@
-// Prometheus metrics: what the proxy and the monitor count, exposed at GET /metrics.
+// Prometheus metrics: what the monitor and the failover core count, exposed at GET /metrics with the relay's.
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeHealth, NodeObservation } from '../monitor/observation';
 import { roleOf } from '../monitor/observation';
 import type { CoreState } from '../failover/types';
-import type { RelayCounters } from '../proxy/relay';
-import type { ListenerKind, Routes } from '../routing/routes';
+import type { Routes } from '../routing/routes';
 import { receiveLagOf, replayLagOf } from '../failover/helpers';
-import type { Refusal } from '../protocol/refusal';
-
-export interface MetricsSources {
-  counters: RelayCounters;
-  clientsByListener(): Map<string, number>;
-}
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly refusals: Counter<'listener' | 'reason'>;
-  private readonly established: Counter<'listener' | 'route' | 'node'>;
   private readonly heartbeat: Histogram<'node'>;
   private readonly nodeUp: Gauge<'node'>;
   private readonly nodeRole: Gauge<'node' | 'role'>;
@@ -35,45 +26,14 @@ export class Metrics {
   private readonly leaseHeld: Gauge;
   private readonly decider: Gauge;
   private readonly liveInstances: Gauge;
+  private readonly workerExits: Counter;
+  private readonly liveWorkers: Gauge;
 
-  constructor(sources: MetricsSources, nodeNames: readonly string[]) {
+  /** The control plane's metrics (monitor, failover core, routes); the relay's are RelayMetrics, in the same registry or per worker. */
+  constructor(nodeNames: readonly string[]) {
     const registers = [this.registry];
     // File descriptors and memory: what a leak would show first.
     collectDefaultMetrics({ register: this.registry, prefix: 'pgfloat_' });
-    new Gauge({
-      name: 'pgfloat_client_connections',
-      help: 'Client connections open now, by listener',
-      labelNames: ['listener'],
-      registers,
-      collect() {
-        const counts = sources.clientsByListener();
-        for (const listener of ['readWrite', 'readOnly']) this.set({ listener }, counts.get(listener) ?? 0);
-      },
-    });
-    this.established = new Counter({
-      name: 'pgfloat_sessions_established_total',
-      help: 'Client sessions that completed startup, by listener, route and node',
-      labelNames: ['listener', 'route', 'node'],
-      registers,
-    });
-    this.refusals = new Counter({
-      name: 'pgfloat_client_refusals_total',
-      help: 'Clients refused by pgfloat with an ErrorResponse, by listener and reason',
-      labelNames: ['listener', 'reason'],
-      registers,
-    });
-    new Counter({
-      name: 'pgfloat_relayed_bytes_total',
-      help: 'Bytes relayed between clients and servers, by direction',
-      labelNames: ['direction'],
-      registers,
-      collect() {
-        // Counted as plain numbers on the hot path; copied into the counter only when scraped.
-        this.reset();
-        this.inc({ direction: 'client_to_server' }, sources.counters.clientToServerBytes);
-        this.inc({ direction: 'server_to_client' }, sources.counters.serverToClientBytes);
-      },
-    });
     this.heartbeat = new Histogram({
       name: 'pgfloat_heartbeat_seconds',
       help: 'Heartbeat round-trip time per node (answered heartbeats only)',
@@ -127,6 +87,13 @@ export class Metrics {
     this.leaseHeld = new Gauge({ name: 'pgfloat_etcd_lease', help: 'Several instances: 1 while this instance holds a valid etcd lease (without it, it routes no writes)', registers });
     this.decider = new Gauge({ name: 'pgfloat_decider', help: 'Several instances: 1 while this instance decides failovers', registers });
     this.liveInstances = new Gauge({ name: 'pgfloat_live_instances', help: 'Several instances: live instances this one knows of, itself included', registers });
+    this.workerExits = new Counter({
+      name: 'pgfloat_relay_worker_exits_total',
+      help: 'proxy.workers: relay worker processes that ended unasked (each one restarted; its sessions were lost)',
+      registers,
+    });
+    this.liveWorkers = new Gauge({ name: 'pgfloat_relay_workers', help: 'Relay event loops running now (proxy.workers; 1 when the relay runs in this process)', registers });
+    this.liveWorkers.set(1);
     for (const result of ['success', 'failure']) this.failovers.inc({ result }, 0);
     for (const node of nodeNames) {
       this.fenced.set({ node }, 0);
@@ -134,9 +101,6 @@ export class Metrics {
       this.rogue.set({ node }, 0);
       this.nodeUp.set({ node }, 0);
       this.verifiedPrimary.set({ node }, 0);
-    }
-    for (const listener of ['readWrite', 'readOnly']) {
-      for (const reason of ['no-primary', 'split-brain', 'no-standby', 'backend-unreachable']) this.refusals.inc({ listener, reason }, 0);
     }
   }
 
@@ -179,12 +143,9 @@ export class Metrics {
     this.failovers.inc({ result });
   }
 
-  onRefused(listener: ListenerKind, refusal: Refusal): void {
-    this.refusals.inc({ listener, reason: refusal.reason });
-  }
-
-  onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void {
-    this.established.inc({ listener, route, node });
+  onWorkers(live: number, exited: boolean): void {
+    this.liveWorkers.set(live);
+    if (exited) this.workerExits.inc();
   }
 }
 

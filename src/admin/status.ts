@@ -2,7 +2,7 @@
 
 import type { CoreState } from '../failover/types';
 import { roleOf, type NodeHealth } from '../monitor/observation';
-import type { SessionRegistry } from '../proxy/session-registry';
+import type { RelaySnapshot, WorkerStatus } from '../proxy/relay-plane';
 import type { Routes } from '../routing/routes';
 import type { ClusterState, FailoverRecord } from '../cluster/state';
 import type { InstanceStatus } from '../state/etcd-coordinator';
@@ -61,6 +61,8 @@ export interface PgfloatStatus {
   /** synchronous_standby_names lifted on a new primary that no standby streams from yet. */
   synchronousLifted: { node: string; names: string; since: string } | null;
   clients: { readWrite: number; readOnly: number };
+  /** proxy.workers > 1: each relay worker, its sessions and restarts; null when the relay runs in the control process. */
+  workers: WorkerStatus[] | null;
   nodes: NodeStatus[];
   /** Several instances (state.store etcd): each one, its view of the nodes, and which decides. */
   instances: InstanceStatus[] | null;
@@ -77,9 +79,7 @@ export interface StatusSources {
   /** The failover core's state; with failover disabled it only judges routes, and its failover fields are not shown. */
   core: CoreState | undefined;
   automatic: boolean;
-  sessions: SessionRegistry;
-  heldClients: number;
-  reroutingClients: number;
+  relay: RelaySnapshot;
   operation: OperationRecord | undefined;
   instance: string | undefined;
   instances: InstanceStatus[] | undefined;
@@ -88,7 +88,7 @@ export interface StatusSources {
 export function buildStatus(src: StatusSources): PgfloatStatus {
   const { routes, cluster } = src;
   const core = src.automatic ? src.core : undefined;
-  const clients = src.sessions.countByListener();
+  const { relay } = src;
   const phase = core === undefined ? 'failover disabled' : core.phase.kind === 'failover' ? `failover: ${core.phase.step}` : core.phase.kind;
   return {
     startedAt: src.startedAt.toISOString(),
@@ -101,8 +101,8 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
     failoverBlocked: core?.blocked ?? null,
     writesHeld: core?.heldBecause !== undefined,
     writesHeldBecause: core?.heldBecause ?? null,
-    heldClients: src.heldClients,
-    reroutingClients: src.reroutingClients,
+    heldClients: relay.heldClients,
+    reroutingClients: relay.reroutingClients,
     degenerate: core?.degenerateSince !== undefined,
     degenerateSince: core?.degenerateSince === undefined ? null : new Date(core.degenerateSince).toISOString(),
     lastFailover: cluster?.history.at(-1) ?? null,
@@ -113,9 +113,10 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
       ? { id: src.operation.id, kind: src.operation.kind, node: src.operation.node, startedAt: src.operation.startedAt, lastStep: src.operation.steps.at(-1)?.message ?? null }
       : null,
     synchronousLifted: cluster?.synchronousLifted ? { node: cluster.synchronousLifted.node, names: cluster.synchronousLifted.names, since: cluster.synchronousLifted.since } : null,
-    clients: { readWrite: clients.get('readWrite') ?? 0, readOnly: clients.get('readOnly') ?? 0 },
+    clients: { ...relay.clients },
+    workers: relay.workers,
     nodes: src.nodes.map((n) =>
-      nodeStatus(n, src.health.find((h) => h.node === n.name)!, cluster, src.core, src.sessions.countOn(n.name)),
+      nodeStatus(n, src.health.find((h) => h.node === n.name)!, cluster, src.core, relay.byNode[n.name] ?? 0),
     ),
     instances: src.instances ?? null,
     coordination:

@@ -167,6 +167,8 @@ export const configSchema = z
         maxClientConnections: z.number().int().positive().default(10_000),
         keepaliveIdleMs: positiveMs.default(30_000),
         busyPollUs: z.number().int().min(0).max(10_000).default(0),
+        /** Relay event loops: 1 relays in the control process; more fork worker processes. auto: see workers/worker-count.ts. */
+        workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
       })
       .strict()
       .default({}),

@@ -11,7 +11,7 @@
 //   once the lease expires.
 
 import type { ClusterState } from '../cluster/state';
-import { log } from './helpers';
+import { dropSessions, log } from './helpers';
 import type { Coordination, CoreState, FailoverAction, FailoverOptions } from './types';
 
 export function isFollower(s: CoreState): boolean {
@@ -30,7 +30,7 @@ export function absorbCoordination(s: CoreState, next: Coordination, out: Failov
   if (before?.connected !== false && !next.connected && primary !== undefined) {
     // The others will treat this instance as having let go of the primary once its lease
     // expires; its sessions there must be gone before that.
-    out.push({ type: 'drop-sessions', node: primary, reason: `this instance lost its etcd lease (${next.disconnectedReason ?? 'unreachable'})`, because: 'no-lease' });
+    dropSessions(s, out, primary, `this instance lost its etcd lease (${next.disconnectedReason ?? 'unreachable'})`, 'no-lease');
     log(out, 'error', 'lost the etcd lease: routing no writes until it is renewed', { reason: next.disconnectedReason, epoch: s.cluster.epoch });
   } else if (before?.connected === false && next.connected) {
     log(out, 'info', 'etcd lease renewed: routing by the shared state again', { epoch: s.cluster.epoch });
@@ -55,7 +55,7 @@ export function absorbClusterChange(s: CoreState, cluster: ClusterState, out: Fa
   s.cluster = cluster;
   if (s.lastPrimaryLsn === undefined || cluster.primary !== previousPrimary) s.lastPrimaryLsn = cluster.lastKnownPrimaryLsn;
   // The decider dropped its own sessions when it decided the fence.
-  if (isFollower(s)) for (const node of newlyFenced) out.push({ type: 'drop-sessions', node, reason: `fenced by the decider at revision ${cluster.revision}`, because: 'fenced' });
+  if (isFollower(s)) for (const node of newlyFenced) dropSessions(s, out, node, `fenced by the decider at revision ${cluster.revision}`, 'fenced');
   if (s.phase.kind === 'bootstrap' && cluster.primary !== undefined && !s.persisting) s.phase = { kind: 'steady' };
   log(out, 'info', 'cluster state changed', { revision: cluster.revision, epoch: cluster.epoch, primary: cluster.primary, fenced: cluster.fenced });
 }

@@ -39,6 +39,8 @@ export function initialState(names: readonly string[], cluster: ClusterState, no
     rogueFencedAt: {},
     degenerateSince: cluster.fenced.length > 0 ? now : undefined,
     coordination,
+    droppingSessions: [],
+    appliedRevision: cluster.revision,
     now,
   };
 }
@@ -51,6 +53,7 @@ export function step(state: CoreState, event: FailoverEvent, options: FailoverOp
   absorb(s, event, out, options);
   // With failover.enabled false the core only keeps the view the write gate judges from.
   if (options.automatic) reconcile(s, out, options);
+  if (s.droppingSessions.length === 0) s.appliedRevision = s.cluster.revision;
   return { state: s, actions: out };
 }
 
@@ -69,6 +72,11 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
     }
     case 'tick':
       return;
+    case 'sessions-dropped': {
+      const at = s.droppingSessions.indexOf(event.node);
+      if (at >= 0) s.droppingSessions = s.droppingSessions.filter((_, i) => i !== at);
+      return;
+    }
     case 'coordination':
       return absorbCoordination(s, event.coordination, out);
     case 'cluster-changed':
@@ -218,7 +226,7 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
       return progressFailover(s, out, options);
     }
     if (!fenced) {
-      dropAndFence(out, name, `second primary beside ${primary}`);
+      dropAndFence(s, out, name, `second primary beside ${primary}`);
       persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [name]) });
       log(out, 'error', 'a second node runs as primary: fencing it', { node: name, primary, epoch: s.cluster.epoch });
       return;
@@ -227,12 +235,12 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
     if (!s.roguePrimaries.includes(name)) {
       s.roguePrimaries.push(name);
       s.rogueFencedAt[name] = s.now;
-      dropAndFence(out, name, 'fenced node runs as primary');
+      dropAndFence(s, out, name, 'fenced node runs as primary');
       log(out, 'error', 'fenced node is running as a primary (rogue): applying the fencing action again', { node: name, epoch: s.cluster.epoch });
     } else if (s.now - (s.rogueFencedAt[name] ?? 0) >= options.retryIntervalMs) {
       // The fencing action may have failed, or been undone: apply it again while the node stays a primary.
       s.rogueFencedAt[name] = s.now;
-      dropAndFence(out, name, 'fenced node still runs as primary');
+      dropAndFence(s, out, name, 'fenced node still runs as primary');
     }
   }
 
@@ -312,7 +320,7 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
   s.phase = failoverPhase(s, opts, oldPrimary, best.node, reason, 'fencing');
   s.heldBecause = `failover from ${oldPrimary} to ${best.node}`;
   log(out, 'warn', 'failover: starting', { epoch: s.cluster.epoch, oldPrimary, target: best.node, reason, lagBytes: lag ?? null });
-  dropAndFence(out, oldPrimary, `failover: ${reason}`);
+  dropAndFence(s, out, oldPrimary, `failover: ${reason}`);
   if (s.cluster.fenced.includes(oldPrimary)) startPromotion(s, out);
   else persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [oldPrimary]) });
   return undefined;
@@ -327,10 +335,14 @@ function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOpt
     return;
   }
   if (phase.step === 'acknowledging') {
+    const local = s.droppingSessions.includes(phase.oldPrimary);
     const waiting = unacknowledged(s);
-    if (waiting.length === 0) startPromotion(s, out);
+    if (!local && waiting.length === 0) startPromotion(s, out);
     else if (s.now > phase.deadline) {
-      return fail(s, out, `pgfloat instances ${waiting.join(', ')} did not acknowledge the fence of ${phase.oldPrimary} in time (their leases stay valid but they do not apply the state)`, opts);
+      const why = local
+        ? `this instance's relay did not confirm in time that its sessions to ${phase.oldPrimary} are gone`
+        : `pgfloat instances ${waiting.join(', ')} did not acknowledge the fence of ${phase.oldPrimary} in time (their leases stay valid but they do not apply the state)`;
+      return fail(s, out, why, opts);
     }
     return;
   }

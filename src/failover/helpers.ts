@@ -28,8 +28,14 @@ export function isRejoinedStandby(s: CoreState, r: NodeReport): boolean {
   return r.status === 'up' && r.inRecovery === true && sameSystem(s, r) && (r.timeline ?? 0) >= (s.cluster.timeline ?? 0) && r.seesPrimary === true;
 }
 
-export function dropAndFence(out: FailoverAction[], node: string, reason: string): void {
-  out.push({ type: 'drop-sessions', node, reason, because: 'fenced' });
+/** Asks the relay to end every session on `node`; its answer (sessions-dropped) is awaited before a promotion. */
+export function dropSessions(s: CoreState, out: FailoverAction[], node: string, reason: string, because: 'fenced' | 'no-lease'): void {
+  s.droppingSessions = [...s.droppingSessions, node];
+  out.push({ type: 'drop-sessions', node, reason, because });
+}
+
+export function dropAndFence(s: CoreState, out: FailoverAction[], node: string, reason: string): void {
+  dropSessions(s, out, node, reason, 'fenced');
   out.push({ type: 'fence', node, reason });
 }
 
@@ -124,6 +130,11 @@ export function unacknowledged(s: CoreState): string[] {
 
 export function startPromotion(s: CoreState, out: FailoverAction[]): void {
   if (s.phase.kind !== 'failover') return;
+  if (s.droppingSessions.includes(s.phase.oldPrimary)) {
+    // This instance's own relay (every worker) has not confirmed yet that the old primary's sessions are gone.
+    s.phase.step = 'acknowledging';
+    return;
+  }
   const waiting = unacknowledged(s);
   if (waiting.length > 0) {
     // Another instance may still hold sessions to the old primary: the new one takes no writes before they are gone.

@@ -32,7 +32,7 @@ export function operatorCommand(
       }
       const others = claimants(s).filter((n) => n !== op.node);
       s.lastPrimaryLsn = r.currentLsn ?? s.lastPrimaryLsn;
-      for (const n of others) dropAndFence(out, n, `operator adopted ${op.node}`);
+      for (const n of others) dropAndFence(s, out, n, `operator adopted ${op.node}`);
       persist(s, out, {
         ...s.cluster,
         epoch: s.cluster.epoch + 1,
@@ -48,7 +48,7 @@ export function operatorCommand(
     }
     case 'fence':
       if (s.cluster.fenced.includes(op.node)) return answer(s, true, `${op.node} is already fenced`);
-      dropAndFence(out, op.node, 'operator fence');
+      dropAndFence(s, out, op.node, 'operator fence');
       persist(s, out, {
         ...s.cluster,
         fenced: union(s.cluster.fenced, [op.node]),

@@ -59,6 +59,12 @@ export type FailoverEvent =
   | { type: 'persisted'; at: number; cluster: ClusterState }
   | { type: 'persist-failed'; at: number; error: string }
   | { type: 'operator'; at: number; op: OperatorCommand }
+  /**
+   * Every relay event loop of this instance ended its sessions to `node` (a drop-sessions
+   * action's answer): until then a promotion waits, and the instance does not claim to have
+   * applied the state.
+   */
+  | { type: 'sessions-dropped'; at: number; node: string; sessions: number }
   /** Switchover: the old primary's sessions are gone (closed at a boundary, or cut at the deadline). */
   | { type: 'drained'; at: number; node: string; atBoundary: number; cut: number }
   /** Switchover: the old primary takes no more writes; `finalLsn` is the last position it wrote. */
@@ -100,7 +106,7 @@ export type FailoverStep =
   | 'fencing'
   | 'stopping-writes'
   | 'catching-up'
-  /** Several instances: waiting until every live one has dropped its sessions to the old primary. */
+  /** Waiting until this instance's relay, and every other live instance, has dropped its sessions to the old primary. */
   | 'acknowledging'
   | 'promoting'
   | 'verifying'
@@ -205,6 +211,13 @@ export interface CoreState {
   lastOutcome?: Outcome;
   /** Present when several instances share the state; absent for a single instance. */
   coordination?: Coordination;
+  /** Nodes with a drop-sessions action not yet answered by sessions-dropped (one entry per action). */
+  droppingSessions: string[];
+  /**
+   * The newest cluster revision this instance has fully applied: no drop of sessions it asked
+   * for is outstanding. It is what the other instances wait for before a promotion.
+   */
+  appliedRevision: number;
   now: number;
 }
 

@@ -1,12 +1,13 @@
-// The client-facing listeners: accepts connections on the read-write and read-only ports and starts sessions.
+// The client-facing listeners: accepts connections on the read-write and read-only ports and gives them to the relay.
 
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/address';
 import { SqlState } from '../protocol/codes';
 import type { ListenerKind } from '../routing/routes';
-import { openFilesLimit, sessionsWithinLimit } from './fd-budget';
-import { ClientSession, type SessionEnvironment } from './session';
+import type { Logger } from '../log';
 import type { Refusal } from '../protocol/refusal';
+import { openFilesLimit, sessionsWithinLimit } from './fd-budget';
+import type { RelayPlane } from './relay-plane';
 
 export interface ProxyServerOptions {
   listen: Partial<Record<ListenerKind, ListenAddress>>;
@@ -30,10 +31,13 @@ export class ProxyServer {
 
   constructor(
     private readonly options: ProxyServerOptions,
-    private readonly env: SessionEnvironment,
+    private readonly relay: RelayPlane,
+    private readonly log: Logger,
   ) {
     const limit = options.openFilesLimit ?? openFilesLimit();
-    const room = limit === undefined ? Infinity : sessionsWithinLimit(limit);
+    // Every relay loop is a process with this limit (workers inherit it), and a session's two
+    // descriptors live in the loop that relays it; the control process only passes sockets on.
+    const room = limit === undefined ? Infinity : sessionsWithinLimit(limit) * relay.loops;
     this.maxSessions = Math.min(options.maxClientConnections, room);
     this.limitText =
       room < options.maxClientConnections
@@ -43,7 +47,7 @@ export class ProxyServer {
       // Worth a warning when it cuts deep (a default 1024 limit); a 20,000 limit against the
       // default 10,000 clients leaves 9,950, which is only worth saying.
       const level = room < options.maxClientConnections * 0.9 ? 'warn' : 'info';
-      env.log[level](
+      log[level](
         { openFilesLimit: limit, maxClientConnections: options.maxClientConnections, allowed: room },
         `open files limit ${limit} allows about ${room} client sessions (two descriptors each): clients beyond that are refused; raise the limit (LimitNOFILE=, ulimit -n) or lower proxy.maxClientConnections`,
       );
@@ -53,17 +57,18 @@ export class ProxyServer {
   async start(): Promise<void> {
     for (const [kind, address] of Object.entries(this.options.listen) as Array<[ListenerKind, ListenAddress | undefined]>) {
       if (address === undefined) continue;
-      const server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(kind, socket));
+      // A socket handed to a worker must not be read here first: its bytes would stay in this process.
+      const server = createServer({ noDelay: true, pauseOnConnect: this.relay.handsOff }, (socket) => this.accept(kind, socket));
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => reject(new Error(`cannot listen on ${address.host}:${address.port} (listen.${kind}): ${err.message}`)));
         server.listen(address.port, address.host, () => resolve());
       });
       // After start-up, an accept error (EMFILE, say) must not bring the process down.
-      server.on('error', (err) => this.env.log.error({ listener: kind, err: err.message }, 'listener error'));
+      server.on('error', (err) => this.log.error({ listener: kind, err: err.message }, 'listener error'));
       const bound = server.address();
       this.addresses.set(kind, typeof bound === 'object' && bound ? { host: bound.address, port: bound.port } : address);
       this.servers.set(kind, server);
-      this.env.log.info({ listener: kind, address: `${address.host}:${this.addresses.get(kind)!.port}` }, 'listening');
+      this.log.info({ listener: kind, address: `${address.host}:${this.addresses.get(kind)!.port}` }, 'listening');
     }
   }
 
@@ -76,7 +81,7 @@ export class ProxyServer {
   async stop(): Promise<void> {
     this.closing = true;
     const closed = [...this.servers.values()].map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
-    this.env.sessions.dropAll({ reason: 'shutting-down', code: SqlState.adminShutdown, message: 'terminating connection: pgfloat is shutting down' });
+    await this.relay.stop({ reason: 'shutting-down', code: SqlState.adminShutdown, message: 'terminating connection: pgfloat is shutting down' });
     await Promise.all(closed);
     this.servers.clear();
   }
@@ -88,13 +93,13 @@ export class ProxyServer {
     let refusal: Refusal | undefined;
     if (this.closing) {
       refusal = { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' };
-    } else if (this.env.sessions.size >= this.maxSessions) {
+    } else if (this.relay.open() >= this.maxSessions) {
       refusal = {
         reason: 'too-many-connections',
         code: SqlState.tooManyConnections,
         message: `sorry, too many clients already (${this.limitText})`,
       };
     }
-    new ClientSession(socket, kind, this.env, refusal);
+    this.relay.start(kind, socket, refusal);
   }
 }

@@ -1,6 +1,6 @@
-import type { Refusal } from '../protocol/refusal';
 // Tracks live client sessions by the node they are connected to, so one node's sessions can be dropped or drained at once.
 
+import type { Refusal } from '../protocol/refusal';
 
 export interface TrackedSession {
   readonly id: number;
@@ -85,6 +85,12 @@ export class SessionRegistry {
 
   countOn(node: string): number {
     return this.byNode.get(node)?.size ?? 0;
+  }
+
+  countByNode(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const [node, set] of this.byNode) if (set.size > 0) counts[node] = set.size;
+    return counts;
   }
 
   /** Ends every session on `node`; returns how many there were. */

@@ -39,6 +39,8 @@ export interface SessionEnvironment {
   /** A server refused or dropped a connection attempt: worth a heartbeat now. */
   onServerUnreachable(node: string): void;
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
+  /** A cancel request for a key no session here holds: with workers, another worker's session may. */
+  cancelElsewhere?: ((processId: number, secretKey: Buffer) => void) | undefined;
 }
 
 type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'closed';
@@ -197,7 +199,10 @@ export class ClientSession implements TrackedSession {
     },
     onCancel: (packet) => {
       const target = this.env.cancels.forward(packet.processId, packet.secretKey, this.env.connectTimeoutMs);
-      this.log.debug({ pid: packet.processId, node: target?.node ?? null }, target ? 'cancel request forwarded' : 'cancel request for unknown key dropped');
+      const elsewhere = target === undefined ? this.env.cancelElsewhere : undefined;
+      elsewhere?.(packet.processId, packet.secretKey);
+      const outcome = target ? 'cancel request forwarded' : elsewhere ? 'cancel request passed to the other workers' : 'cancel request for unknown key dropped';
+      this.log.debug({ pid: packet.processId, node: target?.node ?? null }, outcome);
       this.close('cancel request handled');
     },
     onRefuse: (refusal) => this.refuse(refusal),

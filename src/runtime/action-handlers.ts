@@ -29,21 +29,23 @@ export function actionHandlers(ctx: HandlerContext): ActionHandlers {
     },
 
     'drop-sessions'(action) {
-      if (action.because === 'no-lease') {
-        const dropped = sessions.dropNode(action.node, {
-          reason: 'no-lease',
-          code: SqlState.adminShutdown,
-          message: 'terminating connection: this pgfloat instance is cut off from etcd and may no longer route writes; reconnect (another instance may serve you)',
-        });
-        log.error({ node: action.node, sessions: dropped, reason: action.reason, epoch: epoch() }, 'dropped every client session on the primary: no etcd lease');
-        return;
-      }
-      const dropped = sessions.dropNode(action.node, {
-        reason: 'fenced',
-        code: SqlState.adminShutdown,
-        message: `terminating connection: ${action.node} is fenced (${action.reason})`,
+      const { node, because } = action;
+      const refusal: Refusal =
+        because === 'no-lease'
+          ? {
+              reason: 'no-lease',
+              code: SqlState.adminShutdown,
+              message: 'terminating connection: this pgfloat instance is cut off from etcd and may no longer route writes; reconnect (another instance may serve you)',
+            }
+          : { reason: 'fenced', code: SqlState.adminShutdown, message: `terminating connection: ${node} is fenced (${action.reason})` };
+      void sessions.dropNode(node, refusal).then((dropped) => {
+        if (because === 'no-lease') {
+          log.error({ node, sessions: dropped, reason: action.reason, epoch: epoch() }, 'dropped every client session on the primary: no etcd lease');
+        } else {
+          log.warn({ node, sessions: dropped, reason: action.reason, epoch: epoch() }, 'dropped every client session on the node');
+        }
+        dispatch({ type: 'sessions-dropped', at: now(), node, sessions: dropped });
       });
-      log.warn({ node: action.node, sessions: dropped, reason: action.reason, epoch: epoch() }, 'dropped every client session on the node');
     },
 
     fence(action) {
@@ -94,8 +96,7 @@ export function actionHandlers(ctx: HandlerContext): ActionHandlers {
         ({ atBoundary, cut }) => dispatch({ type: 'drained', at: now(), node: action.node, atBoundary, cut }),
         (err: Error) => {
           log.error({ node: action.node, err: err.message, epoch: epoch() }, 'draining sessions failed; cutting them');
-          const cut = sessions.dropNode(action.node, refusal);
-          dispatch({ type: 'drained', at: now(), node: action.node, atBoundary: 0, cut });
+          void sessions.dropNode(action.node, refusal).then((cut) => dispatch({ type: 'drained', at: now(), node: action.node, atBoundary: 0, cut }));
         },
       );
     },

@@ -25,10 +25,13 @@ export const systemClock: Clock = {
   },
 };
 
-/** What the runner does to this instance's client sessions. */
+/** What the runner does to this instance's client sessions, in every relay event loop it has. */
 export interface SessionEffects {
-  /** Ends every session on `node` now; how many there were. */
-  dropNode(node: string, refusal: Refusal): number;
+  /**
+   * Ends every session on `node` now; resolves with how many there were once every event loop
+   * has done so (a worker that cannot confirm is killed, which ends its sessions too). Never rejects.
+   */
+  dropNode(node: string, refusal: Refusal): Promise<number>;
   /** Closes `node`'s sessions at transaction boundaries, cutting the rest after `drainMs`. */
   drainNode(node: string, refusal: Refusal, drainMs: number): Promise<{ atBoundary: number; cut: number }>;
 }

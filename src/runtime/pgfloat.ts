@@ -16,16 +16,14 @@ import { Monitor } from '../monitor/monitor';
 import { Operations } from '../operations/operations';
 import * as procedures from '../operations/procedures';
 import { ServerAdmin } from '../postgres/server-admin';
-import { BusyPoller } from '../proxy/busy-poll';
-import { CancelRegistry } from '../proxy/cancel-registry';
+import { AggregatorRegistry } from 'prom-client';
+import { LocalRelay, relaySettingsOf } from '../proxy/local-relay';
 import { ProxyServer } from '../proxy/proxy-server';
-import type { RelayCounters } from '../proxy/relay';
-import type { SessionEnvironment } from '../proxy/session';
-import { SessionRegistry } from '../proxy/session-registry';
-import { loadSecureContext } from '../proxy/tls';
+import type { RelayPlane } from '../proxy/relay-plane';
 import { Router } from '../routing/router';
 import { computeRoutes, type ListenerKind, type RouteOptions } from '../routing/routes';
-import { RoutingRules } from '../routing/rules';
+import { relayLoops } from '../workers/worker-count';
+import { WorkerPool } from '../workers/worker-pool';
 import { createStateBackend, loadInitialState, type StateBackend } from '../state/backend';
 import { systemClock } from './effects';
 import { FailoverRunner } from './failover-runner';
@@ -36,12 +34,11 @@ import { SynchronousGuard } from './synchronous-guard';
 export class Pgfloat {
   readonly monitor: Monitor;
   readonly router: Router;
-  readonly sessions = new SessionRegistry();
-  readonly cancels = new CancelRegistry();
+  /** The relay: in this process, or in proxy.workers worker processes. */
+  readonly relay: RelayPlane;
   readonly metrics: Metrics;
   readonly operations: Operations;
   private readonly backend: StateBackend;
-  private readonly counters: RelayCounters = { clientToServerBytes: 0, serverToClientBytes: 0 };
   private readonly proxy: ProxyServer;
   private readonly admin: AdminServer | undefined;
   private readonly nodes: Map<string, NodeAddress>;
@@ -75,8 +72,9 @@ export class Pgfloat {
     this.backend = createStateBackend(config, log.child({ component: 'etcd' }));
     this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
     this.router = new Router({ fallbackToPrimary: config.readOnly.fallbackToPrimary, holdMs: failover.holdMs }, log.child({ component: 'router' }));
-    this.metrics = new Metrics({ counters: this.counters, clientsByListener: () => this.sessions.countByListener() }, this.nodeNames);
-    this.proxy = new ProxyServer({ listen: this.listeners(), maxClientConnections: config.proxy.maxClientConnections }, this.sessionEnvironment());
+    this.metrics = new Metrics(this.nodeNames);
+    this.relay = this.createRelay();
+    this.proxy = new ProxyServer({ listen: this.listeners(), maxClientConnections: config.proxy.maxClientConnections }, this.relay, log.child({ component: 'proxy' }));
     this.admin = config.admin.listen ? this.adminServer(config.admin.listen, config.admin.token ?? undefined) : undefined;
     this.monitor.on('heartbeat', (health, observation) => {
       this.metrics.onHeartbeat(health, observation);
@@ -98,6 +96,7 @@ export class Pgfloat {
     await this.monitor.probeAll();
     await runner.settled();
     runner.start();
+    if (this.relay instanceof WorkerPool) await this.relay.launch();
     await this.proxy.start();
     await this.admin?.start();
     const admin = this.admin?.address();
@@ -138,9 +137,7 @@ export class Pgfloat {
       cluster: this.cluster(),
       core,
       automatic: this.failoverOptions.automatic,
-      sessions: this.sessions,
-      heldClients: this.router.heldClients,
-      reroutingClients: this.router.reroutingClients,
+      relay: this.relay.snapshot(),
       operation: this.operations.current?.record,
       instance: this.backend.instance,
       instances: this.backend.coordinator?.instances(),
@@ -190,16 +187,16 @@ export class Pgfloat {
         names: this.nodeNames,
         clock: systemClock,
         store: this.backend.store,
-        sessions: this.sessions,
+        sessions: this.relay,
         servers,
         log: this.log.child({ component: 'failover' }),
-        route: (core) => this.router.publish(computeRoutes(core, this.routeOptions)),
+        route: (core) => this.relay.publish(computeRoutes(core, this.routeOptions)),
         stepped: (core, previous) => {
           const finished = failoverFinished(previous, core);
           if (finished !== undefined) this.metrics.onFailover(finished);
           this.metrics.onCore(core, this.nodeNames);
           // The applied revision tells the other instances this one's sessions to fenced nodes are gone.
-          this.backend.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.cluster.revision);
+          this.backend.coordinator?.publish(Object.fromEntries(this.monitor.snapshot().map((h) => [h.node, h.status])), core.appliedRevision);
         },
         fenced: (node, result) => this.metrics.onFencing(node, result),
         progress: (_level, message) => {
@@ -239,26 +236,23 @@ export class Pgfloat {
     return listen;
   }
 
-  private sessionEnvironment(): SessionEnvironment {
-    const { config } = this;
-    return {
-      router: this.router,
-      rules: new RoutingRules(config.routing.rules),
-      nodes: this.nodes,
-      cancels: this.cancels,
-      sessions: this.sessions,
-      counters: this.counters,
-      secureContext: config.tls ? loadSecureContext(config.tls) : undefined,
-      startupTimeoutMs: config.proxy.startupTimeoutMs,
-      connectTimeoutMs: config.proxy.connectTimeoutMs,
-      keepaliveIdleMs: config.proxy.keepaliveIdleMs,
-      holdMs: config.failover.holdMs,
-      busyPoller: config.proxy.busyPollUs > 0 ? new BusyPoller(config.proxy.busyPollUs) : undefined,
-      log: this.log.child({ component: 'proxy' }),
-      onRefused: (listener, refusal) => this.metrics.onRefused(listener, refusal),
-      onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
-      onServerUnreachable: (node) => this.monitor.expedite(node),
-    };
+  private createRelay(): RelayPlane {
+    const settings = relaySettingsOf(this.config);
+    const loops = relayLoops(this.config.proxy.workers);
+    const expedite = (node: string): void => this.monitor.expedite(node);
+    if (loops === 1) return new LocalRelay(settings, this.router, this.metrics.registry, this.log.child({ component: 'proxy' }), { onServerUnreachable: expedite });
+    // Workers log at this logger's level (a test's silent one too), each line with its slot.
+    return new WorkerPool(settings, loops, this.router, this.log.level, this.log.child({ component: 'workers' }), {
+      expedite,
+      workers: (live, exited) => this.metrics.onWorkers(live, exited),
+    });
+  }
+
+  /** This process's metrics, with every worker's summed in (prom-client's aggregation for cluster workers). */
+  private async metricsText(): Promise<string> {
+    const workers = await this.relay.workerMetrics();
+    if (workers.length === 0) return this.metrics.registry.metrics();
+    return AggregatorRegistry.aggregate([await this.metrics.registry.getMetricsAsJSON(), ...workers]).metrics();
   }
 
   private adminServer(listen: ListenAddress, token: string | undefined): AdminServer {
@@ -266,7 +260,7 @@ export class Pgfloat {
       listen,
       {
         status: () => this.status(),
-        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metricsText() }),
         nodeNames: () => this.nodeNames,
         roles: () => ({ primary: this.router.current().primary, standbys: this.router.current().standbys }),
         operate: (op) => this.operate(op),

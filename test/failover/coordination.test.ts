@@ -1,7 +1,7 @@
 // The failover core with several instances sharing the state: follower, decider, majority, fence acknowledgements, lost lease.
 import t from 'tap';
 import type { Coordination, PeerView } from '../../src/failover/types';
-import { adoptedCluster, Sim } from './sim';
+import { adoptedCluster, defaultOptions, Sim } from './sim';
 import type { HealthStatus } from '../../src/cluster/node';
 
 function peer(n1: HealthStatus, appliedRevision: number, n2: HealthStatus = 'up'): PeerView {
@@ -92,6 +92,40 @@ t.test('a follower routes by the shared state and never decides', async (t) => {
   sim.primary('n2', '0/3000200', 2);
   t.same(sim.types(), ['release-writes']);
   t.equal(sim.writable(), 'n2');
+});
+
+t.test('a follower claims a fence as applied only once its relay dropped the sessions', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('up', 1) } });
+  sim.acknowledgeDrops = false;
+  sim.send({ type: 'cluster-changed', cluster: { ...sim.store, revision: 2, fenced: ['n1'] } });
+  t.same(sim.types(), ['hold-writes', 'drop-sessions n1']);
+  t.equal(sim.state.cluster.revision, 2, 'the new state is taken at once (routing follows it)');
+  t.equal(sim.state.appliedRevision, 1, 'but not reported as applied while a worker may still hold a session to n1');
+  sim.droppedSessions('n1');
+  t.equal(sim.state.appliedRevision, 2, 'applied once every worker answered');
+});
+
+t.test('a decider waits for its own relay too before promoting, and gives up at the deadline', async (t) => {
+  const sim = adoptedCluster();
+  sim.acknowledgeDrops = false;
+  sim.standby('n2', '0/3000000', 1, false);
+  sim.down('n1');
+  t.same(sim.types(), ['hold-writes', 'drop-sessions n1', 'fence n1', 'persist']);
+  sim.answerPersist();
+  t.same(sim.types(), [], 'fence persisted, no promotion yet');
+  t.equal(sim.state.phase.kind === 'failover' && sim.state.phase.step, 'acknowledging');
+  t.same(sim.types(sim.droppedSessions('n1')), ['promote n2'], 'the answer lets the promotion go ahead');
+
+  const stuck = adoptedCluster();
+  stuck.acknowledgeDrops = false;
+  stuck.standby('n2', '0/3000000', 1, false);
+  stuck.down('n1');
+  stuck.answerPersist();
+  stuck.tick(defaultOptions.promoteTimeoutMs + 1);
+  t.equal(stuck.state.phase.kind, 'failed', 'no answer in time: the failover fails rather than promote');
+  t.match(stuck.state.lastOutcome?.message, /relay did not confirm/);
+  t.notOk(stuck.all.some((a) => a.type === 'promote'), 'never promoted');
 });
 
 t.test('a follower refuses operator commands and names the decider', async (t) => {

@@ -42,15 +42,36 @@ export class Sim {
     this.state = initialState(names, cluster, 0);
   }
 
+  /**
+   * Whether the relay answers every drop-sessions at once (its sessions-dropped steps are shown
+   * with the step that asked); off, a test answers with `droppedSessions`.
+   */
+  acknowledgeDrops = true;
+
   send(event: Untimed<FailoverEvent>): StepEntry[] {
+    const entries = this.stepOnce(event);
+    if (this.acknowledgeDrops) {
+      // The answer to an operator command belongs to its own step; the relay's answers come after it.
+      const answer = this.state.operatorAnswer;
+      for (const drop of entries.filter((a) => a.type === 'drop-sessions')) entries.push(...this.stepOnce({ type: 'sessions-dropped', node: drop.node, sessions: 0 }));
+      this.state.operatorAnswer ??= answer;
+    }
+    this.last = entries;
+    this.all.push(...entries);
+    return entries;
+  }
+
+  droppedSessions(node: string): StepEntry[] {
+    return this.send({ type: 'sessions-dropped', node, sessions: 0 });
+  }
+
+  private stepOnce(event: Untimed<FailoverEvent>): StepEntry[] {
     const before = this.state.heldBecause;
     const result = step(this.state, { ...event, at: event.at ?? this.now } as FailoverEvent, this.options);
     this.state = result.state;
     const after = result.state.heldBecause;
     const gate: StepEntry[] = after !== undefined && after !== before ? [{ type: 'hold-writes', reason: after }] : after === undefined && before !== undefined ? [{ type: 'release-writes' }] : [];
-    this.last = [...gate, ...result.actions];
-    this.all.push(...this.last);
-    return this.last;
+    return [...gate, ...result.actions];
   }
 
   report(report: Partial<NodeReport> & { node: string }): StepEntry[] {

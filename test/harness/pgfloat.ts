@@ -76,6 +76,8 @@ export async function startPgfloatAt(
       monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2, password: options.password ?? '' },
       state: { dir: stateDir },
       ...overrides,
+      // One relay loop unless the test says otherwise; PGFLOAT_TEST_WORKERS runs a suite with workers.
+      proxy: { workers: testWorkers(), ...(overrides.proxy as Record<string, unknown> | undefined) },
     },
     'test',
   );
@@ -101,6 +103,12 @@ export async function startPgfloatAt(
     adminUrl: admin ? `http://127.0.0.1:${admin.port}` : '',
     stop,
   };
+}
+
+/** proxy.workers for the instances tests start: 1, or PGFLOAT_TEST_WORKERS. */
+export function testWorkers(): number {
+  const n = Number(process.env.PGFLOAT_TEST_WORKERS ?? '1');
+  return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
 // Kept here too: the tests have always imported it from this module.

@@ -24,7 +24,7 @@ t.test('cancellation through pgfloat', async (t) => {
     const client = await connectClient({ connectionString: proxy.readWriteUrl(), application_name: 'cancel-pg' });
     t.teardown(() => client.end());
     const { processId, secretKey } = backendKey(client);
-    t.ok(proxy.instance.cancels.size >= 1, 'the proxy registered the session key');
+    t.ok(proxy.instance.relay.snapshot().cancelKeys >= 1, 'the proxy registered the session key');
     const running = client.query('select pg_sleep(60)');
     running.catch(() => undefined);
     const pid = await waitForActiveQuery(cluster.primary, 'cancel-pg', 'select pg_sleep(60)');
@@ -96,13 +96,13 @@ t.test('cancellation through pgfloat', async (t) => {
   });
 
   t.test('keys are forgotten when sessions end', async (t) => {
-    await eventually(() => proxy.instance.sessions.size === 0, 'sessions to close');
-    t.equal(proxy.instance.cancels.size, 0, 'no cancel keys left in the registry');
+    await eventually(() => proxy.instance.relay.snapshot().open === 0, 'sessions to close');
+    t.equal(proxy.instance.relay.snapshot().cancelKeys, 0, 'no cancel keys left in the registry');
     const client = new Client({ connectionString: proxy.readWriteUrl() });
     await client.connect();
-    t.equal(proxy.instance.cancels.size, 1, 'one key while one session is open');
+    t.equal(proxy.instance.relay.snapshot().cancelKeys, 1, 'one key while one session is open');
     await client.end();
-    await eventually(() => proxy.instance.cancels.size === 0, 'the key to be unregistered');
+    await eventually(() => proxy.instance.relay.snapshot().cancelKeys === 0, 'the key to be unregistered');
     t.pass('unregistered after the session ended');
   });
 });

@@ -159,7 +159,7 @@ t.test('generated client connections through pgfloat', async (t) => {
   const warmup = 500;
   await pool(plans.slice(0, warmup), CONCURRENCY, runPlan);
   const settle = async (what: string): Promise<number> => {
-    await eventually(() => proxies.every((p) => p.instance.sessions.size === 0), `${what}: sessions to close`);
+    await eventually(() => proxies.every((p) => p.instance.relay.snapshot().open === 0), `${what}: sessions to close`);
     // A refused socket outlives its session, up to 5 s for the client to read its ErrorResponse
     // (session-end.ts): memory is measured once pgfloat holds none of them any more.
     await eventually(() => heldConnectionsOn(listenerPorts).length === 0, `${what}: pgfloat to close every client socket`, 15_000);
@@ -178,8 +178,8 @@ t.test('generated client connections through pgfloat', async (t) => {
   t.ok([...seen.keys()].some((k) => /timeout/.test(k)), 'exercised: the startup timeout');
 
   for (const p of proxies) {
-    t.equal(p.instance.sessions.size, 0, 'no sessions left');
-    t.equal(p.instance.cancels.size, 0, 'no cancel keys left');
+    t.equal(p.instance.relay.snapshot().open, 0, 'no sessions left');
+    t.equal(p.instance.relay.snapshot().cancelKeys, 0, 'no cancel keys left');
     const { r } = (await queryOnce<{ r: boolean }>(p.readWriteUrl(), 'select pg_is_in_recovery() as r'))[0]!;
     t.equal(r, false, 'a normal pg client still reaches the primary afterwards');
   }

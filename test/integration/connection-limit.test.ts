@@ -16,7 +16,7 @@ t.test('connection limit', async (t) => {
   const sleeper = await connectClient({ connectionString: proxy.readWriteUrl(), application_name: 'limit-sleeper' });
   const others = [await connectClient(proxy.readWriteUrl()), await connectClient(proxy.readOnlyUrl())];
   t.teardown(() => Promise.all([sleeper, ...others].map((c) => c.end().catch(() => undefined))));
-  t.equal(proxy.instance.sessions.size, 3, 'the proxy is full');
+  t.equal(proxy.instance.relay.snapshot().open, 3, 'the proxy is full');
 
   t.test('pg over the limit gets 53300', async (t) => {
     const err = await rejectionOf(connectClient(proxy.readWriteUrl()));
@@ -62,7 +62,7 @@ t.test('connection limit', async (t) => {
     const refused = /pgfloat_client_refusals_total\{listener="readWrite",reason="too-many-connections"\} (\d+)/.exec(metrics);
     t.ok(refused && Number(refused[1]) >= 3, 'too-many-connections refusals counted', { found: refused?.[0] });
     await others.pop()!.end();
-    await eventually(() => proxy.instance.sessions.size === 2, 'a slot to free up');
+    await eventually(() => proxy.instance.relay.snapshot().open === 2, 'a slot to free up');
     t.same(await queryOnce(proxy.readOnlyUrl(), 'select 1 as n'), [{ n: 1 }], 'a new client gets in');
   });
 });

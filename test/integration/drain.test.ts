@@ -1,6 +1,7 @@
 // Draining a node's sessions at transaction boundaries: idle, mid-transaction, past the deadline, pipelined, COPY, aborted.
 
 import t from 'tap';
+import { LocalRelay } from '../../src/proxy/local-relay';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,8 +74,10 @@ function afterStartup(data: Buffer): Array<{ type: string; body: Buffer }> {
 t.test('draining a node closes its sessions at transaction boundaries', async (t) => {
   const cluster = await startCluster(t);
   // A primary that misses heartbeats is held, not failed over, for as long as these tests need it to be.
-  const proxy = await startPgfloat(t, cluster, { monitor: { failuresBeforeDown: 30 } });
-  const sessions = proxy.instance.sessions;
+  const proxy = await startPgfloat(t, cluster, { monitor: { failuresBeforeDown: 30 }, proxy: { workers: 1 } });
+  const relay = proxy.instance.relay;
+  if (!(relay instanceof LocalRelay)) throw new Error('these tests drive the in-process relay (proxy.workers: 1)');
+  const sessions = relay.sessions;
   const node = cluster.primary.name;
   const url = proxy.readWriteUrl();
   const direct = cluster.primary.connectionString();

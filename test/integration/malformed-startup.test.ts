@@ -155,8 +155,8 @@ t.test('malformed and unusual startups', async (t) => {
   });
 
   t.test('nothing is left behind', async (t) => {
-    await eventually(() => proxy.instance.sessions.size === 0 && patient.instance.sessions.size === 0, 'all sessions to be closed');
-    t.equal(proxy.instance.cancels.size + patient.instance.cancels.size, 0, 'no cancel keys');
+    await eventually(() => proxy.instance.relay.snapshot().open === 0 && patient.instance.relay.snapshot().open === 0, 'all sessions to be closed');
+    t.equal(proxy.instance.relay.snapshot().cancelKeys + patient.instance.relay.snapshot().cancelKeys, 0, 'no cancel keys');
     await eventually(
       async () =>
         (await queryOnce(cluster.primary.connectionString(), `select 1 from pg_stat_activity where application_name = 'malformed-test'`)).length === 0,

@@ -133,7 +133,7 @@ t.test('TLS towards clients', async (t) => {
   });
 
   t.test('sessions are all gone afterwards', async (t) => {
-    await eventually(() => plain.instance.sessions.size === 0 && secure.instance.sessions.size === 0, 'sessions to close');
-    t.equal(secure.instance.cancels.size, 0);
+    await eventually(() => plain.instance.relay.snapshot().open === 0 && secure.instance.relay.snapshot().open === 0, 'sessions to close');
+    t.equal(secure.instance.relay.snapshot().cancelKeys, 0);
   });
 });

@@ -187,7 +187,26 @@ t.test('ticks of the injected clock carry the deadlines: a promotion that never 
   t.equal(r.runner.state.phase.kind, 'failed', 'past failover.promoteTimeoutMs');
   t.equal(r.runner.state.lastOutcome?.ok, false);
   r.clock.advance(defaultOptions.retryIntervalMs);
+  await settle(); // the relay's answer to the drop comes back as its own step
   t.equal(r.journal.filter((line) => line === 'promote n2').length, 2, 'promoted again after failover.retryIntervalMs');
+});
+
+t.test('a promotion waits until the relay (every worker) confirms the old primary\'s sessions are gone', async (t) => {
+  const r = rig();
+  const confirm = r.sessions.holdDrops();
+  r.runner.report(primary('n1'));
+  r.runner.report(standby('n2', false));
+  r.runner.report(down('n1'));
+  await settle();
+  t.ok(r.journal.includes('drop n1 (fenced)'), 'the drop was asked for');
+  t.match(r.store.cluster.fenced, ['n1'], 'and the fence persisted');
+  t.equal(r.runner.state.phase.kind === 'failover' && r.runner.state.phase.step, 'acknowledging', 'but the promotion waits');
+  t.notOk(r.journal.includes('promote n2'), 'nothing promoted before the answer');
+  t.equal(r.runner.state.appliedRevision < r.runner.state.cluster.revision, true, 'nor is the fence claimed as applied');
+  confirm();
+  await settle();
+  t.ok(r.journal.includes('promote n2'), 'promoted once the relay answered');
+  t.equal(r.runner.state.appliedRevision, r.runner.state.cluster.revision, 'and the revision counts as applied');
 });
 
 t.test('a switchover: drain, fence, stop writes, catch up, promote; a failed drain cuts the sessions and goes on', async (t) => {

@@ -70,8 +70,18 @@ export class FakeSessions implements SessionEffects {
 
   constructor(private readonly journal: Journal) {}
 
-  dropNode(node: string, refusal: Refusal): number {
+  private dropsHeld: Promise<void> | undefined;
+
+  /** Drops answer only once the returned function is called (a worker slow to confirm). */
+  holdDrops(): () => void {
+    let release!: () => void;
+    this.dropsHeld = new Promise((resolve) => (release = resolve));
+    return release;
+  }
+
+  async dropNode(node: string, refusal: Refusal): Promise<number> {
     this.journal.push(`drop ${node} (${refusal.reason})`);
+    await this.dropsHeld;
     return 1;
   }
 

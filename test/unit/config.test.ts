@@ -65,7 +65,7 @@ t.test('the documented example parses with defaults filled in', async (t) => {
   t.same(config.readOnly, { fallbackToPrimary: true, maxLagBytes: null });
   t.same(config.routing, { rules: [] });
   t.equal(config.tls, null);
-  t.same(config.proxy, { startupTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxClientConnections: 10_000, keepaliveIdleMs: 30_000, busyPollUs: 0 });
+  t.same(config.proxy, { startupTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxClientConnections: 10_000, keepaliveIdleMs: 30_000, busyPollUs: 0, workers: 'auto' });
   t.same(config.log, { level: 'info' });
 });
 
@@ -133,6 +133,8 @@ t.test('bad configs name the key', async (t) => {
     ['readOnly equal to readWrite in another spelling', `${minimal}listen: { readWrite: 7000, readOnly: "127.0.0.1:7000" }\n`, /^listen\.readOnly: port \d+ is already used/m],
     ['negative interval', `${minimal}monitor: { intervalMs: -5 }\n`, /^monitor\.intervalMs: /m],
     ['bad log level', `${minimal}log: { level: verbose }\n`, /^log\.level: /m],
+    ['workers neither auto nor a count', `${minimal}proxy: { workers: many }\n`, /^proxy\.workers: /m],
+    ['zero workers', `${minimal}proxy: { workers: 0 }\n`, /^proxy\.workers: /m],
     ['top level not a mapping', '- a\n- b\n', /^\(root\): /m],
   ];
   for (const [name, text, pattern] of cases) {
