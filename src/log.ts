@@ -22,3 +22,12 @@ export function createLogger(level: string = process.env.PGFLOAT_LOG_LEVEL ?? 'i
 
 /** A logger that drops everything, for library use and tests that do not look at logs. */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * Writes lines that are already log records (a relay worker's JSON) to where `log` writes, as
+ * they are: one destination for the whole instance, whether that is stdout or a test's capture.
+ */
+export function lineWriter(log: Logger): (line: string) => void {
+  const stream = (log as unknown as Record<symbol, { write(text: string): void } | undefined>)[pino.symbols.streamSym];
+  return stream ? (line) => stream.write(`${line}\n`) : (line) => process.stdout.write(`${line}\n`);
+}

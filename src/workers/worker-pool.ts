@@ -3,7 +3,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import type { Logger } from '../log';
+import { createInterface } from 'node:readline';
+import { lineWriter, type Logger } from '../log';
 import type { RelaySettings } from '../proxy/local-relay';
 import type { RelayPlane, RelaySnapshot, WorkerMetrics } from '../proxy/relay-plane';
 import type { DrainResult } from '../proxy/session-registry';
@@ -54,6 +55,7 @@ export class WorkerPool implements RelayPlane {
   private readonly queue: Queued[] = [];
   private readonly readyWatchers = new Set<() => void>();
   private stopping = false;
+  private readonly writeLine: (line: string) => void;
 
   constructor(
     private readonly settings: RelaySettings,
@@ -64,6 +66,7 @@ export class WorkerPool implements RelayPlane {
     private readonly hooks: WorkerPoolHooks,
   ) {
     this.table = new WorkerTable(count);
+    this.writeLine = lineWriter(log);
   }
 
   get loops(): number {
@@ -175,7 +178,9 @@ export class WorkerPool implements RelayPlane {
 
   private spawn(slot: number): void {
     // No PGFLOAT_* variables (secrets): a worker gets only the relay's settings, over IPC.
-    const child = fork(WORKER_MAIN, [], { env: hookEnvironment({}), stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+    const child = fork(WORKER_MAIN, [], { env: hookEnvironment({}), stdio: ['ignore', 'pipe', 'inherit', 'ipc'], serialization: 'json' });
+    // A worker's log lines go where this instance's go (stdout, or a test's capture), unchanged.
+    if (child.stdout) createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', this.writeLine);
     this.processes.set(slot, child);
     this.table.starting(slot, child.pid ?? null, Date.now());
     this.hooks.workers(this.table.liveSlots().length, false);
