@@ -106,6 +106,8 @@ export interface CpuTimes {
   systemSeconds: number;
   /** How many processes were summed: the roots and their live descendants. */
   processes: number;
+  /** Each live process's own user + system seconds (not its reaped children's), by pid, roots first. */
+  byProcess: Array<{ pid: number; seconds: number }>;
 }
 
 /**
@@ -129,16 +131,18 @@ export function proxyCpu(roots: readonly number[]): CpuTimes | undefined {
   const seen = new Set<number>();
   const pending = [...roots];
   let ticks = { user: 0, system: 0 };
-  for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
+  const own: Array<{ pid: number; ticks: number }> = [];
+  const hz = clockTicksPerSecond();
+  for (let pid = pending.shift(); pid !== undefined; pid = pending.shift()) {
     if (seen.has(pid)) continue;
     seen.add(pid);
     // utime, stime, cutime, cstime: fields 14 to 17
     const f = stats.get(pid)!.slice(11, 15).map(Number);
     ticks = { user: ticks.user + f[0]! + f[2]!, system: ticks.system + f[1]! + f[3]! };
+    own.push({ pid, ticks: f[0]! + f[1]! });
     pending.push(...(children.get(pid) ?? []));
   }
-  const hz = clockTicksPerSecond();
-  return { userSeconds: ticks.user / hz, systemSeconds: ticks.system / hz, processes: seen.size };
+  return { userSeconds: ticks.user / hz, systemSeconds: ticks.system / hz, processes: seen.size, byProcess: own.map((o) => ({ pid: o.pid, seconds: o.ticks / hz })) };
 }
 
 function parentOf(pid: number | string): number | undefined {

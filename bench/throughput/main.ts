@@ -9,7 +9,7 @@ import { initialize, runWorkload, WORKLOADS } from '../lib/pgbench';
 import { clockTicksPerSecond, proxyCpu, type CpuTimes } from '../lib/process-sample';
 import { createSay, loadAverage, machine, resultFiles, writeResults } from '../lib/run-output';
 import { measureLatency } from './latency';
-import { latencyRows, markdown, throughputRows, type PgbenchRun } from './report';
+import { cpuShares, latencyRows, markdown, throughputRows, type PgbenchRun } from './report';
 import { HAPROXY, PGBOUNCER, startBench, type Target } from './targets';
 
 const OPTS = readFlags({ duration: integer(10, 1), rounds: integer(3, 1), scale: integer(10, 1), 'latency-queries': integer(20_000, 1) });
@@ -34,7 +34,8 @@ function cpuSpent(before: CpuTimes | undefined, after: CpuTimes | undefined): Cp
   if (before === undefined || after === undefined) return null;
   // to the µs, so the results hold 0.09 rather than 0.09000000000000001
   const spent = (a: number, b: number): number => Math.round((a - b) * 1e6) / 1e6;
-  return { userSeconds: spent(after.userSeconds, before.userSeconds), systemSeconds: spent(after.systemSeconds, before.systemSeconds), processes: after.processes };
+  const byProcess = after.byProcess.map(({ pid, seconds }) => ({ pid, seconds: spent(seconds, before.byProcess.find((b) => b.pid === pid)?.seconds ?? 0) }));
+  return { userSeconds: spent(after.userSeconds, before.userSeconds), systemSeconds: spent(after.systemSeconds, before.systemSeconds), processes: after.processes, byProcess };
 }
 
 /** The progress line's note on the proxy's CPU: % of a core and µs per transaction, split. */
@@ -42,7 +43,9 @@ function cpuNote(name: string, cpu: CpuTimes | null, wallSeconds: number, transa
   if (cpu === null) return '';
   const us = (seconds: number): string => ((seconds * 1e6) / Math.max(1, transactions)).toFixed(1);
   const percent = (((cpu.userSeconds + cpu.systemSeconds) / wallSeconds) * 100).toFixed(0);
-  return `, ${name} CPU ${percent}% (${cpu.processes} proc), ${us(cpu.userSeconds + cpu.systemSeconds)} µs/txn = ${us(cpu.userSeconds)} user + ${us(cpu.systemSeconds)} sys`;
+  // Several processes (pgfloat's workers): what share of the work each one did.
+  const shares = cpu.processes > 1 ? ` [by process: ${cpuShares(cpu).map((p) => `${p}%`).join(' / ')}]` : '';
+  return `, ${name} CPU ${percent}% (${cpu.processes} proc), ${us(cpu.userSeconds + cpu.systemSeconds)} µs/txn = ${us(cpu.userSeconds)} user + ${us(cpu.systemSeconds)} sys${shares}`;
 }
 
 async function main(): Promise<void> {

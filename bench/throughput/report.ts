@@ -31,9 +31,17 @@ export interface ThroughputRow {
   tpsPerProxyCore: number | null;
   /** Processes summed (the proxy and its descendants), the most seen in a run. */
   proxyProcesses: number | null;
+  /** With several processes: each one's share of the CPU (%), median per process over the rounds, the control process first. */
+  cpuSharesByProcess: number[] | null;
 }
 
 const round1 = (v: number): number => Math.round(v * 10) / 10;
+
+/** Each process's share of the proxy's CPU in one run, in %, the first process (pgfloat's control process) first. */
+export function cpuShares(cpu: CpuTimes): number[] {
+  const total = cpu.byProcess.reduce((sum, p) => sum + p.seconds, 0);
+  return cpu.byProcess.map((p) => (total > 0 ? Math.round((p.seconds / total) * 100) : 0));
+}
 
 /**
  * The user/system split of the median total: the middle run (the mean of the two middle runs
@@ -71,10 +79,19 @@ export function throughputRows(workloads: string[], targets: string[], runs: Pgb
         proxyCpuUsPerTransaction: perTxn,
         tpsPerProxyCore: perTxn === null || perTxn.total <= 0 ? null : Math.round(1e6 / perTxn.total),
         proxyProcesses: cpuRuns.length > 0 ? Math.max(...cpuRuns.map((c) => c.processes)) : null,
+        cpuSharesByProcess: sharesByProcess(cpuRuns),
       });
     }
   }
   return rows;
+}
+
+/** The median share of each process position over the runs that had several processes; null when none had. */
+function sharesByProcess(runs: CpuTimes[]): number[] | null {
+  const shares = runs.filter((c) => c.processes > 1).map(cpuShares);
+  if (shares.length === 0) return null;
+  const positions = Math.max(...shares.map((s) => s.length));
+  return Array.from({ length: positions }, (_, i) => Math.round(median(shares.map((s) => s[i] ?? 0))));
 }
 
 export interface LatencyRow {
@@ -112,7 +129,7 @@ const signed = (v: number): string => (v > 0 ? `+${v}` : String(v));
 
 export function markdown(throughput: ThroughputRow[], latency: LatencyRow[]): string {
   const tp = markdownTable(
-    ['workload', 'target', 'median TPS', 'vs direct', 'proxy CPU', 'user µs/txn', 'sys µs/txn', 'CPU µs/txn', 'TPS per proxy core'],
+    ['workload', 'target', 'median TPS', 'vs direct', 'proxy CPU', 'user µs/txn', 'sys µs/txn', 'CPU µs/txn', 'TPS per proxy core', 'CPU by process'],
     throughput.map((r) => {
       const cpu = r.proxyCpuUsPerTransaction;
       return [
@@ -125,6 +142,7 @@ export function markdown(throughput: ThroughputRow[], latency: LatencyRow[]): st
         cpu === null ? '-' : cpu.system.toFixed(1),
         cpu === null ? '-' : cpu.total.toFixed(1),
         r.tpsPerProxyCore === null ? '-' : String(r.tpsPerProxyCore),
+        r.cpuSharesByProcess === null ? '-' : r.cpuSharesByProcess.map((p) => `${p}%`).join(' / '),
       ];
     }),
   );

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { unprivilegedUser } from '../../src/system/os-user';
 import { freePort } from '../../src/sandbox/ports';
+import { relayLoops } from '../../src/workers/worker-count';
 import { onCleanup } from '../lib/cleanup';
 import { benchDir, openCluster } from '../lib/cluster';
 import { nodesYaml, startPgfloat } from '../lib/pgfloat';
@@ -36,9 +37,14 @@ export async function startBench(log: (message: string) => void): Promise<Bench>
   const targets: Target[] = [{ name: 'direct', port: primary.port, setup: 'PostgreSQL 15 primary, TCP 127.0.0.1' }];
   const skipped: string[] = [];
 
-  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat', 0));
+  // pgfloat at its defaults (proxy.workers: auto, one loop per two cores: 1 on two cores), then
+  // on one loop and on two worker processes whatever the host, so each is measured everywhere.
+  const loops = relayLoops('auto');
+  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat', {}, `defaults (proxy.workers auto = ${loops} here)`));
+  if (loops !== 1) targets.push(await pgfloatTarget(dir, cluster, 'pgfloat-1w', { workers: 1 }, 'proxy.workers 1'));
+  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat-2w', { workers: 2 }, 'proxy.workers 2: a control process and two relay workers'));
   // The opt-in busy polling trades CPU for wake-up latency; measured beside the default.
-  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat-busypoll', 200));
+  targets.push(await pgfloatTarget(dir, cluster, 'pgfloat-busypoll', { busyPollUs: 200 }, 'proxy.busyPollUs 200'));
   if (existsSync(PGBOUNCER)) targets.push(await startPgbouncer(dir, primary.port));
   else skipped.push(`pgbouncer: ${PGBOUNCER} not installed`);
   if (existsSync(HAPROXY)) targets.push(await startHaproxy(dir, primary.port));
@@ -47,14 +53,14 @@ export async function startBench(log: (message: string) => void): Promise<Bench>
 }
 
 /** A separate `pgfloat start` process (like pgbouncer and haproxy), so it does not share the bench's event loop. */
-async function pgfloatTarget(dir: string, cluster: LocalCluster, name: string, busyPollUs: number): Promise<Target> {
+async function pgfloatTarget(dir: string, cluster: LocalCluster, name: string, proxy: { workers?: number; busyPollUs?: number }, what: string): Promise<Target> {
   const port = await freePort();
   const config = [
     `listen: { readWrite: "127.0.0.1:${port}", readOnly: null }`,
     'admin: { listen: null }',
     ...nodesYaml(cluster.nodes),
     `state: { dir: "${join(dir, `${name}-state`)}" }`,
-    `proxy: { busyPollUs: ${busyPollUs} }`,
+    `proxy: ${JSON.stringify(proxy)}`,
     'log: { level: warn }',
     '',
   ].join('\n');
@@ -63,7 +69,7 @@ async function pgfloatTarget(dir: string, cluster: LocalCluster, name: string, b
     name,
     port,
     pid,
-    setup: `node ${process.version}, separate process, log level warn, monitor every 500 ms, proxy.busyPollUs ${busyPollUs}`,
+    setup: `node ${process.version}, separate process, log level warn, monitor every 500 ms, ${what}`,
   };
 }
 

@@ -7,7 +7,7 @@ import { stringify } from 'yaml';
 import { CLI_MAIN } from './cli';
 import type { Teardown } from './cluster';
 import { parseLogLines, type LogLine } from './log-capture';
-import type { NodeAddress } from './pgfloat';
+import { testWorkers, type NodeAddress } from './pgfloat';
 import { freePort } from '../../src/sandbox/ports';
 
 export interface PgfloatProcess {
@@ -45,6 +45,7 @@ export async function startPgfloatProcess(
     monitor: { intervalMs: 200, timeoutMs: 1000, failuresBeforeDown: 2 },
     state: { dir: stateDir },
     log: { level: 'info' },
+    proxy: { workers: testWorkers() },
     ...overrides,
   };
   const file = join(stateDir, `pgfloat-${Date.now()}.yaml`);

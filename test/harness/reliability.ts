@@ -7,7 +7,7 @@ import { startCluster, type Teardown } from './cluster';
 import { checkHistory, describeReport, type CheckedNode, type HistoryReport, type InstanceLog } from './history-check';
 import { createHistoryTable, startHistoryWriters, type HistoryLog, type HistoryWriters, type WriterOptions } from './history';
 import { captureLog, type CapturedLog } from './log-capture';
-import { startPgfloatAt, stateDirFor, type ConfigOverrides, type NodeAddress, type RunningPgfloat } from './pgfloat';
+import { startPgfloatAt, stateDirFor, testWorkers, type ConfigOverrides, type NodeAddress, type RunningPgfloat } from './pgfloat';
 
 /** Where scenario results go (one JSON line each); `npm run report:reliability` renders them. */
 export const RESULTS_FILE = process.env.PGFLOAT_RELIABILITY_RESULTS ?? resolve(__dirname, '../../../tmp/reliability-results.jsonl');
@@ -104,8 +104,9 @@ export async function judge(
   if (history.connectFailures.length > 0) t.comment(`failed connects: ${JSON.stringify(history.connectFailures.slice(0, 3))}`);
   t.same(report.violations, [], 'the history holds no violation');
   if (!finish.connectFailuresExpected) t.same(history.connectFailures, [], 'no new connection failed: they were held');
+  const workers = testWorkers();
   record({
-    scenario: name,
+    scenario: workers > 1 ? `${name}, relayed by ${workers} workers` : name,
     result: t.passing() ? 'pass' : 'FAIL',
     failoverMs: report.failoverMs ?? null,
     acknowledged: report.acked,

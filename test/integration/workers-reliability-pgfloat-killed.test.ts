@@ -1,0 +1,4 @@
+// The reliability scenarios of reliability-pgfloat-killed.test.ts again, with every pgfloat relaying on two worker processes (proxy.workers: 2).
+
+process.env.PGFLOAT_TEST_WORKERS = '2';
+require('./reliability-pgfloat-killed.test');
