@@ -64,6 +64,10 @@ export function formatStatus(s: PgfloatStatus): string {
     `epoch ${s.epoch}, phase ${s.phase}, read-write: ${s.readWrite}`,
     `primary: ${s.primary ?? 'none'}; read-only: ${s.standbys.length ? s.standbys.join(', ') : 'none'}; clients: ${s.clients.readWrite} read-write, ${s.clients.readOnly} read-only`,
   ];
+  if (s.workers) {
+    const each = s.workers.map((w) => `#${w.slot} ${w.state === 'ready' ? `${w.sessions} sessions` : w.state}${w.restarts > 0 ? `, restarted ${w.restarts}x` : ''}`);
+    lines.push(`relay workers: ${each.join('; ')}`);
+  }
   if (s.operation) lines.push(`running: ${s.operation.kind}${s.operation.node ? ` ${s.operation.node}` : ''} (${s.operation.id}) since ${s.operation.startedAt}: ${s.operation.lastStep ?? ''}`);
   if (s.lastOutcome && !s.lastOutcome.ok) lines.push(`last ${s.lastOutcome.planned ? 'switchover' : 'failover'} failed at ${s.lastOutcome.at}: ${s.lastOutcome.message}`);
   if (s.failoverBlocked) lines.push(`failover blocked: ${s.failoverBlocked}`);
