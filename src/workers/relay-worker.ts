@@ -1,6 +1,6 @@
 // A relay worker process (proxy.workers > 1): relays the clients the control process hands it, routing by the decisions it forwards.
 
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createLogger, type Logger } from '../log';
 import { LocalRelay } from '../proxy/local-relay';
@@ -34,7 +34,8 @@ class RelayWorker {
         return;
       case 'client':
         this.received++;
-        this.relay.start(message.listener, handle as Socket, message.refusal);
+        // A client that hung up while being handed over arrives without its socket: nothing to relay.
+        if (handle instanceof Socket) this.relay.start(message.listener, handle, message.refusal);
         return;
       case 'drop':
         void this.relay.dropNode(message.node, message.refusal).then((sessions) => {
