@@ -9,9 +9,9 @@
 
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { giveBackReadBuffer, READ_BUFFER_SIZE, takeReadBuffer } from './read-buffers';
 
-/** Both directions read into buffers of this size: one socket buffer's worth per read. */
-export const READ_BUFFER_SIZE = 64 * 1024;
+export { READ_BUFFER_SIZE };
 
 /** Takes one chunk; it points into the reused buffer, valid until the callback returns. */
 export type ClientChunkSink = (chunk: Buffer) => void;
@@ -26,10 +26,12 @@ interface UserBufferFields {
   generator: symbol;
 }
 
+const NO_BUFFER = Buffer.alloc(0);
+
 const readers = new WeakMap<Duplex, ClientReader>();
 
 export class ClientReader {
-  private buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+  private buffer = takeReadBuffer();
   /** While unset (no relay running), chunks go out as copies in 'data' events, as before adoption. */
   sink: ClientChunkSink | undefined;
 
@@ -53,13 +55,21 @@ export class ClientReader {
     slots[fields.generator] = (): Buffer => reader.buffer;
     handle.useUserBuffer(reader.buffer);
     readers.set(socket, reader);
+    // Closed, the socket reads no more; a buffer a pending write still used was swapped out by keepLastChunk.
+    socket.once('close', reader.release);
     return reader;
   }
 
   /** The chunk just given is still referenced (a write that did not complete at once): read into a fresh buffer next. */
   keepLastChunk(): void {
-    this.buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+    this.buffer = takeReadBuffer();
   }
+
+  private readonly release = (): void => {
+    giveBackReadBuffer(this.buffer);
+    // Were it ever read into again, libuv fails a read into an empty buffer (ENOBUFS) rather than write anywhere.
+    this.buffer = NO_BUFFER;
+  };
 
   private readonly onRead = (nread: number, buffer: Buffer): boolean => {
     const chunk = buffer.subarray(0, nread);

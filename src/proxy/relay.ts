@@ -4,7 +4,11 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
-import { ClientReader, READ_BUFFER_SIZE } from './client-reader';
+import { ClientReader } from './client-reader';
+import { giveBackReadBuffer, takeReadBuffer } from './read-buffers';
+
+/** Read into after release: libuv fails a read into an empty buffer (ENOBUFS) rather than write anywhere. */
+const NO_BUFFER = Buffer.alloc(0);
 
 export interface RelayCounters {
   clientToServerBytes: number;
@@ -105,7 +109,7 @@ export class ClientToServerPump {
  * write still points into it and the next read gets a fresh one.
  */
 export class ServerToClientPump {
-  private buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+  private buffer = takeReadBuffer();
   private client: Duplex | undefined;
   private server: Socket | undefined;
   private tracker: TransactionTracker | undefined;
@@ -135,6 +139,15 @@ export class ServerToClientPump {
     this.watch = undefined;
   }
 
+  /**
+   * The server socket has closed and reads no more: the buffer goes back to the pool. It is never
+   * one a pending client write points into (those were swapped out in onChunk).
+   */
+  release(): void {
+    giveBackReadBuffer(this.buffer);
+    this.buffer = NO_BUFFER;
+  }
+
   private onChunk(chunk: Buffer): boolean {
     if (this.client === undefined) return true;
     if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
@@ -144,7 +157,7 @@ export class ServerToClientPump {
     this.tracker!.server(chunk, 0, chunk.length);
     this.counters.serverToClientBytes += chunk.length;
     const accepted = client.write(chunk);
-    if (client.writableLength > 0) this.buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+    if (client.writableLength > 0) this.buffer = takeReadBuffer();
     // Synchronously after the forward, so no client byte can be forwarded in between.
     if (this.watch !== undefined) this.watch.afterChunk();
     if (accepted || this.client === undefined) return true;
