@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
-import { ClientReader } from './client-reader';
+import { armGenerator, bufferGeneratorSlot, ClientReader, nextBufferOnce, viewOf, type ChunkView } from './client-reader';
 import { DirectWriter, FULL, HELD } from './direct-write';
 import { giveBackReadBuffer, takeReadBuffer } from './read-buffers';
 
@@ -114,6 +114,9 @@ export class ClientToServerPump {
  */
 export class ServerToClientPump {
   private buffer = takeReadBuffer();
+  private readonly view: ChunkView = { source: NO_BUFFER, chunk: NO_BUFFER };
+  /** Where the server socket keeps its buffer generator, unset between buffer changes; undefined if not found. */
+  private generatorSlot: symbol | undefined;
   private client: Duplex | undefined;
   private writer: DirectWriter | undefined;
   private server: Socket | undefined;
@@ -128,11 +131,16 @@ export class ServerToClientPump {
   /** Pass as `onread` to net.connect. */
   readonly onread = {
     buffer: (): Buffer => this.buffer,
-    callback: (nread: number, buffer: Buffer): boolean => this.onChunk(buffer.subarray(0, nread)),
+    callback: (nread: number, buffer: Buffer): boolean => this.onChunk(viewOf(this.view, buffer, nread)),
   };
+
+  private readonly nextBuffer = (): Buffer => nextBufferOnce(this.server!, this.generatorSlot!, this.buffer);
 
   start(server: Socket, client: Duplex, tracker: TransactionTracker, observe?: (chunk: Buffer) => boolean): void {
     this.server = server;
+    // The handle has its first buffer: Node need not ask for one after every read, only after a change.
+    this.generatorSlot = bufferGeneratorSlot(server);
+    if (this.generatorSlot !== undefined) (server as unknown as Record<symbol, unknown>)[this.generatorSlot] = null;
     this.client = client;
     this.writer = DirectWriter.for(client);
     this.tracker = tracker;
@@ -163,7 +171,10 @@ export class ServerToClientPump {
     this.counters.serverToClientBytes += chunk.length;
     const writer = this.writer!;
     const outcome = writer.write(chunk);
-    if ((outcome & HELD) !== 0) this.buffer = takeReadBuffer();
+    if ((outcome & HELD) !== 0) {
+      this.buffer = takeReadBuffer();
+      if (this.generatorSlot !== undefined) armGenerator(this.server!, this.generatorSlot, this.nextBuffer);
+    }
     // Synchronously after the forward, so no client byte can be forwarded in between.
     if (this.watch !== undefined) this.watch.afterChunk();
     if ((outcome & FULL) === 0 || this.client === undefined) return true;

@@ -141,3 +141,20 @@ t.test('a buffer a pending write may still hold is not given back', async (t) =>
   t.notOk(taken.some((b) => b.buffer === kept[0]!.buffer), 'the kept chunk is in no pooled buffer');
   t.equal(String(kept[0]), 'held');
 });
+
+t.test('after keepLastChunk the reads go on in the fresh buffer, and stay there', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  const chunks: Buffer[] = [];
+  reader.sink = (chunk) => {
+    chunks.push(chunk);
+    if (chunks.length === 1) reader.keepLastChunk();
+  };
+  for (const word of ['a', 'b', 'c']) {
+    peer.write(word);
+    await eventually(() => chunks.length > 0 && String(chunks[chunks.length - 1]) === word, `"${word}"`);
+  }
+  t.not(chunks[1]!.buffer, chunks[0]!.buffer, 'the read after keepLastChunk went elsewhere');
+  t.equal(chunks[2]!.buffer, chunks[1]!.buffer, 'and the next one into the same buffer again');
+  t.equal(String(chunks[0]), 'a', 'the kept chunk is intact');
+});
