@@ -58,7 +58,7 @@ export class DirectWriter {
   /** Direct writes libuv still holds. */
   private pending = 0;
   private onDrained: (() => void) | undefined;
-  /** Writes that took the stream path, and why the last FULL is waited for. */
+  /** Whether the last FULL came from the stream path (its 'drain' ends it) rather than a pending direct write. */
   private drainByStream = false;
   /** Direct writes made (for tests). */
   direct = 0;
