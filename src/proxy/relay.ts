@@ -4,7 +4,12 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TransactionTracker } from '../protocol/transaction-tracker';
 import type { BusyPoller } from './busy-poll';
-import { ClientReader, READ_BUFFER_SIZE } from './client-reader';
+import { armGenerator, bufferGeneratorSlot, ClientReader, nextBufferOnce, viewOf, type ChunkView } from './client-reader';
+import { DirectWriter, FULL, HELD } from './direct-write';
+import { giveBackReadBuffer, takeReadBuffer } from './read-buffers';
+
+/** Read into after release: libuv fails a read into an empty buffer (ENOBUFS) rather than write anywhere. */
+const NO_BUFFER = Buffer.alloc(0);
 
 export interface RelayCounters {
   clientToServerBytes: number;
@@ -42,17 +47,20 @@ export class BoundaryWatch {
 export class ClientToServerPump {
   private waitingForDrain = false;
   private reader: ClientReader | undefined;
+  private readonly writer: DirectWriter;
   watch: BoundaryWatch | undefined;
   /** Whether any client byte has gone to the server through this pump. */
   forwardedAny = false;
 
   constructor(
     private readonly client: Duplex,
-    private readonly server: Duplex,
+    server: Duplex,
     private readonly tracker: TransactionTracker,
     private readonly counters: RelayCounters,
     private readonly busyPoller: BusyPoller | undefined,
-  ) {}
+  ) {
+    this.writer = DirectWriter.for(server);
+  }
 
   start(): void {
     const reader = (this.reader = ClientReader.of(this.client));
@@ -76,19 +84,19 @@ export class ClientToServerPump {
     this.forwardedAny = true;
     this.busyPoller?.kick();
     this.tracker.client(chunk, 0, chunk.length);
-    const accepted = this.server.write(chunk);
+    const outcome = this.writer.write(chunk);
     // The pending write still points into the reader's buffer.
-    if (this.reader !== undefined && this.server.writableLength > 0) this.reader.keepLastChunk();
+    if (this.reader !== undefined && (outcome & HELD) !== 0) this.reader.keepLastChunk();
     if (watch !== undefined) {
       watch.afterChunk();
       if (this.watch === undefined) return; // the session closed
     }
-    if (!accepted && !this.waitingForDrain) {
+    if ((outcome & FULL) !== 0 && !this.waitingForDrain) {
       // The server reads slower than the client sends: stop reading until it catches up,
       // so memory stays bounded by one socket buffer per direction.
       this.waitingForDrain = true;
       this.client.pause();
-      this.server.once('drain', this.resume);
+      this.writer.whenDrained(this.resume);
     }
   };
 
@@ -105,8 +113,12 @@ export class ClientToServerPump {
  * write still points into it and the next read gets a fresh one.
  */
 export class ServerToClientPump {
-  private buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+  private buffer = takeReadBuffer();
+  private readonly view: ChunkView = { source: NO_BUFFER, chunk: NO_BUFFER };
+  /** Where the server socket keeps its buffer generator, unset between buffer changes; undefined if not found. */
+  private generatorSlot: symbol | undefined;
   private client: Duplex | undefined;
+  private writer: DirectWriter | undefined;
   private server: Socket | undefined;
   private tracker: TransactionTracker | undefined;
   private waitingForDrain = false;
@@ -119,12 +131,18 @@ export class ServerToClientPump {
   /** Pass as `onread` to net.connect. */
   readonly onread = {
     buffer: (): Buffer => this.buffer,
-    callback: (nread: number, buffer: Buffer): boolean => this.onChunk(buffer.subarray(0, nread)),
+    callback: (nread: number, buffer: Buffer): boolean => this.onChunk(viewOf(this.view, buffer, nread)),
   };
+
+  private readonly nextBuffer = (): Buffer => nextBufferOnce(this.server!, this.generatorSlot!, this.buffer);
 
   start(server: Socket, client: Duplex, tracker: TransactionTracker, observe?: (chunk: Buffer) => boolean): void {
     this.server = server;
+    // The handle has its first buffer: Node need not ask for one after every read, only after a change.
+    this.generatorSlot = bufferGeneratorSlot(server);
+    if (this.generatorSlot !== undefined) (server as unknown as Record<symbol, unknown>)[this.generatorSlot] = null;
     this.client = client;
+    this.writer = DirectWriter.for(client);
     this.tracker = tracker;
     this.observe = observe;
   }
@@ -135,22 +153,34 @@ export class ServerToClientPump {
     this.watch = undefined;
   }
 
+  /**
+   * The server socket has closed and reads no more: the buffer goes back to the pool. It is never
+   * one a pending client write points into (those were swapped out in onChunk).
+   */
+  release(): void {
+    giveBackReadBuffer(this.buffer);
+    this.buffer = NO_BUFFER;
+  }
+
   private onChunk(chunk: Buffer): boolean {
     if (this.client === undefined) return true;
     if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
     // Read after the observer, which may have stopped the pump (the session went elsewhere).
-    const client = this.client;
-    if (client === undefined) return true;
+    if (this.client === undefined) return true;
     this.tracker!.server(chunk, 0, chunk.length);
     this.counters.serverToClientBytes += chunk.length;
-    const accepted = client.write(chunk);
-    if (client.writableLength > 0) this.buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+    const writer = this.writer!;
+    const outcome = writer.write(chunk);
+    if ((outcome & HELD) !== 0) {
+      this.buffer = takeReadBuffer();
+      if (this.generatorSlot !== undefined) armGenerator(this.server!, this.generatorSlot, this.nextBuffer);
+    }
     // Synchronously after the forward, so no client byte can be forwarded in between.
     if (this.watch !== undefined) this.watch.afterChunk();
-    if (accepted || this.client === undefined) return true;
+    if ((outcome & FULL) === 0 || this.client === undefined) return true;
     if (!this.waitingForDrain) {
       this.waitingForDrain = true;
-      client.once('drain', this.resume);
+      writer.whenDrained(this.resume);
     }
     return false; // pauses the server socket until the client drains
   }

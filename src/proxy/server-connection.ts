@@ -25,6 +25,7 @@ export function connectToServer(node: ServerAddress, pump: ServerToClientPump, o
     keepAliveInitialDelay: opts.keepaliveIdleMs,
     onread: pump.onread,
   });
+  socket.once('close', () => pump.release());
   const connected = new Promise<Socket>((resolve, reject) => {
     const settle = (err?: Error): void => {
       clearTimeout(timer);

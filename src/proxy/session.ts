@@ -17,6 +17,7 @@ import { BoundaryWatch, ClientToServerPump, ServerToClientPump, type RelayCounte
 import { connectToServer } from './server-connection';
 import { endWithError, endWithErrorSoon, lingerThenDestroy, terminateServer } from './session-end';
 import type { SessionRegistry, TrackedSession } from './session-registry';
+import { SessionLog } from './session-log';
 import { StartupHandshake, type HandshakeHandler, type StartupMessagePacket } from './startup-handshake';
 import type { Refusal } from '../protocol/refusal';
 
@@ -76,7 +77,7 @@ export class ClientSession implements TrackedSession {
   private unansweredStartup: Buffer | undefined;
   /** Until when a read-write client may wait for a primary that can take it (failover.holdMs). */
   private holdDeadline: number | undefined;
-  private readonly log: Logger;
+  private readonly log: SessionLog;
 
   constructor(
     raw: Socket,
@@ -86,7 +87,7 @@ export class ClientSession implements TrackedSession {
     private readonly refusal?: Refusal,
   ) {
     this.client = raw;
-    this.log = env.log.child({ session: this.id, listener, remote: `${raw.remoteAddress}:${raw.remotePort}` });
+    this.log = new SessionLog(env.log, { session: this.id, listener, remote: `${raw.remoteAddress}:${raw.remotePort}` });
     raw.setNoDelay(true);
     raw.setKeepAlive(true, env.keepaliveIdleMs);
     raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));

@@ -5,6 +5,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import t from 'tap';
 import { ClientReader } from '../../src/proxy/client-reader';
+import { freeReadBuffers, takeReadBuffer } from '../../src/proxy/read-buffers';
 import { eventually, holdsFor } from '../harness/waiting';
 
 async function pair(t: tap.Test): Promise<{ accepted: Socket; peer: Socket }> {
@@ -101,4 +102,59 @@ t.test('not adopted where bytes are already buffered, or a data listener is atta
   const second = await pair(t);
   second.accepted.on('data', () => undefined);
   t.equal(ClientReader.of(second.accepted), undefined, 'someone reads it already');
+});
+
+t.test('a closed socket gives its read buffer back: the next adopted socket reads into it', async (t) => {
+  const first = await pair(t);
+  const reader = ClientReader.of(first.accepted)!;
+  const used = new Set<ArrayBuffer>();
+  reader.sink = (chunk) => used.add(chunk.buffer as ArrayBuffer);
+  first.peer.write('x');
+  await eventually(() => used.size === 1, 'a read');
+  const idle = freeReadBuffers();
+  first.accepted.destroy();
+  await once(first.accepted, 'close');
+  t.equal(freeReadBuffers(), idle + 1, 'given back on close');
+
+  const second = await pair(t);
+  const next = ClientReader.of(second.accepted)!;
+  const seen: ArrayBuffer[] = [];
+  next.sink = (chunk) => seen.push(chunk.buffer as ArrayBuffer);
+  second.peer.write('y');
+  await eventually(() => seen.length === 1, 'a read on the second socket');
+  t.ok(used.has(seen[0]!), 'the same buffer');
+});
+
+t.test('a buffer a pending write may still hold is not given back', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  const kept: Buffer[] = [];
+  reader.sink = (chunk) => {
+    kept.push(chunk);
+    reader.keepLastChunk();
+  };
+  peer.write('held');
+  await eventually(() => kept.length === 1, 'a read');
+  accepted.destroy();
+  await once(accepted, 'close');
+  const taken = Array.from({ length: freeReadBuffers() }, () => takeReadBuffer());
+  t.notOk(taken.some((b) => b.buffer === kept[0]!.buffer), 'the kept chunk is in no pooled buffer');
+  t.equal(String(kept[0]), 'held');
+});
+
+t.test('after keepLastChunk the reads go on in the fresh buffer, and stay there', async (t) => {
+  const { accepted, peer } = await pair(t);
+  const reader = ClientReader.of(accepted)!;
+  const chunks: Buffer[] = [];
+  reader.sink = (chunk) => {
+    chunks.push(chunk);
+    if (chunks.length === 1) reader.keepLastChunk();
+  };
+  for (const word of ['a', 'b', 'c']) {
+    peer.write(word);
+    await eventually(() => chunks.length > 0 && String(chunks[chunks.length - 1]) === word, `"${word}"`);
+  }
+  t.not(chunks[1]!.buffer, chunks[0]!.buffer, 'the read after keepLastChunk went elsewhere');
+  t.equal(chunks[2]!.buffer, chunks[1]!.buffer, 'and the next one into the same buffer again');
+  t.equal(String(chunks[0]), 'a', 'the kept chunk is intact');
 });
