@@ -17,7 +17,9 @@ export type RefusalReason =
   | 'protocol-violation'
   | 'unsupported-protocol'
   | 'shutting-down'
-  | 'switchover';
+  | 'switchover'
+  /** proxy.workers: no relay worker was ready to take the client in time (all of them restarting). */
+  | 'no-relay-worker';
 
 export interface Refusal {
   reason: RefusalReason;

@@ -245,7 +245,7 @@ export class Pgfloat {
     return new WorkerPool(settings, loops, this.router, this.log.level, this.log.child({ component: 'workers' }), {
       expedite,
       workers: (live, exited) => this.metrics.onWorkers(live, exited),
-    });
+    }, { registry: this.metrics.registry });
   }
 
   /** This process's metrics, with every worker's summed in (prom-client's aggregation for cluster workers). */

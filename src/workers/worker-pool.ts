@@ -5,17 +5,25 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { lineWriter, type Logger } from '../log';
-import type { RelaySettings } from '../proxy/local-relay';
+import { LocalRelay, type RelaySettings } from '../proxy/local-relay';
 import type { RelayPlane, RelaySnapshot, WorkerMetrics } from '../proxy/relay-plane';
 import type { DrainResult } from '../proxy/session-registry';
+import { SqlState } from '../protocol/codes';
 import type { Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind, Routes } from '../routing/routes';
 import { hookEnvironment } from '../system/environment';
+import { Registry } from 'prom-client';
 import { isFromWorker, type FromWorker, type ToWorker } from './messages';
 import { WorkerTable } from './worker-table';
 
 const WORKER_MAIN = join(__dirname, 'worker-main.js');
+
+const NO_WORKER: Refusal = {
+  reason: 'no-relay-worker',
+  code: SqlState.cannotConnectNow,
+  message: 'pgfloat cannot take new connections right now: its relay workers are restarting',
+};
 
 /**
  * A worker that does not answer a drop within this (or a drain within this past the drain's own
@@ -31,6 +39,11 @@ export interface WorkerPoolHooks {
   expedite(node: string): void;
   /** The number of live workers changed; `exited` when one ended unasked. */
   workers(live: number, exited: boolean): void;
+}
+
+export interface WorkerPoolOptions {
+  /** Where the refusals this process makes itself (no worker ready in time) are counted. */
+  registry?: Registry;
 }
 
 interface Queued {
@@ -56,6 +69,11 @@ export class WorkerPool implements RelayPlane {
   private readonly readyWatchers = new Set<() => void>();
   private stopping = false;
   private readonly writeLine: (line: string) => void;
+  /**
+   * Refuses, in this process, a client no worker could take in time: it still gets its startup
+   * handshake and an ErrorResponse, never a bare close. It relays nothing.
+   */
+  private readonly refuser: LocalRelay;
 
   constructor(
     private readonly settings: RelaySettings,
@@ -64,9 +82,11 @@ export class WorkerPool implements RelayPlane {
     private readonly logLevel: string,
     private readonly log: Logger,
     private readonly hooks: WorkerPoolHooks,
+    options: WorkerPoolOptions = {},
   ) {
     this.table = new WorkerTable(count);
     this.writeLine = lineWriter(log);
+    this.refuser = new LocalRelay(settings, router, options.registry ?? new Registry(), log, { onServerUnreachable: () => undefined });
   }
 
   get loops(): number {
@@ -158,7 +178,8 @@ export class WorkerPool implements RelayPlane {
     this.stopping = true;
     for (const q of this.queue.splice(0)) {
       clearTimeout(q.timer);
-      q.socket.destroy();
+      q.socket.resume();
+      this.refuser.start(q.listener, q.socket, refusal);
     }
     await Promise.all(
       [...this.processes.values()].map(
@@ -272,13 +293,18 @@ export class WorkerPool implements RelayPlane {
   }
 
   private hold(listener: ListenerKind, socket: Socket, refusal: Refusal | undefined): void {
-    if (this.stopping) return void socket.destroy();
+    if (this.stopping) {
+      socket.resume();
+      return this.refuser.start(listener, socket, { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' });
+    }
     socket.on('error', () => undefined);
     const timer = setTimeout(() => {
       const at = this.queue.findIndex((q) => q.socket === socket);
       if (at >= 0) this.queue.splice(at, 1);
-      this.log.warn({ waitedMs: this.settings.startupTimeoutMs }, 'no relay worker became ready for a waiting client: closing it');
-      socket.destroy();
+      this.log.warn({ waitedMs: this.settings.startupTimeoutMs }, 'no relay worker became ready for a waiting client: refusing it');
+      // Accepted paused for a hand-over: it reads here instead.
+      socket.resume();
+      this.refuser.start(listener, socket, refusal ?? NO_WORKER);
     }, this.settings.startupTimeoutMs);
     this.queue.push({ listener, socket, refusal, timer });
   }
