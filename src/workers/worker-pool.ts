@@ -4,6 +4,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Registry } from 'prom-client';
 import { lineWriter, type Logger } from '../log';
 import { LocalRelay, type RelaySettings } from '../proxy/local-relay';
 import type { RelayPlane, RelaySnapshot, WorkerMetrics } from '../proxy/relay-plane';
@@ -13,7 +14,6 @@ import type { Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind, Routes } from '../routing/routes';
 import { hookEnvironment } from '../system/environment';
-import { Registry } from 'prom-client';
 import { isFromWorker, type FromWorker, type ToWorker } from './messages';
 import { WorkerTable } from './worker-table';
 
