@@ -1,6 +1,9 @@
-// The kernel's view of this machine's TCP sockets (/proc/net/tcp): which ones a process still holds, and what sits unread in their queues.
+// TCP sockets in tests: the kernel's view of them (/proc/net/tcp: which ones a process still holds, what sits unread), and a loopback pair.
 
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Teardown } from './cluster';
 
 export interface TcpSocket {
   localPort: number;
@@ -53,4 +56,25 @@ export function heldConnectionsOn(ports: readonly number[]): TcpSocket[] {
 /** The socket from `localPort` to `remotePort`, if the kernel still has it. */
 export function tcpSocket(localPort: number, remotePort: number): TcpSocket | undefined {
   return tcpSockets().find((s) => s.localPort === localPort && s.remotePort === remotePort && s.inode !== 0);
+}
+
+/**
+ * A connected loopback pair, closed at teardown: `accepted` is the server's end (accepted paused
+ * with `pauseOnConnect`), `peer` the client's.
+ */
+export async function loopbackPair(t: Teardown, { pauseOnConnect = false } = {}): Promise<{ accepted: Socket; peer: Socket }> {
+  const server: Server = createServer({ pauseOnConnect });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const accepting = once(server, 'connection');
+  const peer = connect(port, '127.0.0.1');
+  const [accepted] = (await accepting) as [Socket];
+  await once(peer, 'connect');
+  t.teardown(() => {
+    accepted.destroy();
+    peer.destroy();
+    server.close();
+  });
+  return { accepted, peer };
 }

@@ -1,28 +1,24 @@
 // ClientReader over real loopback sockets: chunks into one reused buffer, 'data' copies while no
 // relay takes them, pause/resume as backpressure, and no adoption where it would lose bytes.
 
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { once } from 'node:events';
 import t from 'tap';
 import { ClientReader } from '../../src/proxy/client-reader';
 import { freeReadBuffers, takeReadBuffer } from '../../src/proxy/read-buffers';
+import { loopbackPair } from '../harness/sockets';
 import { eventually, holdsFor } from '../harness/waiting';
 
-async function pair(t: tap.Test): Promise<{ accepted: Socket; peer: Socket }> {
-  const server: Server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  const acceptedP = once(server, 'connection');
-  const peer = connect(port, '127.0.0.1');
-  const [accepted] = (await acceptedP) as [Socket];
-  await once(peer, 'connect');
-  t.teardown(() => {
-    accepted.destroy();
-    peer.destroy();
-    server.close();
-  });
-  return { accepted, peer };
+const pair = (t: tap.Test): Promise<{ accepted: Socket; peer: Socket }> => loopbackPair(t);
+
+/** Takes every chunk as a relay whose write is still pending would: the reader must read the next one elsewhere. */
+function keepEveryChunk(reader: ClientReader): Buffer[] {
+  const kept: Buffer[] = [];
+  reader.sink = (chunk) => {
+    kept.push(chunk);
+    reader.keepLastChunk();
+  };
+  return kept;
 }
 
 t.test('an adopted socket hands chunks to the sink, in one reused buffer', async (t) => {
@@ -48,11 +44,7 @@ t.test('an adopted socket hands chunks to the sink, in one reused buffer', async
 t.test('keepLastChunk leaves the last chunk intact: the next read goes to a fresh buffer', async (t) => {
   const { accepted, peer } = await pair(t);
   const reader = ClientReader.of(accepted)!;
-  const kept: Buffer[] = [];
-  reader.sink = (chunk) => {
-    kept.push(chunk);
-    reader.keepLastChunk();
-  };
+  const kept = keepEveryChunk(reader);
   peer.write('first');
   await eventually(() => kept.length === 1, 'the first chunk');
   peer.write('second');
@@ -128,11 +120,7 @@ t.test('a closed socket gives its read buffer back: the next adopted socket read
 t.test('a buffer a pending write may still hold is not given back', async (t) => {
   const { accepted, peer } = await pair(t);
   const reader = ClientReader.of(accepted)!;
-  const kept: Buffer[] = [];
-  reader.sink = (chunk) => {
-    kept.push(chunk);
-    reader.keepLastChunk();
-  };
+  const kept = keepEveryChunk(reader);
   peer.write('held');
   await eventually(() => kept.length === 1, 'a read');
   accepted.destroy();

@@ -2,12 +2,13 @@
 // that goes async (the peer not reading) keeps its chunk alive and holds the producer back, and
 // the stream path whenever the socket is closing or gone.
 
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { once } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { DirectWriter, directWritesAvailable, FULL, HELD } from '../../src/proxy/direct-write';
+import { loopbackPair } from '../harness/sockets';
 import { eventually, holdsFor } from '../harness/waiting';
 
 /**
@@ -15,25 +16,13 @@ import { eventually, holdsFor } from '../harness/waiting';
  * fills and stays full: a write behind it stays pending however long the test takes.
  */
 async function pair(t: tap.Test, { reading = true } = {}): Promise<{ writer: Socket; reader: Socket; received: () => Buffer; startReading: () => void }> {
-  const server: Server = createServer({ pauseOnConnect: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  const acceptedP = once(server, 'connection');
-  const writer = connect(port, '127.0.0.1');
-  const [reader] = (await acceptedP) as [Socket];
-  await once(writer, 'connect');
+  const { accepted: reader, peer: writer } = await loopbackPair(t, { pauseOnConnect: true });
   const chunks: Buffer[] = [];
   const startReading = (): void => {
     reader.on('data', (chunk: Buffer) => chunks.push(chunk));
     reader.resume(); // accepted paused, a data listener alone does not start it
   };
   if (reading) startReading();
-  t.teardown(() => {
-    writer.destroy();
-    reader.destroy();
-    server.close();
-  });
   return { writer, reader, received: () => Buffer.concat(chunks), startReading };
 }
 
