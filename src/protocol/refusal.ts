@@ -1,6 +1,6 @@
 // Why pgfloat refuses or ends a client session on its own account: the ErrorResponse it sends, with a reason label for logs and metrics.
 
-import type { SqlStateCode } from './codes';
+import { SqlState, type SqlStateCode } from './codes';
 
 export type RefusalReason =
   | 'no-primary'
@@ -27,3 +27,6 @@ export interface Refusal {
   message: string;
   detail?: string;
 }
+
+/** A new client while pgfloat stops. */
+export const SHUTTING_DOWN: Refusal = { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' };

@@ -5,7 +5,7 @@ import type { ListenAddress } from '../config/address';
 import { SqlState } from '../protocol/codes';
 import type { ListenerKind } from '../routing/routes';
 import type { Logger } from '../log';
-import type { Refusal } from '../protocol/refusal';
+import { SHUTTING_DOWN, type Refusal } from '../protocol/refusal';
 import { openFilesLimit, sessionsWithinLimit } from './fd-budget';
 import type { RelayPlane } from './relay-plane';
 
@@ -92,7 +92,7 @@ export class ProxyServer {
     // packet (libpq does not show an error sent in reply to its SSLRequest).
     let refusal: Refusal | undefined;
     if (this.closing) {
-      refusal = { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' };
+      refusal = SHUTTING_DOWN;
     } else if (this.relay.open() >= this.maxSessions) {
       refusal = {
         reason: 'too-many-connections',

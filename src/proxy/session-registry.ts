@@ -30,11 +30,14 @@ interface Drain {
 
 export class SessionRegistry {
   private readonly all = new Set<TrackedSession>();
+  private readonly byListener = new Map<string, number>();
   private readonly byNode = new Map<string, Set<TrackedSession>>();
   private readonly drains = new Set<Drain>();
 
   add(session: TrackedSession): void {
+    if (this.all.has(session)) return;
     this.all.add(session);
+    this.byListener.set(session.listener, (this.byListener.get(session.listener) ?? 0) + 1);
   }
 
   /** Called once the session has a server on `node`; a drain of `node` in progress takes it too. */
@@ -56,7 +59,8 @@ export class SessionRegistry {
   }
 
   remove(session: TrackedSession): void {
-    this.all.delete(session);
+    // Kept as sessions come and go: a worker reports its counts every few milliseconds.
+    if (this.all.delete(session)) this.byListener.set(session.listener, this.byListener.get(session.listener)! - 1);
     if (session.node !== undefined) this.byNode.get(session.node)?.delete(session);
     for (const drain of this.drains) {
       if (!drain.open.delete(session)) continue;
@@ -78,9 +82,7 @@ export class SessionRegistry {
   }
 
   countByListener(): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const s of this.all) counts.set(s.listener, (counts.get(s.listener) ?? 0) + 1);
-    return counts;
+    return new Map(this.byListener);
   }
 
   countOn(node: string): number {

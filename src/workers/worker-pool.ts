@@ -10,7 +10,7 @@ import { LocalRelay, type RelaySettings } from '../proxy/local-relay';
 import type { RelayPlane, RelaySnapshot, WorkerMetrics } from '../proxy/relay-plane';
 import type { DrainResult } from '../proxy/session-registry';
 import { SqlState } from '../protocol/codes';
-import type { Refusal } from '../protocol/refusal';
+import { SHUTTING_DOWN, type Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind, Routes } from '../routing/routes';
 import { hookEnvironment } from '../system/environment';
@@ -295,7 +295,7 @@ export class WorkerPool implements RelayPlane {
   private hold(listener: ListenerKind, socket: Socket, refusal: Refusal | undefined): void {
     if (this.stopping) {
       socket.resume();
-      return this.refuser.start(listener, socket, { reason: 'shutting-down', code: SqlState.cannotConnectNow, message: 'pgfloat is shutting down' });
+      return this.refuser.start(listener, socket, refusal ?? SHUTTING_DOWN);
     }
     socket.on('error', () => undefined);
     const timer = setTimeout(() => {
