@@ -58,6 +58,11 @@ t.test('relaying on two workers', async (t) => {
     for (const c of writers) t.equal(await serverAddress(c), cluster.primary.port, 'read-write: the primary');
     for (const c of readers) t.equal(await serverAddress(c), cluster.standby.port, 'read-only: the standby');
     await eventually(() => status().workers!.every((w) => w.sessions === 3), 'three sessions in each worker');
+    // A socket handed over counts at once; what a worker's session is comes with its next report.
+    await eventually(() => {
+      const { clients, nodes } = status();
+      return clients.readWrite + clients.readOnly === 6 && nodes.find((n) => n.name === cluster.primary.name)!.sessions === 4;
+    }, 'both workers to report their sessions');
     t.same(status().clients, { readWrite: 4, readOnly: 2 }, '/status counts every worker');
     t.equal(status().nodes.find((n) => n.name === cluster.primary.name)!.sessions, 4);
   });
