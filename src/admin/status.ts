@@ -2,7 +2,7 @@
 
 import type { CoreState } from '../failover/types';
 import { roleOf, type NodeHealth } from '../monitor/observation';
-import type { RelaySnapshot, WorkerStatus } from '../proxy/relay-plane';
+import type { MoveCounts, RelaySnapshot, WorkerStatus } from '../proxy/relay-plane';
 import type { Routes } from '../routing/routes';
 import type { ClusterState, FailoverRecord } from '../cluster/state';
 import type { InstanceStatus } from '../state/etcd-coordinator';
@@ -61,6 +61,8 @@ export interface PgfloatStatus {
   /** synchronous_standby_names lifted on a new primary that no standby streams from yet. */
   synchronousLifted: { node: string; names: string; since: string } | null;
   clients: { readWrite: number; readOnly: number };
+  /** sessions.move: sessions moving now, moved so far, and closed because they could not move, by reason. */
+  sessionMoves: MoveCounts;
   /** proxy.workers > 1: each relay worker, its sessions and restarts; null when the relay runs in the control process. */
   workers: WorkerStatus[] | null;
   nodes: NodeStatus[];
@@ -114,6 +116,7 @@ export function buildStatus(src: StatusSources): PgfloatStatus {
       : null,
     synchronousLifted: cluster?.synchronousLifted ? { node: cluster.synchronousLifted.node, names: cluster.synchronousLifted.names, since: cluster.synchronousLifted.since } : null,
     clients: { ...relay.clients },
+    sessionMoves: relay.moves,
     workers: relay.workers,
     nodes: src.nodes.map((n) =>
       nodeStatus(n, src.health.find((h) => h.node === n.name)!, cluster, src.core, relay.byNode[n.name] ?? 0),

@@ -200,6 +200,20 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    sessions: z
+      .object({
+        /**
+         * A session leaving a switched-over (or fenced) primary at a transaction boundary moves to
+         * the new primary, with its settings and prepared statements, instead of being closed.
+         */
+        move: z.boolean().default(true),
+        /** Returns the role's pg_authid.rolpassword for $1 (a SCRAM verifier or md5 hash); run as monitor.user. */
+        authQuery: z.string().min(1).default('SELECT rolpassword FROM pg_authid WHERE rolname = $1'),
+        /** Each step of a move (reading the state, logging in, restoring) must answer within this. */
+        moveTimeoutMs: positiveMs.default(5_000),
+      })
+      .strict()
+      .default({}),
     management: z
       .object({
         /** PostgreSQL binaries for managed nodes (pg_ctl, pg_rewind, pg_basebackup); found like the sandbox's when null. */

@@ -1,4 +1,4 @@
-// Writes the server-to-client messages pgfloat originates itself: ErrorResponse and the one-byte SSL/GSS answers.
+// Writes the server-to-client messages pgfloat originates itself: ErrorResponse, ParameterStatus and the one-byte SSL/GSS answers.
 
 import type { SqlStateCode } from './codes';
 
@@ -44,3 +44,14 @@ export function errorResponse(fields: ErrorFields): Buffer {
 export const SSL_NOT_SUPPORTED = Buffer.from('N');
 export const SSL_ACCEPTED = Buffer.from('S');
 export const GSSENC_NOT_SUPPORTED = Buffer.from('N');
+
+/** ParameterStatus ('S'): what a server sends when a reported setting changes. */
+export function parameterStatus(name: string, value: string): Buffer {
+  const length = 4 + Buffer.byteLength(name, 'utf8') + 1 + Buffer.byteLength(value, 'utf8') + 1;
+  const out = Buffer.alloc(1 + length);
+  out[0] = 0x53; // 'S'
+  out.writeInt32BE(length, 1);
+  const at = 5 + out.write(name, 5, 'utf8') + 1;
+  out.write(value, at, 'utf8');
+  return out;
+}

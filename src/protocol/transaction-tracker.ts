@@ -61,6 +61,13 @@ export class TransactionTracker {
   private syncsSinceExecute = 0;
   private serverInCopyIn = false;
 
+  /** A tracker for a session whose startup is already answered (one moved to another server): idle. */
+  static afterStartup(): TransactionTracker {
+    const tracker = new TransactionTracker();
+    tracker.owed = 0;
+    return tracker;
+  }
+
   /**
    * True only when both streams end at a message boundary, every sync point has had its
    * ReadyForQuery, no extended-protocol message waits for a Sync, the last ReadyForQuery said

@@ -7,6 +7,9 @@ export interface BackendAddress {
   node: string;
   host: string;
   port: number;
+  /** The backend's own key, when it is not the one the client holds (the session moved to another server). */
+  processId?: number;
+  secretKey?: Buffer;
 }
 
 export class CancelRegistry {
@@ -20,6 +23,11 @@ export class CancelRegistry {
     const key = CancelRegistry.key(processId, secretKey);
     this.byKey.set(key, backend);
     return key;
+  }
+
+  /** The session moved: the key its client holds now cancels `backend`. */
+  retarget(key: string, backend: BackendAddress): void {
+    if (this.byKey.has(key)) this.byKey.set(key, backend);
   }
 
   unregister(key: string): void {
@@ -40,7 +48,7 @@ export class CancelRegistry {
     const socket = connect({ host: backend.host, port: backend.port });
     socket.setTimeout(timeoutMs, () => socket.destroy());
     socket.on('error', () => socket.destroy());
-    socket.on('connect', () => socket.end(cancelRequest(processId, secretKey)));
+    socket.on('connect', () => socket.end(cancelRequest(backend.processId ?? processId, backend.secretKey ?? secretKey)));
     return backend;
   }
 }

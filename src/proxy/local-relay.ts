@@ -29,6 +29,8 @@ export interface RelaySettings {
   holdMs: number;
   busyPollUs: number;
   fallbackToPrimary: boolean;
+  /** sessions.moveTimeoutMs, or null with sessions.move off. */
+  moveTimeoutMs: number | null;
 }
 
 export function relaySettingsOf(config: Config): RelaySettings {
@@ -43,6 +45,7 @@ export function relaySettingsOf(config: Config): RelaySettings {
     holdMs: config.failover.holdMs,
     busyPollUs: proxy.busyPollUs,
     fallbackToPrimary: config.readOnly.fallbackToPrimary,
+    moveTimeoutMs: config.sessions.move ? config.sessions.moveTimeoutMs : null,
   };
 }
 
@@ -51,6 +54,8 @@ export interface RelayHooks {
   onServerUnreachable(node: string): void;
   /** A cancel request for a key no session here holds: with workers, another worker's session may. */
   cancelElsewhere?(processId: number, secretKey: Buffer): void;
+  /** The auth query's answer for a moving session's role (see MoveSettings); without it no session moves. */
+  rolePassword?(user: string, node: string): Promise<string | null>;
 }
 
 export class LocalRelay implements RelayPlane {
@@ -89,6 +94,11 @@ export class LocalRelay implements RelayPlane {
       onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
       onServerUnreachable: (node) => hooks.onServerUnreachable(node),
       cancelElsewhere: hooks.cancelElsewhere,
+      move:
+        settings.moveTimeoutMs === null || hooks.rolePassword === undefined
+          ? undefined
+          : { moveTimeoutMs: settings.moveTimeoutMs, rolePassword: hooks.rolePassword },
+      onMove: (event) => this.metrics.onMove(event),
     };
   }
 
@@ -123,6 +133,7 @@ export class LocalRelay implements RelayPlane {
       clientToServerBytes: this.counters.clientToServerBytes,
       serverToClientBytes: this.counters.serverToClientBytes,
       cancelKeys: this.cancels.size,
+      moves: { ...this.metrics.moves, notMoved: { ...this.metrics.moves.notMoved } },
     };
   }
 

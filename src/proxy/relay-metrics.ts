@@ -4,6 +4,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Refusal } from '../protocol/refusal';
 import type { RelayCounters } from './relay';
 import type { ListenerKind } from '../routing/routes';
+import type { MoveCounts } from './relay-plane';
+import { MOVE_FAILURE_REASONS, type MoveEvent } from './session-move';
 
 export interface RelayMetricsSources {
   counters: RelayCounters;
@@ -13,6 +15,10 @@ export interface RelayMetricsSources {
 export class RelayMetrics {
   private readonly refusals: Counter<'listener' | 'reason'>;
   private readonly established: Counter<'listener' | 'route' | 'node'>;
+  private readonly moved: Counter;
+  private readonly notMoved: Counter<'reason'>;
+  /** The same counts, for /status. */
+  readonly moves: MoveCounts = { moving: 0, moved: 0, notMoved: {} };
 
   constructor(registry: Registry, sources: RelayMetricsSources) {
     const registers = [registry];
@@ -50,6 +56,18 @@ export class RelayMetrics {
         this.inc({ direction: 'server_to_client' }, sources.counters.serverToClientBytes);
       },
     });
+    this.moved = new Counter({
+      name: 'pgfloat_sessions_moved_total',
+      help: 'Client sessions moved to another server at a transaction boundary (sessions.move), instead of being closed',
+      registers,
+    });
+    this.notMoved = new Counter({
+      name: 'pgfloat_sessions_not_moved_total',
+      help: 'Client sessions that could not move and were closed, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of MOVE_FAILURE_REASONS) this.notMoved.inc({ reason }, 0);
     for (const listener of ['readWrite', 'readOnly']) {
       for (const reason of ['no-primary', 'split-brain', 'no-standby', 'backend-unreachable']) this.refusals.inc({ listener, reason }, 0);
     }
@@ -57,6 +75,22 @@ export class RelayMetrics {
 
   onRefused(listener: ListenerKind, refusal: Refusal): void {
     this.refusals.inc({ listener, reason: refusal.reason });
+  }
+
+  onMove(event: MoveEvent): void {
+    const moves = this.moves;
+    if (event === 'started') {
+      moves.moving++;
+      return;
+    }
+    moves.moving--;
+    if (event === 'moved') {
+      moves.moved++;
+      this.moved.inc();
+    } else {
+      moves.notMoved[event] = (moves.notMoved[event] ?? 0) + 1;
+      this.notMoved.inc({ reason: event });
+    }
   }
 
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void {

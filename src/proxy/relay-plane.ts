@@ -21,6 +21,14 @@ export interface RelayCounts {
   serverToClientBytes: number;
   /** BackendKeyData held for cancel requests. */
   cancelKeys: number;
+  /** sessions.move: sessions moving now, moved so far, and not moved (closed) by reason. */
+  moves: MoveCounts;
+}
+
+export interface MoveCounts {
+  moving: number;
+  moved: number;
+  notMoved: Record<string, number>;
 }
 
 export interface WorkerStatus {
@@ -72,7 +80,17 @@ export interface RelayPlane {
 }
 
 export function emptyCounts(): RelayCounts {
-  return { open: 0, clients: { readWrite: 0, readOnly: 0 }, byNode: {}, heldClients: 0, reroutingClients: 0, clientToServerBytes: 0, serverToClientBytes: 0, cancelKeys: 0 };
+  return {
+    open: 0,
+    clients: { readWrite: 0, readOnly: 0 },
+    byNode: {},
+    heldClients: 0,
+    reroutingClients: 0,
+    clientToServerBytes: 0,
+    serverToClientBytes: 0,
+    cancelKeys: 0,
+    moves: { moving: 0, moved: 0, notMoved: {} },
+  };
 }
 
 /** Adds `b` into `a`. */
@@ -86,5 +104,8 @@ export function addCounts(a: RelayCounts, b: RelayCounts): RelayCounts {
   a.clientToServerBytes += b.clientToServerBytes;
   a.serverToClientBytes += b.serverToClientBytes;
   a.cancelKeys += b.cancelKeys;
+  a.moves.moving += b.moves.moving;
+  a.moves.moved += b.moves.moved;
+  for (const [reason, n] of Object.entries(b.moves.notMoved)) a.moves.notMoved[reason] = (a.moves.notMoved[reason] ?? 0) + n;
   return a;
 }

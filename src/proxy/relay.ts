@@ -19,23 +19,24 @@ export interface RelayCounters {
 /**
  * Set on both pumps while a session drains: calls `onIdle` at its first transaction boundary,
  * right after the chunk that reached it is forwarded, or before a client chunk that finds the
- * session idle (that chunk is then dropped, and the client is waiting for an answer).
+ * session idle (that chunk is then not forwarded: `onIdle` gets it, valid during the call only,
+ * and the client is waiting for an answer).
  */
 export class BoundaryWatch {
   constructor(
     private readonly tracker: TransactionTracker,
-    private readonly onIdle: (clientWaiting: boolean) => void,
+    private readonly onIdle: (unforwarded: Buffer | undefined) => void,
   ) {}
 
-  /** False drops the chunk. */
-  admitClientChunk(): boolean {
+  /** False keeps the chunk from the server. */
+  admitClientChunk(chunk: Buffer): boolean {
     if (!this.tracker.idle()) return true;
-    this.onIdle(true);
+    this.onIdle(chunk);
     return false;
   }
 
   afterChunk(): void {
-    if (this.tracker.idle()) this.onIdle(false);
+    if (this.tracker.idle()) this.onIdle(undefined);
   }
 }
 
@@ -49,7 +50,9 @@ export class ClientToServerPump {
   private reader: ClientReader | undefined;
   private readonly writer: DirectWriter;
   watch: BoundaryWatch | undefined;
-  /** Whether any client byte has gone to the server through this pump. */
+  /** Sees each chunk before it is forwarded while set (the authentication, for a later move). */
+  observe: ((chunk: Buffer) => void) | undefined;
+  /** Whether any client byte has gone to the server through this pump (since the startup, once the session is established). */
   forwardedAny = false;
 
   constructor(
@@ -75,11 +78,13 @@ export class ClientToServerPump {
       if (this.reader.sink === this.onData) this.reader.sink = undefined;
     } else this.client.removeListener('data', this.onData);
     this.watch = undefined;
+    this.observe = undefined;
   }
 
   private readonly onData = (chunk: Buffer): void => {
     const watch = this.watch;
-    if (watch !== undefined && !watch.admitClientChunk()) return;
+    if (watch !== undefined && !watch.admitClientChunk(chunk)) return;
+    this.observe?.(chunk);
     this.counters.clientToServerBytes += chunk.length;
     this.forwardedAny = true;
     this.busyPoller?.kick();
@@ -137,20 +142,41 @@ export class ServerToClientPump {
   private readonly nextBuffer = (): Buffer => nextBufferOnce(this.server!, this.generatorSlot!, this.buffer);
 
   start(server: Socket, client: Duplex, tracker: TransactionTracker, observe?: (chunk: Buffer) => boolean): void {
-    this.server = server;
-    // The handle has its first buffer: Node need not ask for one after every read, only after a change.
-    this.generatorSlot = bufferGeneratorSlot(server);
-    if (this.generatorSlot !== undefined) (server as unknown as Record<symbol, unknown>)[this.generatorSlot] = null;
+    this.adopt(server);
     this.client = client;
     this.writer = DirectWriter.for(client);
     this.tracker = tracker;
     this.observe = observe;
   }
 
+  /**
+   * The server's chunks go to `observe` only, none to the client: pgfloat talks to the server
+   * itself (a session's state read before it moves, the login and restore on its new server).
+   * `observe` gets each chunk during the call only.
+   */
+  divert(server: Socket, observe: (chunk: Buffer) => void): void {
+    this.adopt(server);
+    this.client = undefined;
+    this.watch = undefined;
+    this.observe = (chunk) => {
+      observe(chunk);
+      return true;
+    };
+  }
+
+  private adopt(server: Socket): void {
+    if (this.server === server) return;
+    this.server = server;
+    // The handle has its first buffer: Node need not ask for one after every read, only after a change.
+    this.generatorSlot = bufferGeneratorSlot(server);
+    if (this.generatorSlot !== undefined) (server as unknown as Record<symbol, unknown>)[this.generatorSlot] = null;
+  }
+
   /** Nothing more is forwarded: the session is closing. */
   stop(): void {
     this.client = undefined;
     this.watch = undefined;
+    this.observe = undefined;
   }
 
   /**
@@ -163,7 +189,6 @@ export class ServerToClientPump {
   }
 
   private onChunk(chunk: Buffer): boolean {
-    if (this.client === undefined) return true;
     if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
     // Read after the observer, which may have stopped the pump (the session went elsewhere).
     if (this.client === undefined) return true;

@@ -77,6 +77,16 @@ export class SessionRegistry {
     }
   }
 
+  /** The session left its node at a transaction boundary to move elsewhere: drains count it as closed there. */
+  leftAtBoundary(session: TrackedSession): void {
+    if (session.node !== undefined) this.byNode.get(session.node)?.delete(session);
+    for (const drain of this.drains) {
+      if (!drain.open.delete(session)) continue;
+      drain.result.atBoundary++;
+      if (drain.open.size === 0) this.finish(drain);
+    }
+  }
+
   get size(): number {
     return this.all.size;
   }

@@ -20,6 +20,9 @@ import type { SessionRegistry, TrackedSession } from './session-registry';
 import { SessionLog } from './session-log';
 import { StartupHandshake, type HandshakeHandler, type StartupMessagePacket } from './startup-handshake';
 import type { Refusal } from '../protocol/refusal';
+import { parameterStatus } from '../protocol/error-response';
+import { MoveWatch } from './move-watch';
+import { MoveError, moveSession, type Moved, type MoveEvent, type MoveSettings } from './session-move';
 
 export interface SessionEnvironment {
   router: Router;
@@ -42,11 +45,15 @@ export interface SessionEnvironment {
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
   /** A cancel request for a key no session here holds: with workers, another worker's session may. */
   cancelElsewhere?: ((processId: number, secretKey: Buffer) => void) | undefined;
+  /** Set when sessions leaving a switched-over or fenced node move to the new one (sessions.move). */
+  move: MoveSettings | undefined;
+  onMove(event: MoveEvent): void;
 }
 
-type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'closed';
+type Phase = 'startup' | 'connecting' | 'authenticating' | 'relaying' | 'moving' | 'closed';
 
 const STARTUP_MESSAGES = new Set([MessageType.backendKeyData, MessageType.readyForQuery, MessageType.errorResponse]);
+const MOVABLE_STARTUP_MESSAGES = new Set([...STARTUP_MESSAGES, ...MoveWatch.startupTypes]);
 const EMPTY = Buffer.alloc(0);
 let nextSessionId = 1;
 
@@ -77,6 +84,8 @@ export class ClientSession implements TrackedSession {
   private unansweredStartup: Buffer | undefined;
   /** Until when a read-write client may wait for a primary that can take it (failover.holdMs). */
   private holdDeadline: number | undefined;
+  /** sessions.move: what the session must remember to be moved. */
+  private moveWatch: MoveWatch | undefined;
   private readonly log: SessionLog;
 
   constructor(
@@ -113,8 +122,9 @@ export class ClientSession implements TrackedSession {
   terminate(refusal: Refusal, leavingNode = false): void {
     if (this.phase === 'closed') return;
     if (leavingNode && this.rerouteUnanswered(refusal)) return;
-    this.log.info({ node: this.node, reason: refusal.reason }, 'terminating session');
     if (this.phase !== 'relaying') return this.refuse(refusal);
+    if (leavingNode && this.tracker!.idle() && this.moveWatch?.mayMove(refusal, this.node) === true) return this.move(refusal, undefined);
+    this.log.info({ node: this.node, reason: refusal.reason }, 'terminating session');
     if (this.tracker!.atServerBoundary()) {
       // The server is cut without a Terminate, so whatever transaction it has open is rolled back.
       this.closeWithError(refusal, false);
@@ -135,13 +145,99 @@ export class ClientSession implements TrackedSession {
     if (this.phase !== 'relaying') return this.terminate(refusal, true);
     this.draining = true;
     const tracker = this.tracker!;
-    if (tracker.idle()) return this.closeWithError(refusal, true);
+    if (tracker.idle()) return this.leaveAtBoundary(refusal, undefined);
     this.log.debug({ node: this.node, status: tracker.lastStatus(), lost: tracker.isLost() }, 'session busy: closing it at the next transaction boundary');
-    const watch = new BoundaryWatch(tracker, (clientWaiting) => {
-      if (this.phase === 'relaying') this.closeWithError(refusal, true, clientWaiting);
+    const watch = new BoundaryWatch(tracker, (unforwarded) => {
+      if (this.phase === 'relaying') this.leaveAtBoundary(refusal, unforwarded);
     });
     this.clientPump!.watch = watch;
     this.serverPump!.watch = watch;
+  }
+
+  /** At a transaction boundary of a drained session: it moves if it may, or closes. */
+  private leaveAtBoundary(refusal: Refusal, unforwarded: Buffer | undefined): void {
+    if (this.moveWatch?.mayMove(refusal, this.node) === true) this.move(refusal, unforwarded);
+    else this.closeWithError(refusal, true, unforwarded !== undefined);
+  }
+
+  /**
+   * Leaves the node at a transaction boundary without closing the client: it waits, paused,
+   * while the session is opened again on its route's new server (see session-move.ts). What it
+   * sent meanwhile (`unforwarded`, a query it waits on) goes to the new server.
+   */
+  private move(refusal: Refusal, unforwarded: Buffer | undefined): void {
+    const from = this.node!;
+    const server = this.server!;
+    const pump = this.serverPump!;
+    const watch = this.moveWatch!;
+    const known = watch.leaving(from, this.clientPump!);
+    this.clientPump!.stop();
+    pump.stop();
+    this.client.pause();
+    this.pending = unforwarded === undefined ? EMPTY : Buffer.from(unforwarded);
+    server.removeAllListeners('close');
+    server.removeAllListeners('error');
+    server.on('error', () => undefined);
+    this.env.sessions.leftAtBoundary(this);
+    this.phase = 'moving';
+    this.server = this.node = this.tracker = this.clientPump = this.serverPump = undefined;
+    this.log.info({ node: from, reason: refusal.reason, stateKnown: known !== undefined }, 'moving session at a transaction boundary');
+    this.env.onMove('started');
+    const route = this.route!;
+    moveSession({ ...this.env, ...this.env.move! }, { server, pump, known }, (state) => watch.identity(route, state), () => this.phase === 'moving').then(
+      (moved) => this.resumeOn(moved, from),
+      (err: Error) => this.notMoved(refusal, err),
+    );
+  }
+
+  /** The session relays through its new server from here, as if it had always been there. */
+  private resumeOn(moved: Moved, from: string): void {
+    if (this.phase !== 'moving') {
+      moved.server.destroy();
+      return this.env.onMove('client-left');
+    }
+    const { node, server, pump, backend } = moved;
+    this.node = node.name;
+    this.server = server;
+    this.phase = 'relaying';
+    this.draining = false;
+    server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
+    server.on('close', () => this.closeAfterFlush('server closed'));
+    // The client keeps the cancel key it was given: it now cancels on the new backend.
+    if (this.cancelKey !== undefined) {
+      this.env.cancels.retarget(this.cancelKey, { node: node.name, host: node.host, port: node.port, processId: backend.processId, secretKey: backend.secretKey });
+    }
+    if (moved.reports.length > 0) this.client.write(Buffer.concat(moved.reports.map(([name, value]) => parameterStatus(name, value))));
+    const tracker = (this.tracker = TransactionTracker.afterStartup());
+    this.serverPump = pump;
+    pump.start(server, this.client, tracker);
+    this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
+    this.clientPump.start();
+    this.moveWatch!.moved(moved.state);
+    if (this.pending.length > 0) {
+      tracker.client(this.pending, 0, this.pending.length);
+      server.write(this.pending);
+      this.clientPump.forwardedAny = true;
+      this.pending = EMPTY;
+    }
+    this.client.resume();
+    this.env.onMove('moved');
+    this.log.info({ from, node: node.name, user: this.user }, 'session moved');
+    // Last: a drain of the new node in progress takes the session from inside attach().
+    this.env.sessions.attach(this, node.name);
+  }
+
+  private notMoved(refusal: Refusal, err: Error): void {
+    const reason = this.phase !== 'moving' ? 'client-left' : err instanceof MoveError ? err.reason : 'connect';
+    this.env.onMove(reason);
+    if (this.phase !== 'moving') return;
+    this.log.warn({ reason, err: err.message }, 'session could not move: closing it');
+    const client = this.client;
+    const waiting = this.pending.length > 0;
+    this.shutdown();
+    const told: Refusal = { ...refusal, detail: `pgfloat could not move the session: ${err.message}` };
+    if (waiting) endWithError(client, told);
+    else endWithErrorSoon(client, told);
   }
 
   /**
@@ -221,6 +317,7 @@ export class ClientSession implements TrackedSession {
     this.user = params.get('user')!;
     this.database = params.get('database') ?? this.user;
     this.applicationName = params.get('application_name') ?? '';
+    if (this.env.move !== undefined) this.moveWatch = new MoveWatch(packet.raw, this.user);
     this.route = this.env.rules.resolve(this.listener, {
       user: this.user,
       database: this.database,
@@ -292,7 +389,7 @@ export class ClientSession implements TrackedSession {
 
   private startRelay(node: NodeAddress, startup: Buffer, pump: ServerToClientPump): void {
     const server = this.server!;
-    const scanner = new MessageScanner(STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
+    const scanner = new MessageScanner(this.moveWatch === undefined ? STARTUP_MESSAGES : MOVABLE_STARTUP_MESSAGES, (type, body) => this.onServerStartupMessage(node, type, body));
     // The tracker walks both streams from the start, owing the startup's ReadyForQuery, so a
     // query pipelined with the startup is counted like any other.
     const tracker = (this.tracker = new TransactionTracker());
@@ -313,6 +410,7 @@ export class ClientSession implements TrackedSession {
     });
     this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
     this.clientPump.start();
+    this.moveWatch?.watchClient(this.clientPump, this.pending);
     tracker.client(this.pending, 0, this.pending.length);
     this.unansweredStartup = this.pending.length === 0 ? startup : undefined;
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
@@ -337,11 +435,13 @@ export class ClientSession implements TrackedSession {
   }
 
   private onServerStartupMessage(node: NodeAddress, type: number, body: Buffer): void {
+    this.moveWatch?.serverMessage(type, body);
     if (type === MessageType.backendKeyData && body.length >= 8) {
       this.cancelKey = this.env.cancels.register(body.readInt32BE(0), body.subarray(4), { node: node.name, host: node.host, port: node.port });
     } else if (type === MessageType.readyForQuery && this.phase === 'authenticating') {
       this.phase = 'relaying';
       clearTimeout(this.startupTimer);
+      this.moveWatch?.established(this.clientPump!);
       this.env.onEstablished(this.listener, this.route!, node.name);
       this.log.debug({ node: node.name, user: this.user, database: this.database }, 'session established');
     } else if (type === MessageType.errorResponse && this.phase === 'authenticating') {

@@ -15,6 +15,7 @@ import { reportOf } from '../monitor/report';
 import { Monitor } from '../monitor/monitor';
 import { Operations } from '../operations/operations';
 import * as procedures from '../operations/procedures';
+import { RolePasswords } from '../postgres/role-passwords';
 import { ServerAdmin } from '../postgres/server-admin';
 import { AggregatorRegistry } from 'prom-client';
 import { LocalRelay, relaySettingsOf } from '../proxy/local-relay';
@@ -44,6 +45,7 @@ export class Pgfloat {
   private readonly nodes: Map<string, NodeAddress>;
   private readonly nodeNames: string[];
   private readonly serverAdmin: ServerAdmin;
+  private readonly rolePasswords: RolePasswords;
   private readonly synchronous: SynchronousGuard;
   private readonly managers: ReturnType<typeof managersFor>;
   private readonly failoverOptions: FailoverOptions;
@@ -67,6 +69,10 @@ export class Pgfloat {
     this.routeOptions = { automatic: failover.enabled, maxLagBytes: config.readOnly.maxLagBytes };
     this.operations = new Operations(log.child({ component: 'operations' }));
     this.serverAdmin = new ServerAdmin(config.monitor, Math.min(config.proxy.connectTimeoutMs, config.monitor.timeoutMs * 2));
+    this.rolePasswords = new RolePasswords(this.nodes, config.monitor, config.sessions.authQuery, {
+      connectTimeoutMs: config.proxy.connectTimeoutMs,
+      queryTimeoutMs: config.sessions.moveTimeoutMs,
+    });
     this.synchronous = new SynchronousGuard(this.serverAdmin, failover.keepSynchronousWhenAlone, failover.promoteTimeoutMs, log.child({ component: 'synchronous' }));
     this.managers = managersFor(config, log.child({ component: 'management' }));
     this.backend = createStateBackend(config, log.child({ component: 'etcd' }));
@@ -240,10 +246,14 @@ export class Pgfloat {
     const settings = relaySettingsOf(this.config);
     const loops = relayLoops(this.config.proxy.workers);
     const expedite = (node: string): void => this.monitor.expedite(node);
-    if (loops === 1) return new LocalRelay(settings, this.router, this.metrics.registry, this.log.child({ component: 'proxy' }), { onServerUnreachable: expedite });
+    const rolePassword = (user: string, node: string): Promise<string | null> => this.rolePasswords.lookup(user, node);
+    if (loops === 1) {
+      return new LocalRelay(settings, this.router, this.metrics.registry, this.log.child({ component: 'proxy' }), { onServerUnreachable: expedite, rolePassword });
+    }
     // Workers log at this logger's level (a test's silent one too), each line with its slot.
     return new WorkerPool(settings, loops, this.router, this.log.level, this.log.child({ component: 'workers' }), {
       expedite,
+      rolePassword,
       workers: (live, exited) => this.metrics.onWorkers(live, exited),
     }, { registry: this.metrics.registry });
   }

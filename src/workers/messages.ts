@@ -19,6 +19,8 @@ export type ToWorker =
   /** A cancel request another worker received: forward it if one of this worker's sessions holds the key. */
   | { t: 'cancel'; processId: number; secretKey: string }
   | { t: 'metrics'; id: number }
+  /** The answer to a worker's role-password request (sessions.move); a secret, so never logged. */
+  | { t: 'role-password'; id: number; rolpassword: string | null; error?: string }
   | { t: 'stop'; refusal: Refusal };
 
 export type FromWorker =
@@ -30,6 +32,8 @@ export type FromWorker =
   | { t: 'metrics'; id: number; metrics: WorkerMetrics }
   | { t: 'expedite'; node: string }
   | { t: 'cancel'; processId: number; secretKey: string }
+  /** A moving session needs its role's verifier: the control process runs the auth query (workers hold no credentials). */
+  | { t: 'role-password'; id: number; user: string; node: string }
   | { t: 'stopped' };
 
 /** How often a worker reports its counts while they change. */

@@ -60,6 +60,9 @@ class RelayWorker {
       case 'stop':
         void this.stop(message);
         return;
+      case 'role-password':
+        answerRolePassword(message);
+        return;
       case 'init':
         return;
     }
@@ -81,6 +84,25 @@ class RelayWorker {
     this.lastCounts = text;
     send({ t: 'counts', counts, received: this.received });
   }
+}
+
+/** Role-password requests awaiting the control process's answer, by id. */
+const rolePasswordRequests = new Map<number, { resolve(rolpassword: string | null): void; reject(err: Error): void }>();
+let nextRequestId = 0;
+
+function askRolePassword(user: string, node: string): Promise<string | null> {
+  const id = ++nextRequestId;
+  return new Promise((resolve, reject) => {
+    rolePasswordRequests.set(id, { resolve, reject });
+    send({ t: 'role-password', id, user, node });
+  });
+}
+
+function answerRolePassword(message: Extract<ToWorker, { t: 'role-password' }>): void {
+  const request = rolePasswordRequests.get(message.id);
+  rolePasswordRequests.delete(message.id);
+  if (message.error !== undefined) request?.reject(new Error(message.error));
+  else request?.resolve(message.rolpassword);
 }
 
 function send(message: FromWorker): void {
@@ -108,6 +130,7 @@ export function runRelayWorker(): void {
       const relay = new LocalRelay(message.settings, router, registry, log, {
         onServerUnreachable: (node) => send({ t: 'expedite', node }),
         cancelElsewhere: (processId, secretKey) => send({ t: 'cancel', processId, secretKey: secretKey.toString('hex') }),
+        rolePassword: askRolePassword,
       });
       worker = new RelayWorker(relay, router, registry, message.settings.connectTimeoutMs, log);
       send({ t: 'ready' });

@@ -39,6 +39,8 @@ export interface WorkerPoolHooks {
   expedite(node: string): void;
   /** The number of live workers changed; `exited` when one ended unasked. */
   workers(live: number, exited: boolean): void;
+  /** The auth query, for a worker's moving session (sessions.move). */
+  rolePassword?(user: string, node: string): Promise<string | null>;
 }
 
 export interface WorkerPoolOptions {
@@ -231,6 +233,15 @@ export class WorkerPool implements RelayPlane {
         // Another worker's session may hold the key; only the one that does forwards it.
         for (const [other, process] of this.processes) if (other !== slot) this.send(process, message);
         return;
+      case 'role-password': {
+        const { id } = message;
+        const lookup = this.hooks.rolePassword?.(message.user, message.node) ?? Promise.reject(new Error('sessions.move is off'));
+        lookup.then(
+          (rolpassword) => this.send(child, { t: 'role-password', id, rolpassword }),
+          (err: Error) => this.send(child, { t: 'role-password', id, rolpassword: null, error: err.message }),
+        );
+        return;
+      }
       case 'dropped':
       case 'drained':
       case 'metrics':

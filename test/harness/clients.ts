@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { Client, type ClientConfig } from 'pg';
+import { cancelRequest } from '../../src/protocol/startup';
 import { message } from './wire';
 
 export type ObservedClient = Client & {
@@ -258,4 +259,12 @@ export async function inBatches<T>(items: readonly T[], limit: number, fn: (item
 /** A simple-protocol Query message, for raw-socket tests. */
 export function simpleQuery(sql: string): Buffer {
   return message('Q', `${sql}\0`);
+}
+
+/** Sends a CancelRequest on its own connection and returns what the proxy answered before closing. */
+export async function sendCancel(port: number, processId: number, secretKey: Buffer): Promise<Buffer> {
+  const conn = await rawConnect(port);
+  conn.socket.write(cancelRequest(processId, secretKey));
+  const { data } = await conn.closed;
+  return data;
 }

@@ -2,19 +2,10 @@
 
 import t from 'tap';
 import { Client } from 'pg';
-import { cancelRequest } from '../../src/protocol/startup';
 import { startCluster } from '../harness/cluster';
 import { startPgfloat } from '../harness/pgfloat';
-import { backendKey, connectClient, queryOnce, rawConnect, rejectionOf, startTool } from '../harness/clients';
+import { backendKey, connectClient, queryOnce, rejectionOf, sendCancel, startTool } from '../harness/clients';
 import { eventually, holdsFor, waitForActiveQuery } from '../harness/waiting';
-
-/** Sends a CancelRequest on its own connection and returns what the proxy answered before closing. */
-async function sendCancel(port: number, processId: number, secretKey: Buffer): Promise<Buffer> {
-  const conn = await rawConnect(port);
-  conn.socket.write(cancelRequest(processId, secretKey));
-  const { data } = await conn.closed;
-  return data;
-}
 
 t.test('cancellation through pgfloat', async (t) => {
   const cluster = await startCluster(t);

@@ -20,6 +20,7 @@ t.test('no worker ready within proxy.startupTimeoutMs: 57P03 with the reason', a
     holdMs: 1000,
     busyPollUs: 0,
     fallbackToPrimary: true,
+    moveTimeoutMs: null,
   };
   // Never launched: no worker is ever ready, as when every one of them keeps crashing.
   const pool = new WorkerPool(settings, 2, router, 'silent', silentLogger, { expedite: () => undefined, workers: () => undefined });

@@ -1,0 +1,221 @@
+// Moves an idle session to another server: reads its state on the old one, logs in as its user on the new one without the password, restores and checks the state.
+
+import type { Socket } from 'node:net';
+import type { CapturedAuth } from '../auth/auth-capture';
+import { loginSecretOf, type LoginSecret } from '../auth/login-secret';
+import { ServerLogin, type LoggedIn } from '../auth/server-login';
+import type { NodeAddress } from '../cluster/node';
+import type { Refusal } from '../protocol/refusal';
+import type { Router } from '../routing/router';
+import type { ListenerKind } from '../routing/routes';
+import { ServerToClientPump, type RelayCounters } from './relay';
+import { connectToServer } from './server-connection';
+import { terminateServer } from './session-end';
+import { exchange, firstError, singleValue } from './server-exchange';
+import { CAPTURE_QUERY, changedReports, parseCapture, restoreMessages, stateDifferences, type SessionState } from './session-state';
+
+/** Why a session did not move: the label of pgfloat_sessions_not_moved_total. */
+export type MoveFailureReason =
+  /** Its authentication cannot be done again without the client (cleartext, gss, channel binding...), or its secret could not be had. */
+  | 'auth'
+  /** It holds what cannot be restored (temporary tables, session advisory locks, LISTEN, holdable cursors). */
+  | 'state'
+  /** Its old server could not be asked for its state (down, hung), and pgfloat does not know it otherwise. */
+  | 'state-unknown'
+  /** Routing had no server for it (the hold ran out, no primary). */
+  | 'no-route'
+  /** The new server did not take the connection, the login or the restore; or the restored state differs. */
+  | 'connect'
+  | 'login'
+  | 'restore'
+  | 'verify'
+  /** The client hung up while its session was moving. */
+  | 'client-left';
+
+/** Every label of pgfloat_sessions_not_moved_total, so each series exists from the start. */
+export const MOVE_FAILURE_REASONS: readonly MoveFailureReason[] = ['auth', 'state', 'state-unknown', 'no-route', 'connect', 'login', 'restore', 'verify', 'client-left'];
+
+/** What a session's move did, as the relay counts it. */
+export type MoveEvent = 'started' | 'moved' | MoveFailureReason;
+
+export class MoveError extends Error {
+  constructor(
+    readonly reason: MoveFailureReason,
+    message: string,
+    /** Routing's own refusal, when it had no server: the client is told that. */
+    readonly refusal?: Refusal,
+  ) {
+    super(message);
+    this.name = 'MoveError';
+  }
+}
+
+/** sessions.move on: what moving needs beyond what every session has. */
+export interface MoveSettings {
+  /** Each conversation with a server (state, login, restore) must answer within this. */
+  moveTimeoutMs: number;
+  /** The role's pg_authid.rolpassword (verifier or md5 hash) by the auth query, asked of `node`; null when it has none. */
+  rolePassword(user: string, node: string): Promise<string | null>;
+}
+
+export interface MoveEnvironment extends MoveSettings {
+  router: Router;
+  nodes: ReadonlyMap<string, NodeAddress>;
+  counters: RelayCounters;
+  connectTimeoutMs: number;
+  keepaliveIdleMs: number;
+}
+
+/** What the session was: enough to be it again on another server. */
+export interface SessionIdentity {
+  route: ListenerKind;
+  user: string;
+  /** The client's StartupMessage, as it sent it: the new server gets the same parameters. */
+  startup: Buffer;
+  auth: CapturedAuth;
+  state: SessionState;
+}
+
+export interface Moved {
+  node: NodeAddress;
+  server: Socket;
+  /** Reads the new server; diverted until the session starts relaying through it. */
+  pump: ServerToClientPump;
+  backend: LoggedIn;
+  /** The state found on the new server after the restore. */
+  state: SessionState;
+  /** Reported settings the client must be told of, since their values differ from what it last saw. */
+  reports: Array<[string, string]>;
+}
+
+/** The session's state, read on its own server connection; the session must be idle, and its client not reading from it. */
+export async function readSessionState(server: Socket, pump: ServerToClientPump, timeoutMs: number): Promise<SessionState> {
+  const answer = await exchange(server, pump, CAPTURE_QUERY, timeoutMs).catch((err: Error) => {
+    throw new MoveError('state-unknown', `could not read the session's state: ${err.message}`);
+  });
+  try {
+    return parseCapture(singleValue(answer));
+  } catch (err) {
+    throw new MoveError('state-unknown', `could not read the session's state: ${(err as Error).message}`);
+  }
+}
+
+/** Where the session is leaving from: its server, still read by its pump, and its state if known without asking. */
+export interface LeftServer {
+  server: Socket;
+  pump: ServerToClientPump;
+  known: SessionState | undefined;
+}
+
+/**
+ * The whole move: the state (asked of the old server unless known), the old server ended with a
+ * Terminate, then the session opened again (reopenSession). Throws MoveError.
+ */
+export async function moveSession(
+  env: MoveEnvironment,
+  from: LeftServer,
+  identityOf: (state: SessionState) => SessionIdentity,
+  stillWanted: () => boolean,
+): Promise<Moved> {
+  let state = from.known;
+  try {
+    state ??= await readSessionState(from.server, from.pump, env.moveTimeoutMs);
+  } finally {
+    from.pump.stop();
+    terminateServer(from.server);
+  }
+  return reopenSession(env, identityOf(state), stillWanted);
+}
+
+/**
+ * Finds the session a server on its route (waiting like a new client while writes are held)
+ * and makes it the same session there. `stillWanted` turning false (the client left) abandons
+ * it. Throws MoveError.
+ */
+async function reopenSession(env: MoveEnvironment, session: SessionIdentity, stillWanted: () => boolean): Promise<Moved> {
+  const { auth } = session;
+  if (auth.method === 'unmovable') throw new MoveError('auth', `its authentication cannot be repeated without the client: ${auth.why}`);
+  if (session.state.unmovable.length > 0) throw new MoveError('state', `it holds what cannot move: ${session.state.unmovable.join(', ')}`);
+  for (;;) {
+    const decision = await env.router.decide(session.route);
+    if (!stillWanted()) throw new MoveError('client-left', 'the client left');
+    if (!decision.ok) throw new MoveError('no-route', decision.refusal.message, decision.refusal);
+    const node = env.nodes.get(decision.node)!;
+    const secret = await loginSecret(env, session, node.name);
+    const pump = new ServerToClientPump(env.counters);
+    const server = await connectToServer(node, pump, env).connected.catch((err: Error) => {
+      throw new MoveError('connect', `could not connect to ${node.name} (${node.host}:${node.port}): ${err.message}`);
+    });
+    try {
+      const moved = await becomeSession(env, session, node, server, pump, secret);
+      if (!stillWanted()) throw new MoveError('client-left', 'the client left');
+      // Routing changed while the session was being restored (the node fenced, say): decide again.
+      if (env.router.allows(session.route, node.name)) return moved;
+    } catch (err) {
+      server.destroy();
+      throw err;
+    }
+    server.destroy();
+  }
+}
+
+async function loginSecret(env: MoveEnvironment, session: SessionIdentity, node: string): Promise<LoginSecret> {
+  if (session.auth.method === 'trust') return { method: 'trust' };
+  const rolpassword = await env.rolePassword(session.user, node).catch((err: Error) => {
+    throw new MoveError('auth', `the auth query failed: ${err.message}`);
+  });
+  const secret = loginSecretOf(session.auth, rolpassword);
+  if ('error' in secret) throw new MoveError('auth', secret.error);
+  return secret;
+}
+
+async function becomeSession(
+  env: MoveEnvironment,
+  session: SessionIdentity,
+  node: NodeAddress,
+  server: Socket,
+  pump: ServerToClientPump,
+  secret: LoginSecret,
+): Promise<Moved> {
+  const backend = await logIn(server, pump, new ServerLogin(session.startup, secret), env.moveTimeoutMs).catch((err: Error) => {
+    throw new MoveError('login', `could not log in to ${node.name} as ${session.user}: ${err.message}`);
+  });
+  const restored = await exchange(server, pump, restoreMessages(session.state, session.user), env.moveTimeoutMs).catch((err: Error) => {
+    throw new MoveError('restore', `restoring the session on ${node.name}: ${err.message}`);
+  });
+  const error = firstError(restored);
+  if (error !== undefined) throw new MoveError('restore', `restoring the session on ${node.name}: ${error.message}`);
+  const state = await readSessionState(server, pump, env.moveTimeoutMs).catch((err: Error) => {
+    throw new MoveError('verify', err.message);
+  });
+  const differences = stateDifferences(session.state, state);
+  if (differences.length > 0) throw new MoveError('verify', `the restored session differs on ${node.name}: ${differences.join('; ')}`);
+  return { node, server, pump, backend, state, reports: changedReports(session.state, state) };
+}
+
+function logIn(server: Socket, pump: ServerToClientPump, login: ServerLogin, timeoutMs: number): Promise<LoggedIn> {
+  return new Promise((resolve, reject) => {
+    const finish = (err: Error | undefined, done?: LoggedIn): void => {
+      clearTimeout(timer);
+      server.removeListener('close', closed);
+      pump.divert(server, () => undefined);
+      if (err !== undefined) reject(err);
+      else resolve(done!);
+    };
+    const closed = (): void => finish(new Error('the server closed the connection'));
+    const timer = setTimeout(() => finish(new Error(`no login within ${timeoutMs} ms`)), timeoutMs);
+    server.once('close', closed);
+    pump.divert(server, (chunk) => {
+      try {
+        const step = login.feed(chunk);
+        if (step.send.length > 0) server.write(step.send);
+        if (step.done === undefined) return;
+        if (step.done.rest.length > 0) return finish(new Error('the server sent more than its startup answer'));
+        finish(undefined, step.done);
+      } catch (err) {
+        finish(err as Error);
+      }
+    });
+    server.write(login.start());
+  });
+}
