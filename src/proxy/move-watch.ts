@@ -75,6 +75,11 @@ export class MoveWatch {
     return refusal.reason === 'switchover' || refusal.reason === 'fenced';
   }
 
+  /** Whether pgfloat knows the session's state without asking its server: nothing sent since it was last known. */
+  stateKnown(pump: ClientToServerPump): boolean {
+    return this.knownState !== undefined && !pump.forwardedAny;
+  }
+
   /** The session leaves `node`: its state if known without asking the server (its pump forwarded nothing since). */
   leaving(node: string, pump: ClientToServerPump): SessionState | undefined {
     this.movedFrom = node;

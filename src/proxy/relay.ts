@@ -149,6 +149,11 @@ export class ServerToClientPump {
     this.observe = observe;
   }
 
+  /** From the next chunk on, `observe` sees each chunk before it is forwarded, until it returns false. */
+  observeWith(observe: (chunk: Buffer) => boolean): void {
+    this.observe = observe;
+  }
+
   /**
    * The server's chunks go to `observe` only, none to the client: pgfloat talks to the server
    * itself (a session's state read before it moves, the login and restore on its new server).

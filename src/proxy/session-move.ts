@@ -3,8 +3,9 @@
 import type { Socket } from 'node:net';
 import type { CapturedAuth } from '../auth/auth-capture';
 import { loginSecretOf, type LoginSecret } from '../auth/login-secret';
-import { ServerLogin, type LoggedIn } from '../auth/server-login';
+import { LoginError, ServerLogin, type LoggedIn } from '../auth/server-login';
 import type { NodeAddress } from '../cluster/node';
+import { SqlState } from '../protocol/codes';
 import type { Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind } from '../routing/routes';
@@ -44,6 +45,8 @@ export class MoveError extends Error {
     message: string,
     /** Routing's own refusal, when it had no server: the client is told that. */
     readonly refusal?: Refusal,
+    /** The server was not ready for sessions (refused, starting up, shutting down): another may be soon. */
+    readonly retry = false,
   ) {
     super(message);
     this.name = 'MoveError';
@@ -64,6 +67,10 @@ export interface MoveEnvironment extends MoveSettings {
   counters: RelayCounters;
   connectTimeoutMs: number;
   keepaliveIdleMs: number;
+  /** How long a read-write session may wait for a primary that takes it (failover.holdMs). */
+  holdMs: number;
+  /** A server refused the connection: worth a heartbeat now. */
+  onServerUnreachable(node: string): void;
 }
 
 /** What the session was: enough to be it again on another server. */
@@ -136,26 +143,42 @@ async function reopenSession(env: MoveEnvironment, session: SessionIdentity, sti
   const { auth } = session;
   if (auth.method === 'unmovable') throw new MoveError('auth', `its authentication cannot be repeated without the client: ${auth.why}`);
   if (session.state.unmovable.length > 0) throw new MoveError('state', `it holds what cannot move: ${session.state.unmovable.join(', ')}`);
+  const deadline = Date.now() + env.holdMs;
   for (;;) {
     const decision = await env.router.decide(session.route);
     if (!stillWanted()) throw new MoveError('client-left', 'the client left');
     if (!decision.ok) throw new MoveError('no-route', decision.refusal.message, decision.refusal);
     const node = env.nodes.get(decision.node)!;
-    const secret = await loginSecret(env, session, node.name);
-    const pump = new ServerToClientPump(env.counters);
-    const server = await connectToServer(node, pump, env).connected.catch((err: Error) => {
-      throw new MoveError('connect', `could not connect to ${node.name} (${node.host}:${node.port}): ${err.message}`);
-    });
     try {
-      const moved = await becomeSession(env, session, node, server, pump, secret);
-      if (!stillWanted()) throw new MoveError('client-left', 'the client left');
+      const moved = await openOn(env, session, node);
+      if (!stillWanted()) {
+        moved.server.destroy();
+        throw new MoveError('client-left', 'the client left');
+      }
       // Routing changed while the session was being restored (the node fenced, say): decide again.
       if (env.router.allows(session.route, node.name)) return moved;
+      moved.server.destroy();
     } catch (err) {
-      server.destroy();
-      throw err;
+      // A primary that refuses connections, or is still starting, usually just died: a read-write
+      // session waits for routing to change, as a new client would.
+      if (!(err instanceof MoveError && err.retry) || session.route !== 'readWrite' || Date.now() >= deadline) throw err;
+      env.onServerUnreachable(node.name);
+      await env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
     }
+  }
+}
+
+async function openOn(env: MoveEnvironment, session: SessionIdentity, node: NodeAddress): Promise<Moved> {
+  const secret = await loginSecret(env, session, node.name);
+  const pump = new ServerToClientPump(env.counters);
+  const server = await connectToServer(node, pump, env).connected.catch((err: Error) => {
+    throw new MoveError('connect', `could not connect to ${node.name} (${node.host}:${node.port}): ${err.message}`, undefined, true);
+  });
+  try {
+    return await becomeSession(env, session, node, server, pump, secret);
+  } catch (err) {
     server.destroy();
+    throw err;
   }
 }
 
@@ -178,7 +201,8 @@ async function becomeSession(
   secret: LoginSecret,
 ): Promise<Moved> {
   const backend = await logIn(server, pump, new ServerLogin(session.startup, secret), env.moveTimeoutMs).catch((err: Error) => {
-    throw new MoveError('login', `could not log in to ${node.name} as ${session.user}: ${err.message}`);
+    const notReady = err instanceof LoginError && err.code === SqlState.cannotConnectNow;
+    throw new MoveError('login', `could not log in to ${node.name} as ${session.user}: ${err.message}`, undefined, notReady);
   });
   const restored = await exchange(server, pump, restoreMessages(session.state, session.user), env.moveTimeoutMs).catch((err: Error) => {
     throw new MoveError('restore', `restoring the session on ${node.name}: ${err.message}`);
@@ -218,4 +242,15 @@ function logIn(server: Socket, pump: ServerToClientPump, login: ServerLogin, tim
     });
     server.write(login.start());
   });
+}
+
+/** Resolves true once routing no longer sends `route` to `node` (it failed over), false if it still does after `timeoutMs`. */
+export async function awaitRoutingLeaves(router: Router, route: ListenerKind, node: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (router.allows(route, node)) {
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    await router.waitForChange(left);
+  }
+  return true;
 }

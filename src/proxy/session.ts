@@ -22,7 +22,8 @@ import { StartupHandshake, type HandshakeHandler, type StartupMessagePacket } fr
 import type { Refusal } from '../protocol/refusal';
 import { parameterStatus } from '../protocol/error-response';
 import { MoveWatch } from './move-watch';
-import { MoveError, moveSession, type Moved, type MoveEvent, type MoveSettings } from './session-move';
+import { awaitRoutingLeaves, MoveError, moveSession, type Moved, type MoveEvent, type MoveSettings } from './session-move';
+import type { SessionState } from './session-state';
 
 export interface SessionEnvironment {
   router: Router;
@@ -169,20 +170,30 @@ export class ClientSession implements TrackedSession {
     const from = this.node!;
     const server = this.server!;
     const pump = this.serverPump!;
-    const watch = this.moveWatch!;
-    const known = watch.leaving(from, this.clientPump!);
-    this.clientPump!.stop();
-    pump.stop();
-    this.client.pause();
+    const known = this.moveWatch!.leaving(from, this.clientPump!);
+    this.detachServer();
     this.pending = unforwarded === undefined ? EMPTY : Buffer.from(unforwarded);
+    this.moveAway(refusal, from, server, pump, known);
+  }
+
+  /** Stops relaying, the client paused and the server kept only for what the move asks of it; the session is on no node. */
+  private detachServer(): void {
+    const server = this.server!;
+    this.clientPump!.stop();
+    this.serverPump!.stop();
+    this.client.pause();
     server.removeAllListeners('close');
     server.removeAllListeners('error');
     server.on('error', () => undefined);
     this.env.sessions.leftAtBoundary(this);
     this.phase = 'moving';
     this.server = this.node = this.tracker = this.clientPump = this.serverPump = undefined;
-    this.log.info({ node: from, reason: refusal.reason, stateKnown: known !== undefined }, 'moving session at a transaction boundary');
+  }
+
+  private moveAway(refusal: Refusal, from: string, server: Socket, pump: ServerToClientPump, known: SessionState | undefined): void {
+    this.log.info({ node: from, reason: refusal.reason, stateKnown: known !== undefined }, 'moving session');
     this.env.onMove('started');
+    const watch = this.moveWatch!;
     const route = this.route!;
     moveSession({ ...this.env, ...this.env.move! }, { server, pump, known }, (state) => watch.identity(route, state), () => this.phase === 'moving').then(
       (moved) => this.resumeOn(moved, from),
@@ -214,6 +225,7 @@ export class ClientSession implements TrackedSession {
     this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
     this.clientPump.start();
     this.moveWatch!.moved(moved.state);
+    this.watchServerEnd(pump);
     if (this.pending.length > 0) {
       tracker.client(this.pending, 0, this.pending.length);
       server.write(this.pending);
@@ -225,6 +237,48 @@ export class ClientSession implements TrackedSession {
     this.log.info({ from, node: node.name, user: this.user }, 'session moved');
     // Last: a drain of the new node in progress takes the session from inside attach().
     this.env.sessions.attach(this, node.name);
+  }
+
+  /**
+   * While pgfloat knows the session's state without asking (the client has sent nothing since),
+   * a server that ends it unasked (an ErrorResponse at idle: it crashed, or was stopped) need not
+   * end it for the client: if routing then leaves the node (a failover), the session moves. The
+   * watch ends at the first server chunk after the client sends anything.
+   */
+  private watchServerEnd(pump: ServerToClientPump): void {
+    const watch = this.moveWatch;
+    if (watch === undefined) return;
+    pump.observeWith((chunk) => {
+      const clientPump = this.clientPump;
+      if (clientPump === undefined || !watch.stateKnown(clientPump)) return false;
+      if (chunk[0] !== MessageType.errorResponse || !this.tracker!.idle()) return true;
+      this.holdServerEnd(Buffer.from(chunk));
+      return false;
+    });
+  }
+
+  /**
+   * Keeps the server's last words (`fatal`) from the client, paused, until routing decides: it
+   * leaves the node (a failover) and the session moves, or it does not within the hold time
+   * (an operator ended the backend, the server restarted in place) and the client gets them.
+   */
+  private holdServerEnd(fatal: Buffer): void {
+    const from = this.node!;
+    const server = this.server!;
+    const pump = this.serverPump!;
+    const known = this.moveWatch!.leaving(from, this.clientPump!);
+    this.detachServer();
+    this.log.info({ node: from }, 'server ended an idle session whose state is known: waiting for routing to decide whether it moves');
+    const refusal: Refusal = { reason: 'fenced', code: SqlState.adminShutdown, message: `terminating connection: the server ${from} ended the session` };
+    void awaitRoutingLeaves(this.env.router, this.route!, from, this.env.holdMs).then((left) => {
+      if (this.phase !== 'moving') return;
+      if (left) return this.moveAway(refusal, from, server, pump, known);
+      this.log.info({ node: from }, 'routing stayed on the node: the session ends as its server said');
+      const client = this.client;
+      this.shutdown();
+      client.end(fatal);
+      lingerThenDestroy(client);
+    });
   }
 
   private notMoved(refusal: Refusal, err: Error): void {
@@ -406,7 +460,9 @@ export class ClientSession implements TrackedSession {
         this.log.warn({ node: node.name, err: err.message }, 'unexpected bytes from server during startup; relaying as is');
         return false;
       }
-      return this.phase === 'authenticating';
+      if (this.phase === 'authenticating') return true;
+      this.watchServerEnd(pump);
+      return true;
     });
     this.clientPump = new ClientToServerPump(this.client, server, tracker, this.env.counters, this.env.busyPoller);
     this.clientPump.start();

@@ -323,10 +323,13 @@ t.test('draining a node closes its sessions at transaction boundaries', async (t
   t.test('dropNode tells an idle client why instead of a bare EOF', async (t) => {
     const client = await connectClient(url);
     t.teardown(() => client.end().catch(() => undefined));
+    // A session that could move would (sessions.move); one holding a session lock cannot, and is told why.
+    await client.query('SELECT pg_advisory_lock(1)');
     t.equal(sessions.dropNode(node, { reason: 'fenced', code: SqlState.adminShutdown, message: 'terminating connection: n1 is fenced' }), 1);
     await eventually(() => client.errors.length > 0, 'the client to see the error');
     t.equal(client.errors[0]!.code, '57P01');
     t.equal(client.errors[0]!.message, 'terminating connection: n1 is fenced');
+    t.match((client.errors[0] as Error & { detail?: string }).detail, /could not move the session: it holds what cannot move: 1 session-level advisory lock/);
   });
 
   t.test('runPsql still works after all that', async (t) => {

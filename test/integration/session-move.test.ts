@@ -6,6 +6,7 @@ import type { AuthMethod } from '../../src/sandbox/local-cluster';
 import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
 import { backendKey, connectClient, queryOnce, rejectionOf, sendCancel, type ObservedClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
+import { crashServer } from '../harness/faults';
 import { startPgfloat, type RunningPgfloat } from '../harness/pgfloat';
 import { eventually, waitForActiveQuery } from '../harness/waiting';
 
@@ -112,10 +113,32 @@ t.test('with sessions.move off, idle sessions are closed with 57P01 at a switcho
   t.same(proxy.instance.status().sessionMoves, { moving: 0, moved: 0, notMoved: {} });
 });
 
-async function passwordMove(t: tap.Test, authMethod: AuthMethod): Promise<void> {
+t.test('the primary crashes: idle sessions whose state pgfloat knows move to the promoted standby; the others are closed', async (t) => {
+  const cluster = await startCluster(t);
+  const proxy = await startPgfloat(t, cluster, { admin });
+  const url = proxy.readWriteUrl();
+  const untouched = await connectClient(url);
+  t.teardown(() => untouched.end());
+  const used = await connectClient(url);
+  t.teardown(() => used.end());
+  await used.query("SET work_mem = '6MB'");
+
+  await crashServer(cluster.primary);
+  await eventually(() => proxy.instance.status().primary === 'n2', 'the standby to be promoted');
+
+  t.equal(await serverPort(untouched), cluster.standby.port, 'the session that had sent nothing since its login lives on the new primary');
+  t.same(untouched.errors, [], 'and its client saw no error');
+  await eventually(() => used.errors.length > 0, 'the session with unknown state to be closed');
+  t.match(used.errors[0]!.message, /terminating connection/, `the other got the server's own last words: ${used.errors[0]!.message}`);
+  const moves = proxy.instance.status().sessionMoves;
+  t.equal(moves.moved, 1, `one session moved: ${JSON.stringify(moves)}`);
+  t.equal(moves.moving, 0);
+});
+
+async function passwordMove(t: tap.Test, authMethod: AuthMethod, workers = 1): Promise<void> {
   const password = 'sekret';
   const cluster = await startCluster(t, { password, authMethod });
-  const proxy = await startPgfloat(t, cluster, { admin }, { password });
+  const proxy = await startPgfloat(t, cluster, { admin, proxy: { workers } }, { password });
   const client: ObservedClient = await connectClient({ host: '127.0.0.1', port: proxy.readWritePort, user: 'postgres', password, database: 'postgres' });
   t.teardown(() => client.end());
   await client.query("SET work_mem = '5MB'");
@@ -123,8 +146,10 @@ async function passwordMove(t: tap.Test, authMethod: AuthMethod): Promise<void> 
   t.equal(await serverPort(client), cluster.standby.port, `a ${authMethod} session moved: logged in again without the password`);
   t.same((await client.query<{ u: string; w: string }>("SELECT current_user AS u, current_setting('work_mem') AS w")).rows, [{ u: 'postgres', w: '5MB' }]);
   t.same(client.errors, []);
-  t.equal(proxy.instance.status().sessionMoves.moved, 1);
+  // A worker reports its counts a few milliseconds after they change.
+  await eventually(() => proxy.instance.status().sessionMoves.moved === 1, 'the move counted in /status');
 }
 
 t.test('SCRAM-SHA-256 sessions move', (t) => passwordMove(t, 'scram-sha-256'));
 t.test('md5 sessions move', (t) => passwordMove(t, 'md5'));
+t.test('SCRAM-SHA-256 sessions move in a relay worker, which asks the control process for the verifier', (t) => passwordMove(t, 'scram-sha-256', 2));

@@ -102,11 +102,14 @@ t.test('relaying on two workers', async (t) => {
     await closeAll();
     const standby = cluster.standby.name;
     const readers = await Promise.all([0, 1, 2, 3].map((i) => open(proxy.readOnlyUrl(), `fenced-${i}`)));
+    // A session lock cannot move with its session (sessions.move): these sessions are dropped, not moved.
+    await Promise.all(readers.map((c, i) => c.query('SELECT pg_advisory_lock($1)', [i])));
     await eventually(() => status().workers!.every((w) => w.sessions > 0) && (status().nodes.find((n) => n.name === standby)!.sessions ?? 0) >= 4, 'readers in both workers');
     const errors = readers.map((c) => new Promise<Error & { code?: string }>((resolve) => c.once('error', resolve)));
     t.equal(proxy.instance.operator({ command: 'fence', node: standby }).operatorAnswer?.accepted, true);
     for (const err of await Promise.all(errors)) t.equal(err.code, '57P01', `dropped: ${err.message}`);
     await eventually(() => status().nodes.find((n) => n.name === standby)!.sessions === 0, 'no session left on the fenced node in any worker');
+    await eventually(() => status().sessionMoves.notMoved.state === 4, 'each worker to report why its sessions could not move');
     proxy.instance.operator({ command: 'unfence', node: standby });
     await eventually(() => status().standbys.includes(standby), 'the standby routed again');
   });
