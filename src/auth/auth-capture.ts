@@ -12,7 +12,7 @@ import {
 } from './auth-messages';
 import { MD5_STORED_HASH } from './md5';
 import { decodeBase64, SCRAM_SHA_256, SCRAM_SHA_256_PLUS } from './scram';
-import { inspectSummary, redactFields } from './redaction';
+import { inspectSummary, redactingRecord } from './redaction';
 
 export type CapturedAuth =
   | { method: 'trust' } // AuthenticationOk with no request before it
@@ -33,6 +33,10 @@ export type CapturedAuth =
  */
 const CHANNEL_BINDING_WHY =
   'the client uses SCRAM channel binding: its login is bound to its own TLS channel, and logging in again on another connection is the reuse it asked to prevent';
+
+// The md5 answer replays to the same salt, and the SCRAM proof with the verifier gives the ClientKey.
+const capturedMd5 = redactingRecord<Extract<CapturedAuth, { method: 'md5' }>>(['challenge']);
+const capturedScram = redactingRecord<Extract<CapturedAuth, { method: 'scram-sha-256' }>>(['clientProof']);
 
 type Phase =
   | 'start'
@@ -150,19 +154,16 @@ export class AuthCapture {
         this.captured = { method: 'trust' };
         break;
       case 'md5-answered':
-        this.captured = redactFields({ method: 'md5' as const, challenge: { salt: this.md5Salt!, response: this.md5Response! } }, ['challenge']);
+        this.captured = capturedMd5({ method: 'md5', challenge: { salt: this.md5Salt!, response: this.md5Response! } });
         break;
       case 'sasl-finished':
-        this.captured = redactFields(
-          {
-            method: 'scram-sha-256' as const,
-            clientFirstBare: this.clientFirstBare,
-            serverFirst: this.serverFirst,
-            clientFinalWithoutProof: this.clientFinalWithoutProof,
-            clientProof: this.clientProof!,
-          },
-          ['clientProof'],
-        );
+        this.captured = capturedScram({
+          method: 'scram-sha-256',
+          clientFirstBare: this.clientFirstBare,
+          serverFirst: this.serverFirst,
+          clientFinalWithoutProof: this.clientFinalWithoutProof,
+          clientProof: this.clientProof!,
+        });
         break;
       case 'unmovable':
         this.captured = { method: 'unmovable', why: this.why };

@@ -3,13 +3,17 @@
 import type { CapturedAuth } from './auth-capture';
 import { md5Answer, MD5_STORED_HASH } from './md5';
 import { authMessage, clientKeyFromProof, parseScramVerifier } from './scram';
-import { redactFields } from './redaction';
+import { redactingRecord } from './redaction';
 
 export type LoginSecret =
   | { method: 'trust' }
   /** rolpassword as stored: 'md5' and 32 hex digits. */
   | { method: 'md5'; storedHash: string }
   | { method: 'scram-sha-256'; clientKey: Buffer; serverKey: Buffer };
+
+// The ServerKey is no login secret, but with it a server could be impersonated to pgfloat.
+const redactedMd5Secret = redactingRecord<Extract<LoginSecret, { method: 'md5' }>>(['storedHash']);
+const redactedScramSecret = redactingRecord<Extract<LoginSecret, { method: 'scram-sha-256' }>>(['clientKey', 'serverKey']);
 
 /**
  * rolpassword: the role's pg_authid.rolpassword as the auth query returned it (null if none).
@@ -26,23 +30,35 @@ export function loginSecretOf(captured: CapturedAuth, rolpassword: string | null
     case 'unmovable':
       return { error: `the login cannot be repeated: ${captured.why}` };
     case 'md5':
-      return md5Secret(captured, rolpassword);
+      return md5SecretOf(captured, rolpassword);
     case 'scram-sha-256':
-      return scramSecret(captured, rolpassword);
+      return scramSecretOf(captured, rolpassword);
   }
 }
 
-function md5Secret(captured: Extract<CapturedAuth, { method: 'md5' }>, rolpassword: string | null): LoginSecret | { error: string } {
+/** A LoginSecret that came through a structured clone (from another thread) is a bare object again: this redacts it anew. */
+export function redactedLoginSecret(secret: LoginSecret): LoginSecret {
+  switch (secret.method) {
+    case 'trust':
+      return { method: 'trust' };
+    case 'md5':
+      return redactedMd5Secret({ method: 'md5', storedHash: secret.storedHash });
+    case 'scram-sha-256':
+      return redactedScramSecret({ method: 'scram-sha-256', clientKey: Buffer.from(secret.clientKey), serverKey: Buffer.from(secret.serverKey) });
+  }
+}
+
+function md5SecretOf(captured: Extract<CapturedAuth, { method: 'md5' }>, rolpassword: string | null): LoginSecret | { error: string } {
   if (rolpassword === null) return { error: 'the role has no stored password' };
   if (!MD5_STORED_HASH.test(rolpassword)) return { error: `the login used md5 but the stored password is ${describeStored(rolpassword)}` };
   const challenge = captured.challenge;
   if (challenge !== undefined && md5Answer(rolpassword, challenge.salt) !== challenge.response) {
     return { error: 'the stored md5 hash does not answer the captured challenge (the password changed since the login?)' };
   }
-  return redactFields({ method: 'md5' as const, storedHash: rolpassword }, ['storedHash']);
+  return redactedMd5Secret({ method: 'md5', storedHash: rolpassword });
 }
 
-function scramSecret(captured: Extract<CapturedAuth, { method: 'scram-sha-256' }>, rolpassword: string | null): LoginSecret | { error: string } {
+function scramSecretOf(captured: Extract<CapturedAuth, { method: 'scram-sha-256' }>, rolpassword: string | null): LoginSecret | { error: string } {
   if (rolpassword === null) return { error: 'the role has no stored password' };
   const verifier = parseScramVerifier(rolpassword);
   if (verifier === undefined) {
@@ -54,7 +70,7 @@ function scramSecret(captured: Extract<CapturedAuth, { method: 'scram-sha-256' }
   if (clientKey === undefined) {
     return { error: "the client's SCRAM proof does not match the stored verifier (the password changed since the login?)" };
   }
-  return redactFields({ method: 'scram-sha-256' as const, clientKey, serverKey: verifier.serverKey }, ['clientKey', 'serverKey']);
+  return redactedScramSecret({ method: 'scram-sha-256', clientKey, serverKey: verifier.serverKey });
 }
 
 const SCRAM_PREFIX = 'SCRAM-SHA-256$';

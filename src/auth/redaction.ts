@@ -1,26 +1,37 @@
-// Keeps login secrets out of logs: util.inspect and JSON (pino serializes with toJSON) see "[redacted]" in their place.
+// Keeps login secrets out of logs: util.inspect and JSON (what pino writes) see "[redacted]" in their place.
 
 import { inspect, type InspectOptionsStylized } from 'node:util';
 
 export const REDACTED = '[redacted]';
 
-type CustomInspect = (depth: number, options: InspectOptionsStylized, inspectFn: typeof inspect) => string;
-
 /**
- * Gives a plain object an inspect and a JSON form with `secretFields` replaced. Both are
- * non-enumerable so the object stays plain for spreading, deep equality and structured clone (a
- * clone sent to a worker thread loses them: redact it again there).
+ * A maker of records that look and compare like plain objects but whose inspect and JSON forms
+ * replace `secretFields`. Those two live on the prototype, not on each object: pino's redaction
+ * copies the objects it walks through (keeping their prototype, dropping non-enumerable and
+ * symbol-keyed properties), and a copy must still redact. A structured clone (to a worker thread)
+ * keeps only the fields: make the record again on the other side.
  */
-export function redactFields<T extends object>(value: T, secretFields: ReadonlyArray<keyof T & string>): T {
-  const view = (): Record<string, unknown> => {
+export function redactingRecord<T extends object>(secretFields: ReadonlyArray<keyof T & string>): (fields: T) => T {
+  const secrets: readonly string[] = secretFields;
+  const view = (record: object): Record<string, unknown> => {
     const out: Record<string, unknown> = {};
-    for (const [key, field] of Object.entries(value)) out[key] = (secretFields as readonly string[]).includes(key) ? REDACTED : field;
+    for (const [key, field] of Object.entries(record)) out[key] = secrets.includes(key) ? REDACTED : field;
     return out;
   };
-  const custom: CustomInspect = (_depth, options, inspectFn) => inspectFn(view(), options);
-  Object.defineProperty(value, inspect.custom, { value: custom, enumerable: false });
-  Object.defineProperty(value, 'toJSON', { value: view, enumerable: false });
-  return value;
+  class Redacted {
+    constructor(fields: T) {
+      Object.assign(this, fields);
+    }
+
+    toJSON(): Record<string, unknown> {
+      return view(this);
+    }
+
+    [inspect.custom](_depth: number, options: InspectOptionsStylized, inspectFn: typeof inspect): string {
+      return inspectFn(view(this), options);
+    }
+  }
+  return (fields) => new Redacted(fields) as unknown as T;
 }
 
 /** For classes holding secrets: their inspect form is a chosen summary, under the class's name. */
