@@ -41,7 +41,7 @@ export class LoginError extends Error {
   }
 }
 
-type Phase = 'created' | 'started' | 'md5-answered' | 'sasl-first-sent' | 'sasl-final-sent' | 'sasl-verified' | 'authenticated' | 'done';
+type Phase = 'created' | 'failed' | 'started' | 'md5-answered' | 'sasl-first-sent' | 'sasl-final-sent' | 'sasl-verified' | 'authenticated' | 'done';
 
 const ALL_TYPES = new Set(Array.from({ length: 256 }, (_, type) => type));
 const EMPTY = Buffer.alloc(0);
@@ -89,20 +89,30 @@ export class ServerLogin {
   feed(chunk: Buffer): { send: Buffer; done?: LoggedIn } {
     if (this.phase === 'created') throw new LoginError('feed() before start()');
     if (this.phase === 'done') throw new LoginError('the login is finished: the bytes after ReadyForQuery were in `rest`');
+    if (this.phase === 'failed') throw new LoginError('the login already failed');
     this.outgoing = [];
     this.chunk = chunk;
     try {
       this.scanner.push(chunk);
     } catch (err) {
+      // Past ReadyForQuery the bytes are the caller's, handed over raw in `rest`, whatever they are.
+      if (this.loggedIn !== undefined && err instanceof FramingError) return { send: this.takeOutgoing(), done: this.loggedIn };
+      // The scanner stopped mid-chunk: nothing after this can be read in step with the server.
+      this.phase = 'failed';
       if (err instanceof FramingError) throw new LoginError(`malformed bytes from the server: ${err.message}`);
       if (err instanceof MalformedAuthMessage) throw new LoginError(`malformed message from the server: ${err.message}`);
       throw err;
     } finally {
       this.chunk = EMPTY;
     }
+    const send = this.takeOutgoing();
+    return this.loggedIn === undefined ? { send } : { send, done: this.loggedIn };
+  }
+
+  private takeOutgoing(): Buffer {
     const send = this.outgoing.length === 0 ? EMPTY : Buffer.concat(this.outgoing);
     this.outgoing = [];
-    return this.loggedIn === undefined ? { send } : { send, done: this.loggedIn };
+    return send;
   }
 
   [inspect.custom](_depth: number, options: InspectOptionsStylized, inspectFn: typeof inspect): string {

@@ -120,6 +120,8 @@ t.test('bytes after ReadyForQuery come back as rest, whether ReadyForQuery came 
   const zEnd = reply.length - after.length;
   t.equal(login.feed(reply.subarray(0, zEnd - 2)).done, undefined, 'not done before the whole ReadyForQuery');
   t.same(login.feed(reply.subarray(zEnd - 2)).done?.rest, after, 'ReadyForQuery split across chunks');
+  const unframeable = Buffer.from([0x44, 0, 0, 0, 1, 0x99]);
+  t.same(run({ method: 'trust' }, Buffer.concat([welcome(), unframeable]), noMoreRounds).rest, unframeable, 'even bytes that cannot be framed: they are the caller\'s');
 });
 
 t.test('a protocol 3.2 cancel key (longer than 4 bytes) is kept whole', async (t) => {
@@ -188,4 +190,8 @@ t.test('misuse', async (t) => {
   login.start();
   t.ok(login.feed(welcome()).done);
   t.throws(() => login.feed(Buffer.from('x')), /finished/);
+  const refused = new ServerLogin(startup, { method: 'trust' });
+  refused.start();
+  t.throws(() => refused.feed(wire(['E', 'C28000\0Mno\0\0'])), { code: '28000' });
+  t.throws(() => refused.feed(welcome()), /already failed/, 'nothing is read after a failure');
 });
