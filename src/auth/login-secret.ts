@@ -18,10 +18,11 @@ const redactedScramSecret = redactingRecord<Extract<LoginSecret, { method: 'scra
 /**
  * rolpassword: the role's pg_authid.rolpassword as the auth query returned it (null if none).
  *
- * The stored password must be the one the captured login was checked against: a password changed
- * since, or a lookup that returned another role's, would log in as nobody (md5) or not at all
- * (SCRAM). So it is checked against the capture wherever the capture allows: the SCRAM proof only
- * unmasks to a ClientKey that hashes to this verifier's StoredKey, and the md5 answer is recomputed.
+ * The stored password must be the one the captured login was checked against: with a password
+ * changed since, or a lookup that returned another role's, the repeated login would only fail
+ * later, on the new server, with its 28P01. So it is checked against the capture here: the SCRAM
+ * proof only unmasks to a ClientKey that hashes to this verifier's StoredKey, and the md5 answer
+ * is recomputed from the stored hash.
  */
 export function loginSecretOf(captured: CapturedAuth, rolpassword: string | null): LoginSecret | { error: string } {
   switch (captured.method) {
