@@ -8,6 +8,8 @@ export const REDACTED_KEYS = [
   'password', '*.password', '*.*.password',
   'replicationPassword', '*.replicationPassword', '*.*.replicationPassword',
   'token', '*.token', 'connectionString',
+  // Login secrets (src/auth) redact themselves; these catch one copied out into a log field.
+  'clientKey', '*.clientKey', 'serverKey', '*.serverKey', 'storedHash', '*.storedHash', 'clientProof', '*.clientProof',
 ];
 
 export function createLogger(level: string = process.env.PGFLOAT_LOG_LEVEL ?? 'info', destination?: pino.DestinationStream): Logger {

@@ -23,6 +23,11 @@ export class MessageScanner {
   private type = 0;
   private body: Buffer | undefined;
   private bodyFill = 0;
+  /**
+   * In the chunk being pushed, where the message just handed to `onMessage` ends: for a caller
+   * that reads only up to a message (a login stops at ReadyForQuery) and hands the rest on.
+   */
+  messageEnd = 0;
 
   constructor(
     collect: ReadonlySet<number>,
@@ -69,6 +74,7 @@ export class MessageScanner {
     this.bodyFill += to - from;
     if (this.bodyFill === body.length) {
       this.body = undefined;
+      this.messageEnd = to;
       this.onMessage(this.type, body);
     }
   }

@@ -101,6 +101,23 @@ t.test('collected bodies are not views of the chunks (they survive buffer reuse)
   );
 });
 
+t.test('messageEnd: where, in the chunk being pushed, the message just handed over ends', async (t) => {
+  const zEnd = stream.indexOf(message('Z', 'I')) + 6;
+  let wrong = 0;
+  for (let cut = 0; cut < zEnd; cut++) {
+    // The first ReadyForQuery completes in the second chunk: its end is counted from that chunk's start.
+    const second = stream.subarray(cut);
+    let seen: number | undefined;
+    const scanner = new MessageScanner(collectTypes, (type) => {
+      if (type === MessageType.readyForQuery && seen === undefined) seen = scanner.messageEnd;
+    });
+    scanner.push(stream.subarray(0, cut));
+    scanner.push(second);
+    if (seen !== zEnd - cut) wrong++;
+  }
+  t.equal(wrong, 0, `every cut before byte ${zEnd}`);
+});
+
 t.test('atBoundary() is true exactly at message ends', async (t) => {
   const scanner = new MessageScanner(collectTypes, () => undefined);
   t.equal(scanner.atBoundary(), true, 'before any byte');
