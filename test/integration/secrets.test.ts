@@ -2,7 +2,7 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -35,6 +35,24 @@ const SECRETS: Record<string, string> = {
   'md5 hash of the client password': md5Of(MD5_PASSWORD, 'app_md5'),
   'md5 hash of the monitor password': md5Of(MONITOR_PASSWORD, 'postgres'),
 };
+
+/**
+ * What a SCRAM verifier holds, and the ClientKey pgfloat derives from a client's proof to move its
+ * session (sessions.move): each as good as a password to somebody, so each must appear nowhere.
+ */
+function scramSecrets(verifier: string, password: string): Record<string, string> {
+  const [, iterations, salt, storedKey, serverKey] = /^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)$/.exec(verifier)!;
+  const salted = pbkdf2Sync(password, Buffer.from(salt!, 'base64'), Number(iterations), 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  return {
+    'SCRAM verifier': verifier,
+    'SCRAM StoredKey': storedKey!,
+    'SCRAM ServerKey': serverKey!,
+    'SCRAM ClientKey (base64)': clientKey.toString('base64'),
+    'SCRAM ClientKey (hex)': clientKey.toString('hex'),
+    'SCRAM SaltedPassword (hex)': salted.toString('hex'),
+  };
+}
 
 t.test('no secret in any output', async (t) => {
   const cluster = await startCluster(t, { password: MONITOR_PASSWORD, authMethod: 'md5' });
@@ -136,6 +154,12 @@ t.test('no secret in any output', async (t) => {
   });
 
   t.test('a managed switchover uses the replication password, and says nothing of it', async (t) => {
+    // Idle sessions move to the new primary, logging in again without their passwords.
+    const at = { host: '127.0.0.1', port: proxy.readWritePort, database: 'postgres' };
+    const movers = [await connectClient({ ...at, user: 'app_scram', password: SCRAM_PASSWORD }), await connectClient({ ...at, user: 'app_md5', password: MD5_PASSWORD })];
+    for (const mover of movers) await mover.query("SET work_mem = '3MB'");
+    const verifier = await queryOnce<{ p: string }>(superuser, "select rolpassword as p from pg_authid where rolname = 'app_scram'");
+    Object.assign(SECRETS, scramSecrets(verifier[0]!.p, SCRAM_PASSWORD));
     const run = await runCli(['switchover', '--admin', admin], { PGFLOAT_ADMIN_TOKEN: ADMIN_TOKEN });
     keep('pgfloat switchover', run.stdout + run.stderr);
     t.equal(run.code, 0, `pgfloat switchover exits 0: ${run.stderr}`);
@@ -149,6 +173,13 @@ t.test('no secret in any output', async (t) => {
     const client = await connectClient({ host: '127.0.0.1', port: proxy.readWritePort, user: 'app_md5', password: MD5_PASSWORD, database: 'postgres' });
     t.same((await client.query('select pg_is_in_recovery() as r')).rows, [{ r: false }], 'md5 login to the new primary');
     await client.end();
+    for (const mover of movers) {
+      const { rows } = await mover.query<{ u: string; r: boolean; w: string }>("select current_user as u, pg_is_in_recovery() as r, current_setting('work_mem') as w");
+      t.same(rows, [{ u: mover.user, r: false, w: '3MB' }], `the ${mover.user} session moved to the new primary`);
+      t.same((mover as typeof movers[number]).errors, [], 'without an error');
+      await mover.end();
+    }
+    t.equal(proxy.instance.status().sessionMoves.moved, 2, 'both moved');
   });
 
   t.test('scan', async (t) => {
