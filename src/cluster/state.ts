@@ -35,6 +35,19 @@ export interface ClusterState {
   /** Kept in the shared state, so whichever instance decides next knows to restore it. */
   synchronousLifted?: LiftedSynchronous;
   history: FailoverRecord[];
+  /**
+   * A switchover draining `from`, announced by the decider (several instances) so the others hold
+   * new writers and move their own sessions at transaction boundaries until `drainUntil`; removed
+   * with the fence that follows, or by the rollback.
+   */
+  switchover?: AnnouncedSwitchover;
+}
+
+export interface AnnouncedSwitchover {
+  from: string;
+  to: string;
+  /** ISO time: the followers' drain deadline. */
+  drainUntil: string;
 }
 
 export function emptyState(): ClusterState {

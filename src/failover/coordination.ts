@@ -51,11 +51,24 @@ export function absorbCoordination(s: CoreState, next: Coordination, out: Failov
 export function absorbClusterChange(s: CoreState, cluster: ClusterState, out: FailoverAction[]): void {
   if (cluster.revision <= s.cluster.revision) return;
   const newlyFenced = cluster.fenced.filter((n) => !s.cluster.fenced.includes(n));
+  const announced = cluster.switchover !== undefined && cluster.switchover.drainUntil !== s.cluster.switchover?.drainUntil ? cluster.switchover : undefined;
   const previousPrimary = s.cluster.primary;
   s.cluster = cluster;
   if (s.lastPrimaryLsn === undefined || cluster.primary !== previousPrimary) s.lastPrimaryLsn = cluster.lastKnownPrimaryLsn;
   // The decider dropped its own sessions when it decided the fence.
   if (isFollower(s)) for (const node of newlyFenced) dropSessions(s, out, node, `fenced by the decider at revision ${cluster.revision}`, 'fenced');
+  if (isFollower(s) && announced !== undefined) {
+    // Until the fence arrives, this instance's sessions on the old primary move (or close) at
+    // their transaction boundaries, as the decider's do; the fence then drops whatever is left.
+    // Outstanding until its answer (drained), like a drop: the decider fences once this instance has applied it.
+    const drainMs = Math.max(0, Date.parse(announced.drainUntil) - s.now);
+    s.droppingSessions = [...s.droppingSessions, announced.from];
+    out.push({ type: 'drain-sessions', node: announced.from, drainMs });
+    log(out, 'warn', `switchover from ${announced.from} to ${announced.to} announced by the decider: holding new writers; moving or closing sessions on ${announced.from} at transaction boundaries (up to ${drainMs} ms)`, {
+      revision: cluster.revision,
+      epoch: cluster.epoch,
+    });
+  }
   if (s.phase.kind === 'bootstrap' && cluster.primary !== undefined && !s.persisting) s.phase = { kind: 'steady' };
   log(out, 'info', 'cluster state changed', { revision: cluster.revision, epoch: cluster.epoch, primary: cluster.primary, fenced: cluster.fenced });
 }
@@ -81,6 +94,7 @@ export function follow(s: CoreState, options: FailoverOptions): void {
   s.degenerateSince = s.cluster.fenced.length === 0 ? undefined : (s.degenerateSince ?? s.now);
   // A freshly promoted primary is only writable once this instance has seen it out of recovery too.
   const away = s.cluster.fenced.includes(primary) || r?.status !== 'up' || r.inRecovery !== false;
+  const switching = s.cluster.switchover?.from === primary && s.now < Date.parse(s.cluster.switchover.drainUntil);
   const votes = downVotes(s, primary);
   const onlyHere = r?.status === 'down' && votes?.majority === false && s.now - (s.primaryDownSince ?? s.now) >= options.standbyConfirmationMs;
   if (onlyHere) {
@@ -88,10 +102,12 @@ export function follow(s: CoreState, options: FailoverOptions): void {
     s.heldBecause = undefined;
     return;
   }
-  if (away && s.heldBecause === undefined) {
+  if (switching && s.heldBecause === undefined) {
+    s.heldBecause = `switchover from ${primary} to ${s.cluster.switchover!.to}, announced by the decider`;
+  } else if (away && s.heldBecause === undefined) {
     const why = s.cluster.fenced.includes(primary) ? 'fenced' : r?.status !== 'up' ? (r?.status ?? 'not yet seen') : 'not yet seen out of recovery';
     s.heldBecause = `primary ${primary} is ${why}; the decider decides`;
-  } else if (!away && s.heldBecause !== undefined) {
+  } else if (!away && !switching && s.heldBecause !== undefined) {
     s.heldBecause = undefined;
   }
 }

@@ -21,7 +21,7 @@ import {
 } from './helpers';
 import { absorbClusterChange, absorbCoordination, downVotes, follow, isFollower } from './coordination';
 import { operatorCommand } from './operator';
-import { switchoverEvent } from './switchover';
+import { finishDraining, switchoverEvent } from './switchover';
 import type { Coordination, CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, StepResult } from './types';
 
 /** `coordination` is given when several instances share the state: it starts as a follower without a lease. */
@@ -72,7 +72,9 @@ function absorb(s: CoreState, event: FailoverEvent, out: FailoverAction[], optio
     }
     case 'tick':
       return;
-    case 'sessions-dropped': {
+    case 'sessions-dropped':
+    case 'drained': {
+      // A follower's drain of an announced switchover is outstanding session work like a drop.
       const at = s.droppingSessions.indexOf(event.node);
       if (at >= 0) s.droppingSessions = s.droppingSessions.filter((_, i) => i !== at);
       return;
@@ -204,6 +206,12 @@ function steady(s: CoreState, out: FailoverAction[], options: FailoverOptions): 
   const primary = s.cluster.primary!;
   s.degenerateSince = s.cluster.fenced.length === 0 ? undefined : (s.degenerateSince ?? s.now);
   if (s.persisting) return;
+  if (s.cluster.switchover !== undefined) {
+    // Announced by a decider that went away before it fenced or rolled back: nothing is switching over now.
+    persist(s, out, { ...s.cluster, switchover: undefined });
+    log(out, 'warn', 'a switchover announced by an earlier decider did not finish: withdrawing it', { ...s.cluster.switchover, epoch: s.cluster.epoch });
+    return;
+  }
 
   for (const name of s.names) {
     if (name === primary) continue;
@@ -329,6 +337,7 @@ function considerFailover(s: CoreState, out: FailoverAction[], reason: string, r
 function progressFailover(s: CoreState, out: FailoverAction[], opts: FailoverOptions): void {
   const phase = s.phase;
   if (phase.kind !== 'failover') return;
+  if (phase.step === 'draining') return finishDraining(s, out);
   if (phase.step === 'fencing' && !s.persisting && !s.cluster.fenced.includes(phase.oldPrimary)) {
     // The fence write lost a race with another writer: the store's state came back without it.
     persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]) });

@@ -1,10 +1,13 @@
 // Planned switchover in the failover core: preflight, then drain, fence, stop writes, catch up, promote; rollback before promotion.
 
-import { answer, failoverPhase, log, persist, recordOutcome, sameSystem, startPromotion, union } from './helpers';
+import { answer, failoverPhase, log, persist, recordOutcome, sameSystem, startPromotion, unacknowledged, union } from './helpers';
 import type { CoreState, FailoverAction, FailoverEvent, FailoverOptions, NodeReport, OperatorCommand } from './types';
 import { lagBytes } from '../cluster/lsn';
 
 type SwitchoverCommand = Extract<OperatorCommand, { command: 'switchover' }>;
+
+/** How long past the drain deadline the decider waits for the other instances' drains (their clocks and etcd's round trips). */
+const PEER_DRAIN_GRACE_MS = 2_000;
 
 /**
  * Checks everything a switchover needs before touching anything: the refusal names what is
@@ -18,17 +21,35 @@ export function requestSwitchover(s: CoreState, op: SwitchoverCommand, out: Fail
     return answer(s, false, `refused: ${refusal}`);
   }
   const { primary, target, lag } = refusal;
-  s.phase = failoverPhase(s, opts, primary, target.node, 'switchover', 'draining', true);
+  const fields = { epoch: s.cluster.epoch, oldPrimary: primary, target: target.node, lagBytes: lag, forcedSlots: op.force ? op.logicalSlots : [] };
   s.heldBecause = `switchover from ${primary} to ${target.node}`;
-  out.push({ type: 'drain-sessions', node: primary, drainMs: opts.switchover.drainMs });
-  log(out, 'warn', `switchover: holding new writers; closing sessions on ${primary} at transaction boundaries (up to ${opts.switchover.drainMs} ms)`, {
-    epoch: s.cluster.epoch,
-    oldPrimary: primary,
-    target: target.node,
-    lagBytes: lag,
-    forcedSlots: op.force ? op.logicalSlots : [],
-  });
+  if (s.coordination !== undefined) {
+    // The other instances learn of it from the shared state, and drain their own sessions too.
+    s.phase = failoverPhase(s, opts, primary, target.node, 'switchover', 'announcing', true);
+    const drainUntil = new Date(s.now + opts.switchover.drainMs).toISOString();
+    persist(s, out, { ...s.cluster, switchover: { from: primary, to: target.node, drainUntil } });
+    log(out, 'warn', `switchover: holding new writers; announcing the switchover to the other pgfloat instances`, fields);
+  } else {
+    s.phase = failoverPhase(s, opts, primary, target.node, 'switchover', 'draining', true);
+    startDraining(s, out, opts, fields);
+  }
   answer(s, true, `switching over from ${primary} to ${target.node}`);
+}
+
+function startDraining(s: CoreState, out: FailoverAction[], opts: FailoverOptions, fields: Record<string, unknown>): void {
+  if (s.phase.kind !== 'failover') return;
+  s.phase.step = 'draining';
+  s.phase.drainDeadline = s.now + opts.switchover.drainMs;
+  out.push({ type: 'drain-sessions', node: s.phase.oldPrimary, drainMs: opts.switchover.drainMs });
+  log(out, 'warn', `switchover: holding new writers; moving or closing sessions on ${s.phase.oldPrimary} at transaction boundaries (up to ${opts.switchover.drainMs} ms)`, fields);
+}
+
+/** The switchover ends before anything changed on a server: writers go back to the old primary. */
+function abandon(s: CoreState, out: FailoverAction[], why: string, fields: Record<string, unknown>): void {
+  recordOutcome(s, false, `switchover abandoned: ${why}`);
+  log(out, 'error', `switchover abandoned: ${why}; releasing held writes to the old primary`, fields);
+  s.phase = { kind: 'steady' };
+  s.heldBecause = undefined;
 }
 
 function preflight(s: CoreState, op: SwitchoverCommand, opts: FailoverOptions): string | { primary: string; target: NodeReport; lag: number } {
@@ -73,11 +94,8 @@ export function switchoverEvent(s: CoreState, event: FailoverEvent, out: Failove
   switch (event.type) {
     case 'drained':
       if (phase.step !== 'draining' || event.node !== phase.oldPrimary) return true;
-      phase.step = 'fencing';
-      log(out, 'warn', `switchover: sessions on ${phase.oldPrimary} closed (${event.atBoundary} at a transaction boundary, ${event.cut} cut at the deadline); recording the fence`, fields);
-      // The fence is persisted before the old primary changes: a pgfloat restarted from here
-      // finds it fenced, and finishes the change as a failover instead of routing to it.
-      persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]) });
+      phase.drained = { atBoundary: event.atBoundary, cut: event.cut };
+      finishDraining(s, out);
       return true;
     case 'writes-stopped':
       if (phase.step !== 'stopping-writes') return true;
@@ -103,12 +121,15 @@ export function switchoverEvent(s: CoreState, event: FailoverEvent, out: Failove
       if (event.error !== undefined) {
         log(out, 'error', `switchover rollback: ${phase.oldPrimary} could not be given its writes back: ${event.error}`, fields);
       }
-      persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== phase.oldPrimary) });
+      persist(s, out, { ...s.cluster, fenced: s.cluster.fenced.filter((n) => n !== phase.oldPrimary), switchover: undefined });
       return true;
     case 'persisted':
       s.persisting = false;
       s.cluster = event.cluster;
-      if (phase.step === 'fencing' && s.cluster.fenced.includes(phase.oldPrimary)) {
+      if (phase.step === 'announcing') {
+        if (s.cluster.switchover?.from === phase.oldPrimary) startDraining(s, out, opts, fields);
+        else abandon(s, out, 'another write to the shared state came first', fields);
+      } else if (phase.step === 'fencing' && s.cluster.fenced.includes(phase.oldPrimary)) {
         phase.step = 'stopping-writes';
         out.push({ type: 'stop-writes', node: phase.oldPrimary, target: phase.target });
         log(out, 'warn', `switchover: fence recorded; stopping writes on ${phase.oldPrimary}`, fields);
@@ -122,17 +143,37 @@ export function switchoverEvent(s: CoreState, event: FailoverEvent, out: Failove
       }
       return true;
     case 'persist-failed':
-      if (phase.step !== 'fencing') return false;
+      if (phase.step !== 'fencing' && phase.step !== 'announcing') return false;
       s.persisting = false;
       // Nothing changed on any server yet: the switchover simply did not happen.
-      recordOutcome(s, false, `switchover abandoned: the fence of ${phase.oldPrimary} could not be persisted: ${event.error}`);
-      log(out, 'error', 'switchover abandoned: the fence could not be persisted; releasing held writes to the old primary', { ...fields, error: event.error });
-      s.phase = { kind: 'steady' };
-      s.heldBecause = undefined;
+      abandon(s, out, `the ${phase.step === 'fencing' ? `fence of ${phase.oldPrimary}` : 'announcement'} could not be persisted: ${event.error}`, fields);
       return true;
     default:
       return false;
   }
+}
+
+/**
+ * The fence follows once this instance's drain is done and every other live instance has applied
+ * the announcement (its drain done too), or their grace ran out: a follower still draining then
+ * drops what is left when the fence reaches it, which the promotion waits for anyway.
+ */
+export function finishDraining(s: CoreState, out: FailoverAction[]): void {
+  const phase = s.phase;
+  if (phase.kind !== 'failover' || phase.step !== 'draining' || phase.drained === undefined) return;
+  const waiting = unacknowledged(s);
+  if (waiting.length > 0 && s.now < (phase.drainDeadline ?? s.now) + PEER_DRAIN_GRACE_MS) return;
+  phase.step = 'fencing';
+  const { atBoundary, cut } = phase.drained;
+  const peers = waiting.length > 0 ? `; instances ${waiting.join(', ')} had not finished draining` : '';
+  log(out, 'warn', `switchover: sessions on ${phase.oldPrimary} moved or closed (${atBoundary} at a transaction boundary, ${cut} cut at the deadline)${peers}; recording the fence`, {
+    epoch: s.cluster.epoch,
+    oldPrimary: phase.oldPrimary,
+    target: phase.target,
+  });
+  // The fence is persisted before the old primary changes: a pgfloat restarted from here
+  // finds it fenced, and finishes the change as a failover instead of routing to it.
+  persist(s, out, { ...s.cluster, fenced: union(s.cluster.fenced, [phase.oldPrimary]), switchover: undefined });
 }
 
 /** Before promotion nothing is lost by going back: the old primary gets its writes back, then its fence is lifted. */

@@ -100,8 +100,10 @@ export type FailoverAction =
   | { type: 'persist'; expectedRevision: number; cluster: Omit<ClusterState, 'revision'> }
   | { type: 'log'; level: LogLevel; message: string; fields: Record<string, unknown> };
 
-/** A planned switchover goes draining → fencing → stopping-writes → catching-up before promoting; a failover starts at fencing. */
+/** A planned switchover goes (announcing →) draining → fencing → stopping-writes → catching-up before promoting; a failover starts at fencing. */
 export type FailoverStep =
+  /** Several instances: the switchover is being written to the shared state, so the others drain too. */
+  | 'announcing'
   | 'draining'
   | 'fencing'
   | 'stopping-writes'
@@ -135,6 +137,9 @@ export type Phase =
       oldTimeline?: number;
       /** Switchover rollback: why. */
       rollbackReason?: string;
+      /** Switchover: this instance's drain result once it came, and until when other instances are waited for. */
+      drained?: { atBoundary: number; cut: number };
+      drainDeadline?: number;
       /**
        * From the promotion's answer, recorded with the new primary: the lifted
        * synchronous_standby_names, null for none; undefined while unanswered (the record stands).

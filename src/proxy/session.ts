@@ -213,7 +213,7 @@ export class ClientSession implements TrackedSession {
     this.phase = 'relaying';
     this.draining = false;
     server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
-    server.on('close', () => this.closeAfterFlush('server closed'));
+    server.on('close', () => this.serverClosed());
     // The client keeps the cancel key it was given: it now cancels on the new backend.
     if (this.cancelKey !== undefined) {
       this.env.cancels.retarget(this.cancelKey, { node: node.name, host: node.host, port: node.port, processId: backend.processId, secretKey: backend.secretKey });
@@ -257,12 +257,20 @@ export class ClientSession implements TrackedSession {
     });
   }
 
+  /** The server closed the connection: an idle session whose state is known may outlive it (see watchServerEnd). */
+  private serverClosed(): void {
+    const watch = this.moveWatch;
+    if (this.phase === 'relaying' && watch !== undefined && this.tracker!.idle() && watch.stateKnown(this.clientPump!)) return this.holdServerEnd(undefined);
+    this.closeAfterFlush('server closed');
+  }
+
   /**
-   * Keeps the server's last words (`fatal`) from the client, paused, until routing decides: it
-   * leaves the node (a failover) and the session moves, or it does not within the hold time
-   * (an operator ended the backend, the server restarted in place) and the client gets them.
+   * Keeps the server's end (its last words, `fatal`, if it had any) from the client, paused,
+   * until routing decides: it leaves the node (a failover) and the session moves, or it does not
+   * within the hold time (an operator ended the backend, the server restarted in place) and the
+   * client is told as the server told it.
    */
-  private holdServerEnd(fatal: Buffer): void {
+  private holdServerEnd(fatal: Buffer | undefined): void {
     const from = this.node!;
     const server = this.server!;
     const pump = this.serverPump!;
@@ -276,7 +284,7 @@ export class ClientSession implements TrackedSession {
       this.log.info({ node: from }, 'routing stayed on the node: the session ends as its server said');
       const client = this.client;
       this.shutdown();
-      client.end(fatal);
+      client.end(fatal ?? EMPTY);
       lingerThenDestroy(client);
     });
   }
@@ -433,7 +441,7 @@ export class ClientSession implements TrackedSession {
       this.phase = 'authenticating';
       this.armStartupTimer(`timeout: session startup (connection and authentication) not complete within ${this.env.startupTimeoutMs} ms`);
       server.on('error', (err) => this.fail(`server socket error: ${err.message}`));
-      server.on('close', () => this.closeAfterFlush('server closed'));
+      server.on('close', () => this.serverClosed());
       this.startRelay(node, startup, pump);
       // Last: a drain of this node in progress refuses the session from inside attach().
       this.env.sessions.attach(this, node.name);

@@ -177,3 +177,81 @@ t.test('a follower cut off from a primary the others still see refuses writers a
   coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('down', 1), c: peer('up', 1) } });
   t.same(sim.types(), ['hold-writes'], 'once a majority sees it down, a failover is coming: held again');
 });
+
+t.test('a switchover with several instances: the decider announces it, and drains once the announcement is in the shared state', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { peers: { b: peer('up', 1) } });
+  sim.send({ type: 'operator', op: { command: 'switchover', force: false, logicalSlots: [] } });
+  t.same(sim.types(), ['hold-writes', 'persist'], 'holds writers and writes the announcement first');
+  t.match(sim.state.phase, { kind: 'failover', step: 'announcing' });
+  sim.answerPersist();
+  t.match(sim.store.switchover, { from: 'n1', to: 'n2' });
+  t.same(sim.types(), ['drain-sessions n1'], 'then drains its own sessions');
+  sim.send({ type: 'drained', node: 'n1', atBoundary: 1, cut: 0 });
+  t.same(sim.types(), [], 'its own drain is done, but b has not applied the announcement (drained) yet');
+  coordinate(sim, { peers: { b: peer('up', 2) } });
+  t.same(sim.types(), ['persist'], 'b drained: the fence follows');
+  sim.answerPersist();
+  t.same(sim.store.fenced, ['n1']);
+  t.equal(sim.store.switchover, undefined, 'and the announcement is withdrawn with it');
+});
+
+t.test('the decider fences without a follower that has not drained by the deadline; the promotion still waits for its fence', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { peers: { b: peer('up', 1) } });
+  sim.send({ type: 'operator', op: { command: 'switchover', force: false, logicalSlots: [] } });
+  sim.answerPersist();
+  sim.send({ type: 'drained', node: 'n1', atBoundary: 0, cut: 0 });
+  sim.tick(2500);
+  t.same(sim.types(), [], 'within the drain time (1 s here) and its grace: waits');
+  sim.tick(600);
+  t.same(sim.types(), ['persist'], 'past them: fences');
+  t.match(sim.logs().join('\n'), /instances b had not finished draining/);
+});
+
+t.test('an announcement that cannot be written abandons the switchover: nothing changed anywhere', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { peers: { b: peer('up', 1) } });
+  sim.send({ type: 'operator', op: { command: 'switchover', force: false, logicalSlots: [] } });
+  sim.answerPersist(false);
+  t.equal(sim.state.phase.kind, 'steady');
+  t.match(sim.state.lastOutcome?.message, /switchover abandoned: the announcement could not be persisted/);
+  t.equal(sim.writable(), 'n1', 'writes go back to n1');
+});
+
+t.test('a follower holds writers and drains its sessions on the old primary when a switchover is announced', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('up', 1) } });
+  t.equal(sim.writable(), 'n1');
+  const drainUntil = new Date(sim.now + 5000).toISOString();
+  const announced = { ...sim.store, revision: 2, switchover: { from: 'n1', to: 'n2', drainUntil } };
+  sim.send({ type: 'cluster-changed', cluster: announced });
+  t.same(sim.types(), ['hold-writes', 'drain-sessions n1'], 'holds new writers and drains at transaction boundaries');
+  t.match(sim.last.find((a) => a.type === 'drain-sessions'), { drainMs: 5000 });
+  t.equal(sim.writable(), undefined);
+  t.equal(sim.state.appliedRevision, 1, 'the announcement is not applied until the drain answers');
+  sim.send({ type: 'drained', node: 'n1', atBoundary: 2, cut: 0 });
+  t.same(sim.types(), [], 'its drain answer decides nothing');
+  t.equal(sim.state.appliedRevision, 2, 'now it is: the decider can fence');
+  const fenced = { ...announced, revision: 3, fenced: ['n1'], switchover: undefined };
+  sim.send({ type: 'cluster-changed', cluster: fenced });
+  t.same(sim.types(), ['drop-sessions n1'], 'the fence drops whatever is left');
+  t.equal(sim.writable(), undefined, 'still held');
+  sim.send({ type: 'cluster-changed', cluster: { ...fenced, revision: 4, primary: 'n2', epoch: 2 } });
+  sim.primary('n2', '0/3000600', 2);
+  t.equal(sim.writable(), 'n2', 'released to the new primary once seen out of recovery');
+});
+
+t.test('a follower stops holding for an announcement whose drain deadline passed without a fence; a new decider withdraws it', async (t) => {
+  const sim = adoptedCluster();
+  coordinate(sim, { decider: false, deciderName: 'a', peers: { a: peer('up', 1) } });
+  const stale = { ...sim.store, revision: 2, switchover: { from: 'n1', to: 'n2', drainUntil: new Date(sim.now + 1000).toISOString() } };
+  sim.send({ type: 'cluster-changed', cluster: stale });
+  t.equal(sim.writable(), undefined);
+  sim.tick(1500);
+  t.equal(sim.writable(), 'n1', 'past the deadline, writes go to n1 again');
+  coordinate(sim, { decider: true, deciderName: 'b', peers: { a: peer('up', 2) } });
+  sim.tick(100);
+  t.ok(sim.all.some((a) => a.type === 'persist' && a.cluster.switchover === undefined && a.expectedRevision === 2), 'the new decider withdraws it');
+  t.match(sim.logs().join('\n'), /switchover announced by an earlier decider did not finish/);
+});

@@ -1,9 +1,8 @@
 // Several pgfloat instances over one etcd: they agree on the primary, one decides, all follow its failover.
 import t from 'tap';
-import { Client } from 'pg';
 import { startCluster } from '../harness/cluster';
 import { postOperation, runCli, TEST_TOKEN } from '../harness/cli';
-import { queryOnce, rejectionOf } from '../harness/clients';
+import { connectClient, queryOnce, rejectionOf } from '../harness/clients';
 import { startEtcd } from '../../src/sandbox/etcd-cluster';
 import { eventually, startPgfloatAt, stateDirFor, type RunningPgfloat } from '../harness/pgfloat';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
@@ -60,20 +59,55 @@ t.test('the decider fails over; the follower routes to the new primary and keeps
   const [cluster, etcd] = await Promise.all([startCluster(t), startEtcd(t)]);
   const [a, b] = await startInstances(t, cluster, etcd, ['a', 'b']);
   await eventually(() => b!.instance.status().primary === 'n1' && (a!.instance.status().instances ?? []).length === 2, 'both instances up');
-  const held = new Client({ connectionString: b!.readWriteUrl() });
-  held.on('error', () => undefined);
-  await held.connect();
+  const held = await connectClient(b!.readWriteUrl());
+  await held.query("SET work_mem = '2MB'");
   const heldError = new Promise<Error>((resolve) => held.once('error', resolve));
+  // A session that has sent nothing since its login: the follower knows its state without asking n1.
+  const untouched = await connectClient(b!.readWriteUrl());
+  t.teardown(() => untouched.end());
 
   await cluster.nodes[0]!.stop('immediate');
   await eventually(() => a!.instance.status().primary === 'n2' && b!.instance.status().primary === 'n2', 'both route to n2', 60_000);
   t.match((await heldError).message, /terminat|fenced|ended/i, 'the follower dropped its session to n1');
+  const moved = await untouched.query<{ port: number }>('select inet_server_port() as port');
+  t.same(moved.rows, [{ port: cluster.nodes[1]!.port }], 'and moved the session whose state it knew to n2');
+  t.same(untouched.errors, [], 'without an error');
   const rows = await queryOnce<{ port: number; ro: string }>(b!.readWriteUrl(), "select inet_server_port() as port, current_setting('transaction_read_only') as ro");
   t.equal(rows[0]!.port, cluster.nodes[1]!.port, 'the follower routes writes to n2');
   t.equal(rows[0]!.ro, 'off');
   t.equal(b!.instance.status().epoch, 2);
   t.same(b!.instance.status().nodes.find((n) => n.name === 'n1')?.fenced, true, 'the follower sees n1 fenced');
   await held.end().catch(() => undefined);
+});
+
+t.test('a switchover with two instances: the follower holds writers and moves its sessions at transaction boundaries too', async (t) => {
+  const [cluster, etcd] = await Promise.all([startCluster(t), startEtcd(t)]);
+  const [a, b] = await startInstances(t, cluster, etcd, ['a', 'b']);
+  await eventually(() => b!.instance.status().primary === 'n1' && (a!.instance.status().instances ?? []).length === 2, 'both instances up');
+  await queryOnce(b!.readWriteUrl(), 'create table moved (id int)');
+  const idle = await connectClient(b!.readWriteUrl());
+  t.teardown(() => idle.end());
+  await idle.query("SET work_mem = '3MB'");
+  const busy = await connectClient(b!.readWriteUrl());
+  t.teardown(() => busy.end());
+  await busy.query('BEGIN');
+  await busy.query('INSERT INTO moved VALUES (1)');
+
+  const answer = await postOperation(a!.adminUrl, '/switchover', {});
+  t.equal(answer.status, 202, JSON.stringify(answer.json));
+  await eventually(() => b!.instance.status().writesHeld, 'the follower to hold new writers');
+  await busy.query('INSERT INTO moved VALUES (2)');
+  await busy.query('COMMIT');
+  await eventually(() => a!.instance.status().primary === 'n2' && b!.instance.status().primary === 'n2', 'both route to n2', 60_000);
+
+  for (const [name, c] of [['idle', idle], ['busy', busy]] as const) {
+    const { rows } = await c.query<{ port: number; w: string }>("select inet_server_port() as port, current_setting('work_mem') as w");
+    t.equal(rows[0]!.port, cluster.nodes[1]!.port, `the follower's ${name} session lives on n2`);
+    if (name === 'idle') t.equal(rows[0]!.w, '3MB', 'with its settings');
+    t.same(c.errors, [], `its client saw no error`);
+  }
+  t.same(await queryOnce(b!.readWriteUrl(), 'select count(*)::int as n from moved'), [{ n: 2 }], 'the transaction that ended during the drain reached n2');
+  await eventually(() => b!.instance.status().sessionMoves.moved === 2, 'both moves counted on the follower');
 });
 
 t.test('an instance whose etcd is gone refuses writes with an ErrorResponse that says why', async (t) => {
