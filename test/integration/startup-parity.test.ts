@@ -159,7 +159,8 @@ async function play(target: number | { path: string }, steps: readonly Step[]): 
 t.test('the startup phase through pgfloat ends as it does with PostgreSQL 15 directly', async (t) => {
   const cluster = await startCluster(t, { extraConf: { authentication_timeout: `${STARTUP_TIMEOUT_MS / 1000}s` } });
   const log = captureLog('info');
-  const proxy = await startPgfloat(t, cluster, { proxy: { startupTimeoutMs: STARTUP_TIMEOUT_MS } }, { log: log.logger });
+  // One relay loop, in this process: its log lines are read below.
+  const proxy = await startPgfloat(t, cluster, { proxy: { workers: 1, startupTimeoutMs: STARTUP_TIMEOUT_MS } }, { log: log.logger });
   const primary = cluster.nodes[0]!;
   const unixSocket = { path: join(cluster.baseDir, 'sock', `.s.PGSQL.${primary.port}`) };
 
