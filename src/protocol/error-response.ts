@@ -1,6 +1,7 @@
-// Writes the server-to-client messages pgfloat originates itself: ErrorResponse, ParameterStatus and the one-byte SSL/GSS answers.
+// Writes the server-to-client messages pgfloat originates itself: ErrorResponse, NegotiateProtocolVersion, ParameterStatus and the one-byte SSL/GSS answers.
 
-import type { SqlStateCode } from './codes';
+import { PROTOCOL_MAJOR_3, SERVER_PROTOCOL_LATEST_MINOR, type SqlStateCode } from './codes';
+import type { Refusal } from './refusal';
 
 export type Severity = 'FATAL' | 'ERROR';
 
@@ -39,6 +40,34 @@ export function errorResponse(fields: ErrorFields): Buffer {
   }
   out[offset] = 0;
   return out;
+}
+
+/**
+ * Protocol 2's error: 'E' and a NUL-terminated line, no length word. PostgreSQL 15 no longer
+ * speaks protocol 2 but still refuses a 1.x or 2.x client this way, the only form it can read.
+ */
+export function protocol2ErrorResponse(severity: Severity, message: string): Buffer {
+  return Buffer.concat([Buffer.from('E'), Buffer.from(`${severity}:  ${message}\n`, 'utf8'), Buffer.from([0])]);
+}
+
+/** NegotiateProtocolVersion ('v'): the newest version the server speaks and the `_pq_.` options it does not know. */
+export function negotiateProtocolVersion(unrecognizedOptions: readonly string[]): Buffer {
+  const names = unrecognizedOptions.map((name) => Buffer.from(`${name}\0`, 'utf8'));
+  const out = Buffer.alloc(1 + 4 + 4 + 4 + names.reduce((n, b) => n + b.length, 0));
+  out[0] = 0x76; // 'v'
+  out.writeInt32BE(out.length - 1, 1);
+  out.writeInt32BE((PROTOCOL_MAJOR_3 << 16) | SERVER_PROTOCOL_LATEST_MINOR, 5);
+  out.writeInt32BE(names.length, 9);
+  Buffer.concat(names).copy(out, 13);
+  return out;
+}
+
+/** Everything a refused client is sent, as PostgreSQL would send it; nothing for a silent refusal. */
+export function refusalReply(refusal: Refusal): Buffer {
+  if (refusal.silent === true) return Buffer.alloc(0);
+  if (refusal.protocol2 === true) return protocol2ErrorResponse('FATAL', refusal.message);
+  const error = errorResponse({ severity: 'FATAL', code: refusal.code, message: refusal.message, detail: refusal.detail, hint: refusal.hint });
+  return refusal.negotiate === undefined ? error : Buffer.concat([negotiateProtocolVersion(refusal.negotiate), error]);
 }
 
 export const SSL_NOT_SUPPORTED = Buffer.from('N');

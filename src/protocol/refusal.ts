@@ -26,6 +26,13 @@ export interface Refusal {
   code: SqlStateCode;
   message: string;
   detail?: string;
+  hint?: string;
+  /** PostgreSQL only logs this one (COMMERROR) and closes without a word; so does pgfloat. */
+  silent?: boolean;
+  /** The client asked for protocol 1.x or 2.x: PostgreSQL answers in that protocol's error format, 'E' and a line of text. */
+  protocol2?: boolean;
+  /** A newer 3.x minor version or `_pq_.` options were asked for: PostgreSQL sends NegotiateProtocolVersion, naming these options, before the error. */
+  negotiate?: readonly string[];
 }
 
 /** A new client while pgfloat stops. */

@@ -1,8 +1,8 @@
-// How a session's sockets are closed: a FATAL ErrorResponse for the client, a Terminate for the server, and no socket kept forever.
+// How a session's sockets are closed: a FATAL ErrorResponse for the client (or nothing, where PostgreSQL says nothing), a Terminate for the server, and no socket kept forever.
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { errorResponse } from '../protocol/error-response';
+import { refusalReply } from '../protocol/error-response';
 import type { Refusal } from '../protocol/refusal';
 
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]); // 'X'
@@ -11,10 +11,13 @@ const FATAL_DELAY_MS = 200;
 /** How long a peer has to read its last bytes. */
 const LINGER_MS = 5000;
 
-/** The client's last message is a FATAL ErrorResponse, unless it can no longer be written. */
+/**
+ * The client's last message is a FATAL ErrorResponse, unless it can no longer be written. A
+ * silent refusal closes at once, as PostgreSQL's backend exits: nothing is left to read.
+ */
 export function endWithError(client: Duplex, refusal: Refusal): void {
-  if (client.destroyed || !client.writable) return void client.destroy();
-  client.end(errorResponse({ severity: 'FATAL', code: refusal.code, message: refusal.message, detail: refusal.detail }));
+  if (client.destroyed || !client.writable || refusal.silent === true) return void client.destroy();
+  client.end(refusalReply(refusal));
   lingerThenDestroy(client);
 }
 

@@ -103,15 +103,16 @@ export class ClientSession implements TrackedSession {
     raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));
     raw.on('close', () => this.close('client closed'));
     this.handshake = new StartupHandshake(raw, env.secureContext, this.handshakeEvents);
-    this.armStartupTimer(`timeout: no complete startup packet within ${env.startupTimeoutMs} ms`);
+    // PostgreSQL's backend just exits when authentication_timeout passes before the startup packet.
+    this.armStartupTimer(`timeout: no complete startup packet within ${env.startupTimeoutMs} ms`, true);
     env.sessions.add(this);
   }
 
   /** The client has startupTimeoutMs for each stage it controls; time spent held by a failover is not counted. */
-  private armStartupTimer(message: string): void {
+  private armStartupTimer(message: string, silent = false): void {
     clearTimeout(this.startupTimer);
     this.startupTimer = setTimeout(() => {
-      this.refuse({ reason: 'startup-timeout', code: SqlState.protocolViolation, message });
+      this.refuse({ reason: 'startup-timeout', code: SqlState.protocolViolation, message, ...(silent ? { silent } : {}) });
     }, this.env.startupTimeoutMs);
   }
 
@@ -377,7 +378,8 @@ export class ClientSession implements TrackedSession {
     this.client.pause();
     const params = packet.parameters;
     this.user = params.get('user')!;
-    this.database = params.get('database') ?? this.user;
+    // As PostgreSQL: no database, or an empty one, means the user's.
+    this.database = params.get('database') || this.user;
     this.applicationName = params.get('application_name') ?? '';
     if (this.env.move !== undefined) this.moveWatch = new MoveWatch(packet.raw, this.user);
     this.route = this.env.rules.resolve(this.listener, {
@@ -514,11 +516,11 @@ export class ClientSession implements TrackedSession {
     }
   }
 
-  /** Sends an ErrorResponse to the client and closes; used for every refusal pgfloat makes itself. */
+  /** Sends an ErrorResponse to the client (nothing if the refusal is silent) and closes; used for every refusal pgfloat makes itself. */
   private refuse(refusal: Refusal): void {
     if (this.phase === 'closed') return;
     const logFields = { reason: refusal.reason, code: refusal.code, user: this.user, database: this.database, route: this.route };
-    this.log.info(logFields, `refused client: ${refusal.message}`);
+    this.log.info(logFields, `${refusal.silent === true ? 'closed client without a word' : 'refused client'}: ${refusal.message}`);
     this.env.onRefused(this.listener, refusal);
     const client = this.client;
     this.shutdown();
@@ -543,6 +545,9 @@ export class ClientSession implements TrackedSession {
 
   private close(reason: string): void {
     if (this.phase === 'closed') return;
+    // PostgreSQL logs this one too: a client that went away in the middle of its startup packet.
+    const partial = this.phase === 'startup' ? this.handshake.partialPacketLength : 0;
+    if (partial > 0) this.log.info({ reason: 'protocol-violation', received: partial }, 'client closed: incomplete startup packet');
     if (reason !== 'client closed' && reason !== 'cancel request handled') this.log.debug({ node: this.node, reason }, 'session closed');
     const client = this.client;
     this.shutdown();

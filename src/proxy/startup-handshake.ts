@@ -3,9 +3,9 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
-import { SqlState } from '../protocol/codes';
+import { GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, SqlState } from '../protocol/codes';
 import { GSSENC_NOT_SUPPORTED, SSL_ACCEPTED, SSL_NOT_SUPPORTED } from '../protocol/error-response';
-import { parseStartupPacket, type StartupPacket } from '../protocol/startup';
+import { parseStartupPacket, unsupportedProtocol, type StartupPacket } from '../protocol/startup';
 import { ClientReader } from './client-reader';
 import { upgradeToTls } from './tls';
 import type { Refusal } from '../protocol/refusal';
@@ -27,8 +27,9 @@ const EMPTY = Buffer.alloc(0);
 export class StartupHandshake {
   private pending: Buffer = EMPTY;
   private socket: Duplex;
-  private encrypted = false;
-  private negotiatedGss = false;
+  /** PostgreSQL answers one SSLRequest and one GSSENCRequest; another is read as a startup packet of protocol 1234.5679 or 1234.5680. */
+  private sslAnswered = false;
+  private gssAnswered = false;
   private finished = false;
   /** Set when the startup is read through the client's reader rather than 'data' events. */
   private readonly reader: ClientReader | undefined;
@@ -60,6 +61,11 @@ export class StartupHandshake {
     } else this.socket.removeListener('data', this.onData);
   }
 
+  /** How many bytes of a packet not yet complete have arrived: a client leaving now left its startup packet incomplete. */
+  get partialPacketLength(): number {
+    return this.finished ? 0 : this.pending.length;
+  }
+
   /** The reader's chunk is only valid during the call; what is kept (a partial packet, pipelined bytes) must be a copy. */
   private readonly onReaderChunk = (chunk: Buffer): void => this.onData(Buffer.from(chunk));
 
@@ -69,9 +75,7 @@ export class StartupHandshake {
     while (!this.finished && this.pending.length > 0) {
       const result = parseStartupPacket(this.pending);
       if (result.status === 'incomplete') return;
-      if (result.status === 'invalid') {
-        return this.refuse({ reason: result.code === SqlState.featureNotSupported ? 'unsupported-protocol' : 'protocol-violation', code: result.code, message: result.message });
-      }
+      if (result.status === 'invalid') return this.refuse(result.refusal);
       this.pending = this.pending.subarray(result.length);
       this.handle(result.packet);
     }
@@ -80,12 +84,11 @@ export class StartupHandshake {
   private handle(packet: StartupPacket): void {
     switch (packet.kind) {
       case 'ssl-request':
+        if (this.sslAnswered) return this.refuse(unsupportedProtocol(SSL_REQUEST_CODE));
         return this.negotiateSsl();
       case 'gssenc-request':
-        if (this.negotiatedGss || this.encrypted) return this.refuse(protocolViolation('duplicate GSSENCRequest'));
-        this.negotiatedGss = true;
-        this.socket.write(GSSENC_NOT_SUPPORTED);
-        return;
+        if (this.gssAnswered) return this.refuse(unsupportedProtocol(GSSENC_REQUEST_CODE));
+        return this.declineGss();
       case 'cancel-request':
         this.finish();
         return this.handler.onCancel(packet);
@@ -98,23 +101,32 @@ export class StartupHandshake {
   }
 
   private negotiateSsl(): void {
-    if (this.encrypted) return this.refuse(protocolViolation('SSLRequest received on an encrypted connection'));
-    if (this.pending.length > 0) {
-      // Bytes sent after SSLRequest but before the handshake could be injected by a man in the
-      // middle (CVE-2021-23214); PostgreSQL refuses them, and so do we.
-      return this.refuse(protocolViolation('received unencrypted data after SSL request'));
-    }
+    this.sslAnswered = true;
+    // Bytes sent after SSLRequest but before the handshake could be injected by a man in the
+    // middle (CVE-2021-23214). PostgreSQL answers the request first and then refuses them (over
+    // TLS when it said 'S'), and so do we.
+    const injected = this.pending.length > 0;
     if (this.secureContext === undefined) {
       this.socket.write(SSL_NOT_SUPPORTED);
-      return;
+    } else {
+      this.raw.write(SSL_ACCEPTED);
+      this.raw.removeListener('data', this.onData);
+      const tlsSocket = upgradeToTls(this.raw, this.secureContext);
+      // Over TLS PostgreSQL takes no GSSENCRequest either.
+      this.gssAnswered = true;
+      this.socket = tlsSocket;
+      this.handler.onTls(tlsSocket);
+      tlsSocket.on('data', this.onData);
     }
-    this.raw.write(SSL_ACCEPTED);
-    this.raw.removeListener('data', this.onData);
-    const tlsSocket = upgradeToTls(this.raw, this.secureContext);
-    this.encrypted = true;
-    this.socket = tlsSocket;
-    this.handler.onTls(tlsSocket);
-    tlsSocket.on('data', this.onData);
+    if (injected) this.refuse(unencryptedDataAfter('SSL request'));
+  }
+
+  /** pgfloat has no GSSAPI encryption: it answers as a PostgreSQL built without it. */
+  private declineGss(): void {
+    this.gssAnswered = true;
+    const injected = this.pending.length > 0;
+    this.socket.write(GSSENC_NOT_SUPPORTED);
+    if (injected) this.refuse(unencryptedDataAfter('GSSAPI encryption request'));
   }
 
   private refuse(refusal: Refusal): void {
@@ -123,6 +135,11 @@ export class StartupHandshake {
   }
 }
 
-export function protocolViolation(message: string): Refusal {
-  return { reason: 'protocol-violation', code: SqlState.protocolViolation, message };
+function unencryptedDataAfter(request: string): Refusal {
+  return {
+    reason: 'protocol-violation',
+    code: SqlState.protocolViolation,
+    message: `received unencrypted data after ${request}`,
+    detail: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
+  };
 }

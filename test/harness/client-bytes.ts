@@ -59,7 +59,7 @@ export const startupParameters: fc.Arbitrary<Record<string, string>> = fc
 export const validStartup: fc.Arbitrary<Buffer> = fc
   .tuple(startupParameters, fc.constantFrom(0, 0, 2))
   .map(([params, minor]) => startupMessage(params, minor))
-  .filter((b) => b.length <= MAX_STARTUP_PACKET_LENGTH);
+  .filter((b) => b.length - 4 <= MAX_STARTUP_PACKET_LENGTH);
 
 /** Every kind of packet PostgreSQL accepts first. */
 export const validFirstPacket: fc.Arbitrary<Buffer> = fc.oneof(
@@ -74,11 +74,11 @@ export const truncatedPacket: fc.Arbitrary<Buffer> = fc
   .tuple(validFirstPacket, fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }))
   .map(([p, f]) => p.subarray(0, Math.floor(f * p.length)));
 
-/** A length outside 8..MAX_STARTUP_PACKET_LENGTH (negative, tiny, just over, huge), then anything. */
+/** A length outside 8..MAX_STARTUP_PACKET_LENGTH + 4 (the limit is on what follows the length word): negative, tiny, just over, huge; then anything. */
 export const oversizedLength: fc.Arbitrary<number> = fc.oneof(
   fc.integer({ min: -0x80000000, max: 7 }),
-  fc.integer({ min: MAX_STARTUP_PACKET_LENGTH + 1, max: MAX_STARTUP_PACKET_LENGTH + 16 }),
-  fc.integer({ min: MAX_STARTUP_PACKET_LENGTH + 1, max: 0x7fffffff }),
+  fc.integer({ min: MAX_STARTUP_PACKET_LENGTH + 5, max: MAX_STARTUP_PACKET_LENGTH + 20 }),
+  fc.integer({ min: MAX_STARTUP_PACKET_LENGTH + 5, max: 0x7fffffff }),
 );
 export const oversizedPacket: fc.Arbitrary<{ length: number; bytes: Buffer }> = fc
   .tuple(oversizedLength, bytes(64))

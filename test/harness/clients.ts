@@ -167,6 +167,16 @@ export function parseErrorResponse(data: Buffer): ParsedError {
   return { fields, code: fields.C, message: fields.M, severity: fields.V ?? fields.S };
 }
 
+/**
+ * A protocol-2 error, as PostgreSQL refuses a 1.x or 2.x client: 'E', then "SEVERITY:  message\n"
+ * as one NUL-terminated string, no length word. Undefined if `data` is not exactly that.
+ */
+export function parseProtocol2Error(data: Buffer): { severity: string; message: string } | undefined {
+  if (data.length < 3 || data[0] !== 0x45 || data.indexOf(0) !== data.length - 1) return undefined;
+  const match = /^([A-Z]+): {2}(.*)\n$/s.exec(data.toString('utf8', 1, data.length - 1));
+  return match === null ? undefined : { severity: match[1]!, message: match[2]! };
+}
+
 export interface RawConversation {
   socket: Socket;
   /** Every byte received so far. */
@@ -182,10 +192,10 @@ export interface RawConversation {
   waitForMessage(type: string, opts?: { from?: number; timeoutMs?: number }): Promise<BackendMessage>;
 }
 
-/** Opens a plain TCP connection and records everything the peer sends. */
-export function rawConnect(port: number, host = '127.0.0.1'): Promise<RawConversation> {
+/** Opens a plain TCP connection (or a Unix-domain one, given its `path`) and records everything the peer sends. */
+export function rawConnect(where: number | { path: string }, host = '127.0.0.1'): Promise<RawConversation> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port });
+    const socket = typeof where === 'number' ? connect({ host, port: where }) : connect({ path: where.path });
     socket.setNoDelay(true);
     const chunks: Buffer[] = [];
     let isClosed = false;

@@ -1,14 +1,17 @@
 // One fuzzed client connection over a raw socket: sends its bytes, terminates a session that got established, and judges how the connection ended.
 
 import { parseStartupPacket } from '../../src/protocol/startup';
-import { parseErrorResponse, rawConnect, sleep, splitMessages, type BackendMessage, type ParsedError } from './clients';
+import { parseErrorResponse, parseProtocol2Error, rawConnect, sleep, splitMessages, type BackendMessage, type ParsedError } from './clients';
 import { chunked, oneByteAtATime } from './client-bytes';
 
 export type Delivery = 'whole' | 'chunked' | 'byte-by-byte';
 
 export interface Ending {
-  /** established: a ReadyForQuery came (then we sent Terminate); error: it ended with an ErrorResponse; closed: with neither. */
-  how: 'established' | 'error' | 'closed';
+  /**
+   * established: a ReadyForQuery came (then we sent Terminate); error: it ended with an
+   * ErrorResponse; protocol-2 error: with the refusal of a 1.x or 2.x client; closed: with neither.
+   */
+  how: 'established' | 'error' | 'protocol-2 error' | 'closed';
   /** The last ErrorResponse received. */
   error?: { severity: string; code: string; message: string };
   /** Set when the ending breaks a rule: a hang, bytes that are not messages, a malformed ErrorResponse. */
@@ -77,11 +80,13 @@ function sawReady(data: Buffer, maxPrefix: number): boolean {
   return false;
 }
 
-/** Splits a reply into its one-byte negotiation answers and whole messages; undefined if it is not that shape. */
-function readReply(data: Buffer, maxPrefix: number): { answers: Buffer; messages: BackendMessage[] } | undefined {
+/** Splits a reply into its one-byte negotiation answers and whole messages (or one protocol-2 error); undefined if it is not that shape. */
+export function readReply(data: Buffer, maxPrefix: number): { answers: Buffer; messages: BackendMessage[]; protocol2?: { severity: string; message: string } } | undefined {
   for (let a = 0; a <= Math.min(maxPrefix, data.length); a++) {
     if (a > 0 && data[a - 1] !== N && data[a - 1] !== S) return undefined;
     const rest = data.subarray(a);
+    const protocol2 = parseProtocol2Error(rest);
+    if (protocol2 !== undefined) return { answers: data.subarray(0, a), messages: [], protocol2 };
     const messages = splitMessages(rest);
     // After 'S' the client should speak TLS: only TLS records (an alert for garbage) may follow, no plaintext message.
     if (a > 0 && data[a - 1] === S) return tlsRecords(rest) ? { answers: data.subarray(0, a), messages: [] } : undefined;
@@ -102,6 +107,10 @@ function tlsRecords(data: Buffer): boolean {
 export function judge(data: Buffer, maxPrefix: number): Ending {
   const reply = readReply(data, maxPrefix);
   if (reply === undefined) return { how: 'closed', problem: `the reply is not negotiation answers then whole messages: ${data.toString('hex').slice(0, 120)}` };
+  if (reply.protocol2 !== undefined) {
+    const { severity, message } = reply.protocol2;
+    return severity === 'FATAL' ? { how: 'protocol-2 error' } : { how: 'closed', problem: `a protocol-2 error that is not FATAL: ${severity}: ${message}` };
+  }
   const { messages } = reply;
   let error: Ending['error'];
   for (const [i, m] of messages.entries()) {
@@ -119,8 +128,10 @@ export function judge(data: Buffer, maxPrefix: number): Ending {
     if (severity === 'FATAL' && i !== messages.length - 1) return { how: 'closed', problem: `messages after a FATAL ${code}` };
     error = { severity, code, message };
   }
-  // No authentication message: refused before any server spoke, by pgfloat or the server, with one ErrorResponse.
-  if (!messages.some((m) => m.type === 'R') && (messages.length > 1 || (messages.length === 1 && messages[0]!.type !== 'E'))) {
+  // No authentication message: refused before any server spoke, by pgfloat or the server, with one
+  // ErrorResponse (a NegotiateProtocolVersion may come first, as PostgreSQL sends it).
+  const refusal = messages[0]?.type === 'v' ? messages.slice(1) : messages;
+  if (!messages.some((m) => m.type === 'R') && (refusal.length > 1 || (messages.length > 0 && refusal[0]?.type !== 'E'))) {
     return { how: 'closed', problem: `a refusal of ${messages.length} messages (${messages.map((m) => m.type).join('')}) instead of one ErrorResponse` };
   }
   const how = messages.some((m) => m.type === 'Z') ? 'established' : messages.at(-1)?.type === 'E' ? 'error' : 'closed';

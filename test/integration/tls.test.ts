@@ -95,17 +95,29 @@ t.test('TLS towards clients', async (t) => {
     t.equal((await raw.waitForBytes(1)).toString('latin1'), 'S', "a raw SSLRequest gets 'S'");
   });
 
-  t.test('plaintext after SSLRequest in the same write is refused (CVE-2021-23214)', async (t) => {
-    for (const [name, proxy] of [['with tls', secure], ['without tls', plain]] as const) {
-      const raw = await rawConnect(proxy.readWritePort);
-      raw.socket.write(Buffer.concat([sslRequest(), STARTUP]));
-      const { data } = await raw.closed;
-      t.equal(data.toString('latin1', 0, 1), 'E', `${name}: the first byte is an ErrorResponse, not 'S' or 'N'`);
+  t.test('plaintext after SSLRequest in the same write is refused (CVE-2021-23214), after the answer as PostgreSQL does', async (t) => {
+    const expectRefusal = (data: Buffer, name: string): void => {
       const error = parseErrorResponse(data);
       t.equal(error.code, '08P01', `${name}: protocol_violation`);
       t.match(error.message, /unencrypted data after SSL request/);
       t.equal(error.severity, 'FATAL');
-    }
+    };
+    const withoutTls = await rawConnect(plain.readWritePort);
+    withoutTls.socket.write(Buffer.concat([sslRequest(), STARTUP]));
+    const { data } = await withoutTls.closed;
+    t.equal(data.toString('latin1', 0, 1), 'N', "without tls: 'N' first");
+    expectRefusal(data.subarray(1), 'without tls');
+
+    // With TLS the refusal comes once the handshake is done, inside it, and the startup is not taken.
+    const withTls = await rawConnect(secure.readWritePort);
+    withTls.socket.write(Buffer.concat([sslRequest(), STARTUP]));
+    t.equal((await withTls.waitForBytes(1)).toString('latin1'), 'S', "with tls: 'S' first");
+    const secured = tlsConnect({ socket: withTls.socket, rejectUnauthorized: false });
+    secured.on('error', () => undefined);
+    const answer: Buffer[] = [];
+    secured.on('data', (d: Buffer) => answer.push(d));
+    await once(secured, 'close');
+    expectRefusal(Buffer.concat(answer), 'with tls');
   });
 
   t.test('a CancelRequest sent inside TLS is honoured', async (t) => {

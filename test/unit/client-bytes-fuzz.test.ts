@@ -33,7 +33,7 @@ function describe(r: StartupParseResult): string {
 function parseSafely(input: Buffer): StartupParseResult {
   const r = parseStartupPacket(input);
   if (r.status === 'ok' && r.length > input.length) throw new Error(`ok with length ${r.length} beyond the ${input.length} bytes given`);
-  if (r.status === 'invalid' && (!/^[0-9A-Z]{5}$/.test(r.code) || r.message === '')) throw new Error(`bad refusal ${JSON.stringify(r)}`);
+  if (r.status === 'invalid' && (!/^[0-9A-Z]{5}$/.test(r.refusal.code) || r.refusal.message === '')) throw new Error(`bad refusal ${JSON.stringify(r)}`);
   return r;
 }
 
@@ -64,19 +64,19 @@ t.test('parseStartupPacket', async (t) => {
     fc.property(oversizedPacket, ({ length, bytes: input }) => {
       for (const given of [input.subarray(0, 4), input]) {
         const r = parseSafely(given);
-        if (r.status !== 'invalid' || r.code !== SqlState.protocolViolation || !r.message.includes(`length of startup packet: ${length}`)) return false;
+        if (r.status !== 'invalid' || r.refusal.code !== SqlState.protocolViolation || r.refusal.silent !== true || !r.refusal.message.includes(`length of startup packet: ${length}`)) return false;
       }
       return true;
     }),
     5_000,
   );
-  t.pass(`lengths outside 8..${MAX_STARTUP_PACKET_LENGTH} are refused (08P01) from the 4 length bytes alone`);
+  t.pass(`lengths outside 8..${MAX_STARTUP_PACKET_LENGTH + 4} are refused silently (08P01, logged only) from the 4 length bytes alone`);
 
   check(
     fc.property(versionedStartup, ({ major, minor, bytes: input }) => {
       const r = parseSafely(input);
       if (major === 3) return r.status === 'ok' && r.packet.kind === 'startup' && r.packet.minorVersion === minor;
-      return r.status === 'invalid' && r.code === SqlState.featureNotSupported && r.message.includes(`protocol ${major}.${minor}:`);
+      return r.status === 'invalid' && r.refusal.code === SqlState.featureNotSupported && r.refusal.message.includes(`protocol ${major}.${minor}:`);
     }),
     5_000,
   );
@@ -85,7 +85,7 @@ t.test('parseStartupPacket', async (t) => {
   check(
     fc.property(startupParameters, fc.constantFrom(0, 2), (params, minor) => {
       const input = startupMessage(params, minor);
-      if (input.length > MAX_STARTUP_PACKET_LENGTH) return true;
+      if (input.length - 4 > MAX_STARTUP_PACKET_LENGTH) return true;
       const r = parseSafely(input);
       return r.status === 'ok' && r.packet.kind === 'startup' && r.length === input.length && r.packet.raw.equals(input) &&
         JSON.stringify([...r.packet.parameters]) === JSON.stringify(Object.entries(params));

@@ -8,6 +8,7 @@ import {
   SSL_REQUEST_CODE,
   SqlState,
 } from '../../src/protocol/codes';
+import type { Refusal } from '../../src/protocol/refusal';
 import { cancelRequest, parseStartupPacket, startupMessage, type StartupParseResult } from '../../src/protocol/startup';
 
 /** Length + code + body, with the length field computed unless given. */
@@ -35,11 +36,17 @@ function expectOk(t: tap.Test, result: StartupParseResult) {
   return result;
 }
 
-function expectInvalid(t: tap.Test, result: StartupParseResult, code: string, messageMatch?: RegExp): void {
+function expectInvalid(t: tap.Test, result: StartupParseResult, code: string, messageMatch?: RegExp): Refusal | undefined {
   t.equal(result.status, 'invalid', `status of ${JSON.stringify(result)}`);
-  if (result.status !== 'invalid') return;
-  t.equal(result.code, code, 'SQLSTATE');
-  if (messageMatch) t.match(result.message, messageMatch, 'message');
+  if (result.status !== 'invalid') return undefined;
+  t.equal(result.refusal.code, code, 'SQLSTATE');
+  if (messageMatch) t.match(result.refusal.message, messageMatch, 'message');
+  return result.refusal;
+}
+
+/** Refused as PostgreSQL refuses what it only logs: the client is closed without a word. */
+function expectSilent(t: tap.Test, result: StartupParseResult, messageMatch: RegExp): void {
+  t.equal(expectInvalid(t, result, SqlState.protocolViolation, messageMatch)?.silent, true, 'closed without a word');
 }
 
 t.test('StartupMessage: parameters, version and raw bytes', async (t) => {
@@ -109,9 +116,13 @@ t.test('SSLRequest and GSSENCRequest', async (t) => {
   t.equal(pipelined.length, 8);
 });
 
-t.test('SSLRequest / GSSENCRequest with a wrong length are invalid', async (t) => {
-  expectInvalid(t, parseStartupPacket(packet(SSL_REQUEST_CODE, Buffer.alloc(4))), SqlState.protocolViolation, /SSLRequest/);
-  expectInvalid(t, parseStartupPacket(packet(GSSENC_REQUEST_CODE, Buffer.alloc(8))), SqlState.protocolViolation, /GSSENCRequest/);
+t.test('SSLRequest / GSSENCRequest with a body: read whole and taken, as PostgreSQL does', async (t) => {
+  const ssl = expectOk(t, parseStartupPacket(packet(SSL_REQUEST_CODE, Buffer.alloc(4))));
+  t.same(ssl.packet, { kind: 'ssl-request' });
+  t.equal(ssl.length, 12);
+  const gss = expectOk(t, parseStartupPacket(packet(GSSENC_REQUEST_CODE, Buffer.alloc(8))));
+  t.same(gss.packet, { kind: 'gssenc-request' });
+  t.equal(gss.length, 16);
 });
 
 t.test('CancelRequest with a 4-byte key (protocol 3.0)', async (t) => {
@@ -140,14 +151,14 @@ t.test('CancelRequest with a longer protocol-3.2 key', async (t) => {
   }
 });
 
-t.test('CancelRequest with a key too short or too long is invalid', async (t) => {
+t.test('CancelRequest with a key too short or too long is closed without a word', async (t) => {
   // 12 bytes: no key at all
   const noKey = Buffer.alloc(12);
   noKey.writeInt32BE(12, 0);
   noKey.writeInt32BE(CANCEL_REQUEST_CODE, 4);
   noKey.writeInt32BE(1, 8);
-  expectInvalid(t, parseStartupPacket(noKey), SqlState.protocolViolation, /CancelRequest/);
-  expectInvalid(t, parseStartupPacket(cancelRequest(1, Buffer.alloc(257))), SqlState.protocolViolation, /CancelRequest/);
+  expectSilent(t, parseStartupPacket(noKey), /CancelRequest/);
+  expectSilent(t, parseStartupPacket(cancelRequest(1, Buffer.alloc(257))), /CancelRequest/);
 });
 
 t.test('every strict prefix of a valid packet is incomplete', async (t) => {
@@ -171,43 +182,74 @@ t.test('every strict prefix of a valid packet is incomplete', async (t) => {
   }
 });
 
-t.test('length below 8 or above the limit is invalid as soon as the length is known', async (t) => {
-  for (const length of [-1, 0, 4, 7, MAX_STARTUP_PACKET_LENGTH + 1, 0x7fffffff]) {
+t.test('length below 8 or above the limit is closed without a word as soon as the length is known', async (t) => {
+  for (const length of [-1, 0, 4, 7, MAX_STARTUP_PACKET_LENGTH + 5, 0x7fffffff, -0x80000000]) {
     const header = Buffer.alloc(4);
     header.writeInt32BE(length, 0);
     // Only the 4 length bytes have arrived: refused before the rest is waited for.
-    expectInvalid(t, parseStartupPacket(header), SqlState.protocolViolation, new RegExp(`length.*${length}`));
+    expectSilent(t, parseStartupPacket(header), new RegExp(`^invalid length of startup packet: ${length}$`));
   }
-  // The limit itself is accepted as a length (still incomplete with only the header).
+  // The limit counts what follows the length word, so 4 bytes more are accepted as a length (still incomplete with only the header).
   const header = Buffer.alloc(4);
-  header.writeInt32BE(MAX_STARTUP_PACKET_LENGTH, 0);
+  header.writeInt32BE(MAX_STARTUP_PACKET_LENGTH + 4, 0);
   t.equal(parseStartupPacket(header).status, 'incomplete');
   const exactly8 = Buffer.alloc(4);
   exactly8.writeInt32BE(8, 0);
   t.equal(parseStartupPacket(exactly8).status, 'incomplete');
 });
 
+t.test('a Terminate sent before the startup packet is named in the log line', async (t) => {
+  expectSilent(t, parseStartupPacket(Buffer.from([0x58, 0, 0, 0, 4])), /^invalid length of startup packet: 1476395008 \(a Terminate message/);
+});
+
 t.test('a StartupMessage of exactly the maximum length is accepted', async (t) => {
   // 8 header bytes + "user\0" + "u\0" + "options\0" + value + "\0" + final "\0"
   const fixed = 8 + 5 + 2 + 8 + 1 + 1;
-  const value = 'x'.repeat(MAX_STARTUP_PACKET_LENGTH - fixed);
+  const value = 'x'.repeat(MAX_STARTUP_PACKET_LENGTH + 4 - fixed);
   const bytes = packet(version(3, 0), Buffer.concat([cstrings('user', 'u', 'options', value), Buffer.from([0])]));
-  t.equal(bytes.length, MAX_STARTUP_PACKET_LENGTH);
+  t.equal(bytes.length, MAX_STARTUP_PACKET_LENGTH + 4);
   const result = expectOk(t, parseStartupPacket(bytes));
   if (result.packet.kind !== 'startup') return t.fail('not startup');
   t.equal(result.packet.parameters.get('options')!.length, value.length);
 });
 
-t.test('protocol 2.0 and 4.0 are refused with 0A000', async (t) => {
+t.test('protocols other than 3.x are refused with 0A000, 1.x and 2.x in their own error format', async (t) => {
   const body = Buffer.concat([cstrings('user', 'u'), Buffer.from([0])]);
-  expectInvalid(t, parseStartupPacket(packet(version(2, 0), body)), SqlState.featureNotSupported, /2\.0/);
-  expectInvalid(t, parseStartupPacket(packet(version(4, 0), body)), SqlState.featureNotSupported, /4\.0/);
+  for (const [major, minor, protocol2] of [[2, 0, true], [1, 0, true], [0, 5, true], [0, 0, undefined], [4, 0, undefined], [1234, 5681, undefined]] as const) {
+    const refusal = expectInvalid(t, parseStartupPacket(packet(version(major, minor), body)), SqlState.featureNotSupported);
+    t.equal(refusal?.message, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`);
+    t.equal(refusal?.protocol2, protocol2, `${major}.${minor}: ${protocol2 ? 'protocol 2' : 'protocol 3'} error format`);
+  }
   t.equal(SqlState.featureNotSupported, '0A000');
 });
 
-t.test('missing user is refused with 28000', async (t) => {
-  expectInvalid(t, parseStartupPacket(startupMessage({ database: 'db' })), SqlState.invalidAuthorizationSpecification, /user/);
+t.test('missing or empty user is refused with 28000, after a NegotiateProtocolVersion where one is due', async (t) => {
+  const missing = expectInvalid(t, parseStartupPacket(startupMessage({ database: 'db' })), SqlState.invalidAuthorizationSpecification);
+  t.equal(missing?.message, 'no PostgreSQL user name specified in startup packet');
+  t.equal(missing?.negotiate, undefined, 'protocol 3.0 without options: nothing to negotiate');
   expectInvalid(t, parseStartupPacket(startupMessage({})), '28000');
+  expectInvalid(t, parseStartupPacket(startupMessage({ user: '' })), '28000');
+  t.same(expectInvalid(t, parseStartupPacket(startupMessage({ database: 'db' }, 2)), '28000')?.negotiate, [], 'a newer minor version');
+  t.same(expectInvalid(t, parseStartupPacket(startupMessage({ '_pq_.a': '1', '_pq_.b': '2' })), '28000')?.negotiate, ['_pq_.a', '_pq_.b'], 'protocol options');
+});
+
+t.test('_pq_. protocol options are not parameters', async (t) => {
+  const result = expectOk(t, parseStartupPacket(startupMessage({ user: 'u', '_pq_.x': '1', application_name: 'a' })));
+  if (result.packet.kind !== 'startup') return t.fail('not startup');
+  t.same([...result.packet.parameters.keys()], ['user', 'application_name']);
+});
+
+t.test('replication: a boolean as PostgreSQL reads one, or "database"; anything else is 22023, before the layout and user checks', async (t) => {
+  for (const value of ['true', 'T', 'tr', 'YES', 'y', 'on', 'oN', 'off', 'of', 'false', 'f', 'no', 'n', '1', '0', 'database']) {
+    t.equal(parseStartupPacket(startupMessage({ user: 'u', replication: value })).status, 'ok', `replication=${value}`);
+  }
+  for (const value of ['', 'o', 'onn', 'truex', ' true', 'DATABASE', '2', '10']) {
+    const refusal = expectInvalid(t, parseStartupPacket(startupMessage({ user: 'u', replication: value })), SqlState.invalidParameterValue);
+    t.equal(refusal?.message, `invalid value for parameter "replication": "${value}"`);
+    t.equal(refusal?.hint, 'Valid values are: "false", 0, "true", 1, "database".');
+  }
+  expectInvalid(t, parseStartupPacket(startupMessage({ replication: 'x' })), '22023', /replication/);
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user\0u\0replication\0x'))), '22023', /"x"/);
 });
 
 t.test('layout errors are 08P01', async (t) => {
@@ -220,17 +262,23 @@ t.test('layout errors are 08P01', async (t) => {
     '08P01',
     /terminator/,
   );
+  // PostgreSQL has one message for every layout fault.
+  const layout = /^invalid startup packet layout: expected terminator as last byte$/;
   // Unterminated name: the NUL after the name lies outside the packet (in following bytes).
   const unterminatedName = Buffer.concat([packet(version(3, 0), Buffer.from('user')), Buffer.from([0, 0x75, 0, 0])]);
-  expectInvalid(t, parseStartupPacket(unterminatedName), '08P01', /unterminated parameter name/);
+  expectInvalid(t, parseStartupPacket(unterminatedName), '08P01', layout);
   // ...and with no NUL anywhere after it.
-  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user'))), '08P01', /unterminated parameter name/);
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user'))), '08P01', layout);
+  // A name without a value.
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user\0'))), '08P01', layout);
   // Unterminated value.
-  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user\0bob'))), '08P01', /unterminated parameter value/);
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('user\0bob'))), '08P01', layout);
   const unterminatedValue = Buffer.concat([packet(version(3, 0), Buffer.from('user\0bob')), Buffer.from([0, 0])]);
-  expectInvalid(t, parseStartupPacket(unterminatedValue), '08P01', /unterminated parameter value/);
+  expectInvalid(t, parseStartupPacket(unterminatedValue), '08P01', layout);
   // No parameters at all, not even the terminator.
-  expectInvalid(t, parseStartupPacket(packet(version(3, 0))), '08P01', /terminator/);
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0))), '08P01', layout);
+  // A layout fault is found before a missing user.
+  expectInvalid(t, parseStartupPacket(packet(version(3, 0), Buffer.from('database\0d\0'))), '08P01', layout);
 });
 
 /** mulberry32: a tiny seeded PRNG, so any failure is reproducible. */
@@ -294,9 +342,9 @@ t.test('randomized: never throws, always one of three statuses', async (t) => {
         failures++;
         if (failures <= 5) t.fail(`ok with length ${result.length} > input ${input.length}: ${input.toString('hex')}`);
       }
-      if (result.status === 'invalid' && !/^[0-9A-Z]{5}$/.test(result.code)) {
+      if (result.status === 'invalid' && !/^[0-9A-Z]{5}$/.test(result.refusal.code)) {
         failures++;
-        if (failures <= 5) t.fail(`invalid with a malformed SQLSTATE ${result.code}`);
+        if (failures <= 5) t.fail(`invalid with a malformed SQLSTATE ${result.refusal.code}`);
       }
     } else {
       failures++;
