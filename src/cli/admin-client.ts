@@ -68,6 +68,12 @@ export function formatStatus(s: PgfloatStatus): string {
     const each = s.workers.map((w) => `#${w.slot} ${w.state === 'ready' ? `${w.sessions} sessions` : w.state}${w.restarts > 0 ? `, restarted ${w.restarts}x` : ''}`);
     lines.push(`relay workers: ${each.join('; ')}`);
   }
+  const moves = s.sessionMoves;
+  const notMoved = Object.entries(moves.notMoved).filter(([, n]) => n > 0);
+  if (moves.moving + moves.moved + notMoved.length > 0) {
+    const why = notMoved.length > 0 ? ` (${notMoved.map(([reason, n]) => `${reason} ${n}`).join(', ')})` : '';
+    lines.push(`sessions moved: ${moves.moved}; moving now: ${moves.moving}; closed because they could not move: ${notMoved.reduce((a, [, n]) => a + n, 0)}${why}`);
+  }
   if (s.operation) lines.push(`running: ${s.operation.kind}${s.operation.node ? ` ${s.operation.node}` : ''} (${s.operation.id}) since ${s.operation.startedAt}: ${s.operation.lastStep ?? ''}`);
   if (s.lastOutcome && !s.lastOutcome.ok) lines.push(`last ${s.lastOutcome.planned ? 'switchover' : 'failover'} failed at ${s.lastOutcome.at}: ${s.lastOutcome.message}`);
   if (s.failoverBlocked) lines.push(`failover blocked: ${s.failoverBlocked}`);

@@ -3,7 +3,7 @@
 import t from 'tap';
 import type { Client } from 'pg';
 import type { AuthMethod } from '../../src/sandbox/local-cluster';
-import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
+import { operationResult, postOperation, runCli, TEST_TOKEN } from '../harness/cli';
 import { backendKey, connectClient, queryOnce, rejectionOf, sendCancel, type ObservedClient } from '../harness/clients';
 import { startCluster } from '../harness/cluster';
 import { crashServer } from '../harness/faults';
@@ -82,6 +82,8 @@ t.test('a switchover moves idle sessions with their state; sessions with state t
   const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
   t.match(metrics, /pgfloat_sessions_moved_total [1-9]/, 'moves are counted in /metrics');
   t.match(metrics, /pgfloat_sessions_not_moved_total\{reason="state"\} 1/);
+  const printed = await runCli(['status', '--admin', proxy.adminUrl]);
+  t.match(printed.stdout, /sessions moved: [1-9]\d*; moving now: 0; closed because they could not move: 1 \(state 1\)/, '`pgfloat status` says it too');
 });
 
 t.test('a session busy at the switchover moves once its transaction ends, and the query it sent meanwhile runs on the new primary', async (t) => {
