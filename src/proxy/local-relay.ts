@@ -14,7 +14,8 @@ import { CancelRegistry } from './cancel-registry';
 import type { RelayCounts, RelayPlane, RelaySnapshot, WorkerMetrics } from './relay-plane';
 import type { RelayCounters } from './relay';
 import { RelayMetrics } from './relay-metrics';
-import { ClientSession, type SessionEnvironment } from './session';
+import { ClientSession } from './session';
+import type { SessionEnvironment } from './session-environment';
 import { SessionRegistry, type DrainResult } from './session-registry';
 import { loadSecureContext, type TlsFiles } from './tls';
 

@@ -1,7 +1,13 @@
-// Opens the TCP connection from pgfloat to a PostgreSQL server for one client session.
+// Opens the TCP connection from pgfloat to a PostgreSQL server for one client session; for a new session, on the node routing decides for it.
 
 import { connect, type Socket } from 'node:net';
-import type { ServerToClientPump } from './relay';
+import type { NodeAddress } from '../cluster/node';
+import { SqlState } from '../protocol/codes';
+import type { Refusal } from '../protocol/refusal';
+import type { Router } from '../routing/router';
+import type { ListenerKind } from '../routing/routes';
+import { ServerToClientPump, type RelayCounters } from './relay';
+import type { SessionLog } from './session-log';
 
 export interface ServerAddress {
   host: string;
@@ -42,4 +48,80 @@ export function connectToServer(node: ServerAddress, pump: ServerToClientPump, o
     socket.once('close', abandoned);
   });
   return { socket, connected };
+}
+
+/** What connecting a new session on its route needs of the relay (a SessionEnvironment has it all). */
+export interface RouteConnectEnvironment {
+  router: Router;
+  nodes: ReadonlyMap<string, NodeAddress>;
+  counters: RelayCounters;
+  connectTimeoutMs: number;
+  keepaliveIdleMs: number;
+  onServerUnreachable(node: string): void;
+}
+
+/** The session's side of connectOnRoute. Each outcome is called in the same step as the check that leads to it. */
+export interface RouteAttempt {
+  /** False once the client has gone: the attempt stops, and a server connected meanwhile is destroyed. */
+  stillWanted(): boolean;
+  /** The socket while it connects, so a client leaving can abort it; undefined once it has settled. */
+  connecting(socket: Socket | undefined): void;
+  connected(node: NodeAddress, server: Socket, pump: ServerToClientPump): void;
+  refused(refusal: Refusal): void;
+}
+
+/**
+ * Decides a node for `route` and connects to it. A primary that refuses connections is usually
+ * one that just died: a read-write client then waits, until `deadline`, for routing to change
+ * instead of failing at once; `failedNode` is one it already found so.
+ */
+export async function connectOnRoute(
+  env: RouteConnectEnvironment,
+  route: ListenerKind,
+  deadline: number,
+  failedNode: string | undefined,
+  attempt: RouteAttempt,
+  log: SessionLog,
+): Promise<void> {
+  if (failedNode !== undefined) {
+    env.onServerUnreachable(failedNode);
+    await env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
+  }
+  for (;;) {
+    const decision = await env.router.decide(route);
+    if (!attempt.stillWanted()) return; // the client went away while we waited
+    if (!decision.ok) return attempt.refused(decision.refusal);
+    const node = env.nodes.get(decision.node)!;
+    const pump = new ServerToClientPump(env.counters);
+    let server: Socket;
+    try {
+      const pending = connectToServer(node, pump, env);
+      attempt.connecting(pending.socket);
+      server = await pending.connected.finally(() => attempt.connecting(undefined));
+    } catch (err) {
+      if (!attempt.stillWanted()) return;
+      const retry = route === 'readWrite' && Date.now() < deadline;
+      log.debug({ node: node.name, err: (err as Error).message, retry }, 'server connection failed');
+      if (retry) {
+        env.onServerUnreachable(node.name);
+        await env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
+        continue;
+      }
+      return attempt.refused({
+        reason: 'backend-unreachable',
+        code: SqlState.connectionFailure,
+        message: `could not connect to ${route === 'readWrite' ? 'primary' : 'server'} ${node.name} (${node.host}:${node.port}): ${(err as Error).message}`,
+      });
+    }
+    if (!attempt.stillWanted()) {
+      server.destroy();
+      return;
+    }
+    if (!env.router.allows(route, node.name)) {
+      // Routing changed while we connected (the node was fenced, say): decide again.
+      server.destroy();
+      continue;
+    }
+    return attempt.connected(node, server, pump);
+  }
 }
