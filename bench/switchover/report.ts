@@ -80,7 +80,7 @@ function phases(log: PgfloatLogLine[], t0: number): PhaseTimes {
   };
   return {
     held: first((m) => m.startsWith('switchover: holding new writers')),
-    drained: first((m) => /^switchover: sessions on \S+ closed/.test(m)),
+    drained: first((m) => /^switchover: sessions on \S+ (moved or )?closed/.test(m)),
     fenceRecorded: first((m) => m.startsWith('switchover: fence recorded')),
     writesStopped: first((m) => m.includes('takes no more writes')),
     caughtUp: first((m) => m.includes(' replayed up to ')),
@@ -105,7 +105,7 @@ export function analyse(a: Attempt, load: LoadLog, reads: ReadLog | undefined, p
   const failed = within(load.failed, t0, a.windowEnd);
   const unknown = within(load.unknown, t0, a.windowEnd);
   const firstOnNew = acks.find((k: Ack) => k.port === a.toPort);
-  const drainLine = windowLog.find((l) => /^switchover: sessions on \S+ closed/.test(l.msg));
+  const drainLine = windowLog.find((l) => /^switchover: sessions on \S+ (moved or )?closed/.test(l.msg));
   const drainNumbers = drainLine ? /\((\d+) at a transaction boundary, (\d+) cut/.exec(drainLine.msg) : null;
   const sample = (f: Failure): SwitchoverRecord['failureSamples'][number] => ({
     ms: f.at - t0,

@@ -31,6 +31,8 @@ export interface LinkSetup {
 export class ServerLink {
   readonly tracker: TransactionTracker;
   readonly clientPump: ClientToServerPump;
+  private readonly onError: (err: Error) => void;
+  private readonly onClose: () => void;
 
   /** Relays both ways from here; a client the caller paused stays paused. */
   constructor(
@@ -41,8 +43,10 @@ export class ServerLink {
   ) {
     const { client, tracker, events } = setup;
     this.tracker = tracker;
-    server.on('error', (err) => events.onError(err));
-    server.on('close', () => events.onClose());
+    this.onError = (err) => events.onError(err);
+    this.onClose = () => events.onClose();
+    server.on('error', this.onError);
+    server.on('close', this.onClose);
     serverPump.start(server, client, tracker, setup.observe);
     this.clientPump = new ClientToServerPump(client, server, tracker, setup.counters, setup.busyPoller);
     this.clientPump.start();
@@ -60,8 +64,9 @@ export class ServerLink {
    */
   detach(): void {
     this.stop();
-    this.server.removeAllListeners('close');
-    this.server.removeAllListeners('error');
+    // Only the session's own: the one connectToServer added still gives the read buffer back to the pool.
+    this.server.removeListener('close', this.onClose);
+    this.server.removeListener('error', this.onError);
     this.server.on('error', () => undefined);
   }
 

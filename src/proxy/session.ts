@@ -302,7 +302,8 @@ export class ClientSession implements TrackedSession {
         return false;
       }
       if (this.phase === 'authenticating') return true;
-      mover?.watchServerEnd(link);
+      if (mover === undefined) return false; // established: nothing more to watch on the hot path
+      mover.watchServerEnd(link); // replaces this observer
       return true;
     }));
     mover?.watch.watchClient(link.clientPump, this.pending);

@@ -67,6 +67,7 @@ t.test('the documented example parses with defaults filled in', async (t) => {
   t.equal(config.tls, null);
   t.same(config.proxy, { startupTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxClientConnections: 10_000, keepaliveIdleMs: 30_000, busyPollUs: 0, workers: 'auto' });
   t.same(config.log, { level: 'info' });
+  t.same(config.sessions, { move: true, authQuery: 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', moveTimeoutMs: 5_000 });
 });
 
 t.test('a config with only nodes gets every default', async (t) => {
@@ -135,6 +136,9 @@ t.test('bad configs name the key', async (t) => {
     ['bad log level', `${minimal}log: { level: verbose }\n`, /^log\.level: /m],
     ['workers neither auto nor a count', `${minimal}proxy: { workers: many }\n`, /^proxy\.workers: /m],
     ['zero workers', `${minimal}proxy: { workers: 0 }\n`, /^proxy\.workers: /m],
+    ['sessions.move not a boolean', `${minimal}sessions: { move: sometimes }\n`, /^sessions\.move: /m],
+    ['an empty auth query', `${minimal}sessions: { authQuery: '' }\n`, /^sessions\.authQuery: /m],
+    ['zero move timeout', `${minimal}sessions: { moveTimeoutMs: 0 }\n`, /^sessions\.moveTimeoutMs: /m],
     ['top level not a mapping', '- a\n- b\n', /^\(root\): /m],
   ];
   for (const [name, text, pattern] of cases) {
