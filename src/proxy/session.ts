@@ -165,7 +165,7 @@ export class ClientSession implements TrackedSession {
 
   /** Every link of the session reports its server socket here, until it is detached. */
   private readonly serverEvents: ServerSocketEvents = {
-    onError: (err) => this.fail(`server socket error: ${err.message}`),
+    onError: (err) => this.lostBeforeAnswer() || this.fail(`server socket error: ${err.message}`),
     onClose: () => this.serverClosed(),
   };
 
@@ -176,6 +176,7 @@ export class ClientSession implements TrackedSession {
 
   /** The server closed the connection: an idle session whose state is known may outlive it (see SessionMover.watchServerEnd). */
   private serverClosed(): void {
+    if (this.lostBeforeAnswer()) return;
     if (this.phase === 'relaying' && this.mover?.outlivesServer(this.link!) === true) return this.mover.holdServerEnd(undefined);
     this.closeAfterFlush('server closed');
   }
@@ -192,6 +193,15 @@ export class ClientSession implements TrackedSession {
     if (this.env.router.allows(this.route!, this.node!)) return false;
     this.log.debug({ node: this.node, reason: refusal.reason }, 'server had not answered the startup yet: routing the session again');
     this.routeAgain(startup, undefined);
+    return true;
+  }
+
+  /** A primary gone before it answered the startup (shutting down, say) was never seen by the client: it waits for routing, as after a refused connection. */
+  private lostBeforeAnswer(): boolean {
+    const startup = this.unansweredStartup;
+    if (this.phase !== 'authenticating' || startup === undefined || this.link!.clientPump.forwardedAny) return false;
+    if (this.route !== 'readWrite' || Date.now() >= (this.holdDeadline ?? 0)) return false;
+    this.routeAgain(startup, this.node);
     return true;
   }
 

@@ -11,8 +11,10 @@ import type { Teardown } from './cluster';
  *   the TCP handshake (the relay's kernel answers it) and then hear nothing. A real blackhole
  *   would also drop the SYN; either way the peer only finds out by a timeout. When the link is
  *   healed (`pass`) what waited is delivered, as TCP retransmission would after a partition.
+ * - `hang-up`: new connections are accepted and closed at once, before a byte, as by a server
+ *   going away with connections in its listen backlog; open connections keep flowing.
  */
-export type LinkMode = 'pass' | 'refuse' | 'blackhole';
+export type LinkMode = 'pass' | 'refuse' | 'blackhole' | 'hang-up';
 
 interface Pair {
   client: Socket;
@@ -64,6 +66,7 @@ export class FaultRelay {
       return;
     }
     if (previous === 'refuse') await this.listen();
+    if (mode === 'hang-up') return;
     if (mode === 'pass') for (const pair of this.pairs) this.flow(pair);
     else for (const pair of this.pairs) this.stall(pair);
   }
@@ -95,6 +98,7 @@ export class FaultRelay {
   }
 
   private accept(client: Socket): void {
+    if (this.current === 'hang-up') return void client.destroy();
     const pair: Pair = { client, upstream: undefined, broken: false };
     this.pairs.add(pair);
     client.on('error', () => undefined);
