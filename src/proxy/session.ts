@@ -45,7 +45,7 @@ export class ClientSession implements TrackedSession {
   private startupTimer: NodeJS.Timeout | undefined;
   /** The server socket while it is still connecting, so a client leaving can abort it. */
   private connecting: Socket | undefined;
-  /** Set by drain(): the session closes at its next transaction boundary. */
+  /** Set by drain(): the session moves or closes at its next transaction boundary. */
   private draining = false;
   /** The startup packet while the session may still be routed again: the server has not answered it, the client sent nothing more. */
   private unansweredStartup: Buffer | undefined;
@@ -110,9 +110,9 @@ export class ClientSession implements TrackedSession {
   }
 
   /**
-   * Closes the session at its next transaction boundary (at once if it is at one): the client
-   * gets a FATAL ErrorResponse for `refusal`, the server a Terminate. A session still starting up
-   * is refused or cut as terminate() does.
+   * At its next transaction boundary (at once if it is at one) the session moves, if it may
+   * (SessionMover), or closes: the client gets a FATAL ErrorResponse for `refusal`, the server a
+   * Terminate. A session still starting up is refused or cut as terminate() does.
    */
   drain(refusal: Refusal): void {
     if (this.phase === 'closed' || this.draining) return;
