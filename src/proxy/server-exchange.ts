@@ -25,40 +25,63 @@ export class ExchangeError extends Error {
   }
 }
 
+/** One step of a conversation: bytes to send back, and the result once it is over. */
+export interface ConversationStep<T> {
+  send?: Buffer;
+  done?: T;
+}
+
 /**
- * Sends `bytes` (ending in one sync point) to the server and collects its answer up to the
- * ReadyForQuery. The server's chunks are diverted from the client while it runs; the caller
- * decides what the pump does afterwards.
+ * pgfloat's side of a short conversation with a server: sends `first`, then hands each chunk
+ * the server sends to `take` (valid during the call only) until it returns a result. The
+ * server's chunks are diverted from the client while it runs; the caller decides what the pump
+ * does afterwards. Rejects when `take` throws, the server closes, or `timeoutMs` passes.
  */
-export function exchange(server: Socket, pump: ServerToClientPump, bytes: Buffer, timeoutMs: number): Promise<ServerMessage[]> {
+export function converse<T>(server: Socket, pump: ServerToClientPump, first: Buffer, timeoutMs: number, take: (chunk: Buffer) => ConversationStep<T>): Promise<T> {
   return new Promise((resolve, reject) => {
-    const messages: ServerMessage[] = [];
-    const finish = (err?: Error): void => {
+    const finish = (err: Error | undefined, result?: T): void => {
       clearTimeout(timer);
       server.removeListener('close', closed);
       pump.divert(server, () => undefined);
-      if (err === undefined) resolve(messages);
+      if (err === undefined) resolve(result as T);
       else reject(err);
     };
     const closed = (): void => finish(new ExchangeError('the server closed the connection'));
-    const scanner = new MessageScanner(
-      EVERY_TYPE,
-      (type, body) => {
-        messages.push({ type, body });
-        if (type === MessageType.readyForQuery) finish();
-      },
-      MAX_ANSWER_BODY,
-    );
     const timer = setTimeout(() => finish(new ExchangeError(`no answer within ${timeoutMs} ms`)), timeoutMs);
     server.once('close', closed);
     pump.divert(server, (chunk) => {
+      let step: ConversationStep<T>;
       try {
-        scanner.push(chunk);
+        step = take(chunk);
       } catch (err) {
-        finish(new ExchangeError(`unreadable answer: ${(err as Error).message}`));
+        return finish(err as Error);
       }
+      if (step.send !== undefined && step.send.length > 0) server.write(step.send);
+      if (step.done !== undefined) finish(undefined, step.done);
     });
-    server.write(bytes);
+    server.write(first);
+  });
+}
+
+/** Sends `bytes` (ending in one sync point) to the server and collects its answer up to the ReadyForQuery. */
+export function exchange(server: Socket, pump: ServerToClientPump, bytes: Buffer, timeoutMs: number): Promise<ServerMessage[]> {
+  const messages: ServerMessage[] = [];
+  let answered = false;
+  const scanner = new MessageScanner(
+    EVERY_TYPE,
+    (type, body) => {
+      messages.push({ type, body });
+      if (type === MessageType.readyForQuery) answered = true;
+    },
+    MAX_ANSWER_BODY,
+  );
+  return converse(server, pump, bytes, timeoutMs, (chunk) => {
+    try {
+      scanner.push(chunk);
+    } catch (err) {
+      throw new ExchangeError(`unreadable answer: ${(err as Error).message}`);
+    }
+    return answered ? { done: messages } : {};
   });
 }
 

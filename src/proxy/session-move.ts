@@ -12,7 +12,7 @@ import type { ListenerKind } from '../routing/routes';
 import { ServerToClientPump, type RelayCounters } from './relay';
 import { connectToServer } from './server-connection';
 import { terminateServer } from './session-end';
-import { exchange, firstError, singleValue } from './server-exchange';
+import { converse, exchange, firstError, singleValue } from './server-exchange';
 import { CAPTURE_QUERY, changedReports, parseCapture, restoreMessages, stateDifferences, type SessionState } from './session-state';
 
 /** Why a session did not move: the label of pgfloat_sessions_not_moved_total. */
@@ -227,30 +227,12 @@ function needsRestore(state: SessionState, user: string): boolean {
   return state.settings.length > 0 || state.role !== 'none' || state.sessionAuthorization !== user || state.statements.length > 0;
 }
 
+/** The login as a conversation: ServerLogin answers the server until ReadyForQuery. */
 function logIn(server: Socket, pump: ServerToClientPump, login: ServerLogin, timeoutMs: number): Promise<LoggedIn> {
-  return new Promise((resolve, reject) => {
-    const finish = (err: Error | undefined, done?: LoggedIn): void => {
-      clearTimeout(timer);
-      server.removeListener('close', closed);
-      pump.divert(server, () => undefined);
-      if (err !== undefined) reject(err);
-      else resolve(done!);
-    };
-    const closed = (): void => finish(new Error('the server closed the connection'));
-    const timer = setTimeout(() => finish(new Error(`no login within ${timeoutMs} ms`)), timeoutMs);
-    server.once('close', closed);
-    pump.divert(server, (chunk) => {
-      try {
-        const step = login.feed(chunk);
-        if (step.send.length > 0) server.write(step.send);
-        if (step.done === undefined) return;
-        if (step.done.rest.length > 0) return finish(new Error('the server sent more than its startup answer'));
-        finish(undefined, step.done);
-      } catch (err) {
-        finish(err as Error);
-      }
-    });
-    server.write(login.start());
+  return converse(server, pump, login.start(), timeoutMs, (chunk) => {
+    const step = login.feed(chunk);
+    if (step.done !== undefined && step.done.rest.length > 0) throw new Error('the server sent more than its startup answer');
+    return step;
   });
 }
 
