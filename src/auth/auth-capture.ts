@@ -2,8 +2,8 @@
 // password needs: which method the server chose and, for SCRAM, the exchange the client's proof signs.
 
 import { inspect, type InspectOptionsStylized } from 'node:util';
+import { MessageType } from '../protocol/message-scanner';
 import {
-  AuthMessageType,
   authRequestName,
   MalformedAuthMessage,
   parseAuthenticationRequest,
@@ -69,7 +69,7 @@ export class AuthCapture {
   /** Each whole client message sent during authentication (type byte, body without the length word). */
   client(type: number, body: Buffer): void {
     // Only 'p' messages answer the server; a query pipelined ahead of AuthenticationOk says nothing about the login.
-    if (type !== AuthMessageType.password || this.phase === 'unmovable' || this.phase === 'failed' || this.phase === 'done') return;
+    if (type !== MessageType.password || this.phase === 'unmovable' || this.phase === 'failed' || this.phase === 'done') return;
     try {
       switch (this.phase) {
         case 'md5-requested':
@@ -90,13 +90,13 @@ export class AuthCapture {
   /** Each whole server message until AuthenticationOk (type byte, body without the length word). */
   server(type: number, body: Buffer): void {
     if (this.phase === 'done' || this.phase === 'failed') return;
-    if (type === AuthMessageType.errorResponse) {
+    if (type === MessageType.errorResponse) {
       this.phase = 'failed';
       this.why = 'the server refused the login';
       return;
     }
     // NoticeResponse and NegotiateProtocolVersion may come before or between requests and change nothing.
-    if (type !== AuthMessageType.authentication) return;
+    if (type !== MessageType.authentication) return;
     try {
       this.onRequest(body);
     } catch (err) {

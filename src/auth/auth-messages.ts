@@ -1,15 +1,7 @@
 // The authentication messages of protocol 3: the server's requests ('R') and the client's answers ('p'), as bodies without the length word.
 
-export const AuthMessageType = {
-  authentication: 0x52, // 'R'
-  password: 0x70, // 'p': PasswordMessage, SASLInitialResponse and SASLResponse alike
-  errorResponse: 0x45, // 'E'
-  noticeResponse: 0x4e, // 'N'
-  negotiateProtocolVersion: 0x76, // 'v'
-  parameterStatus: 0x53, // 'S'
-  backendKeyData: 0x4b, // 'K'
-  readyForQuery: 0x5a, // 'Z'
-} as const;
+import { MessageType } from '../protocol/message-scanner';
+
 
 /** The int32 that opens every 'R' body (PostgreSQL's AUTH_REQ_*). */
 export const AuthRequestCode = {
@@ -112,15 +104,15 @@ export function saslInitialResponse(mechanism: string, data: Buffer): Buffer {
   const name = Buffer.from(`${mechanism}\0`, 'utf8');
   const length = Buffer.alloc(4);
   length.writeInt32BE(data.length, 0);
-  return typedMessage(AuthMessageType.password, Buffer.concat([name, length, data]));
+  return typedMessage(MessageType.password, Buffer.concat([name, length, data]));
 }
 
 export function saslResponse(data: Buffer): Buffer {
-  return typedMessage(AuthMessageType.password, data);
+  return typedMessage(MessageType.password, data);
 }
 
 export function passwordMessage(text: string): Buffer {
-  return typedMessage(AuthMessageType.password, Buffer.from(`${text}\0`, 'utf8'));
+  return typedMessage(MessageType.password, Buffer.from(`${text}\0`, 'utf8'));
 }
 
 function typedMessage(type: number, body: Buffer): Buffer {

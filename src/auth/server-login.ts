@@ -3,10 +3,9 @@
 
 import { randomBytes } from 'node:crypto';
 import { inspect, type InspectOptionsStylized } from 'node:util';
-import { errorMessageOf, FramingError, MessageScanner } from '../protocol/message-scanner';
+import { errorMessageOf, FramingError, MessageScanner, MessageType } from '../protocol/message-scanner';
 import { parseStartupPacket } from '../protocol/startup';
 import {
-  AuthMessageType,
   authRequestName,
   MalformedAuthMessage,
   parseAuthenticationRequest,
@@ -127,28 +126,28 @@ export class ServerLogin {
     // The scanner hands over every message in the chunk; those after ReadyForQuery belong to `rest`.
     if (this.phase === 'done') return;
     switch (type) {
-      case AuthMessageType.errorResponse: {
+      case MessageType.errorResponse: {
         const { code, message } = errorMessageOf(body);
         throw new LoginError(message ?? 'the server refused the login', code);
       }
-      case AuthMessageType.noticeResponse:
-      case AuthMessageType.negotiateProtocolVersion:
+      case MessageType.noticeResponse:
+      case MessageType.negotiateProtocolVersion:
         return;
-      case AuthMessageType.authentication:
+      case MessageType.authentication:
         if (this.phase === 'authenticated') throw new LoginError('an authentication request after AuthenticationOk');
         return this.onRequest(parseAuthenticationRequest(body));
     }
     if (this.phase !== 'authenticated') throw new LoginError(`message '${String.fromCharCode(type)}' before AuthenticationOk`);
     switch (type) {
-      case AuthMessageType.parameterStatus: {
+      case MessageType.parameterStatus: {
         const [name, value] = parseParameterStatus(body);
         this.parameters.set(name, value);
         return;
       }
-      case AuthMessageType.backendKeyData:
+      case MessageType.backendKeyData:
         this.backendKey = parseBackendKeyData(body);
         return;
-      case AuthMessageType.readyForQuery:
+      case MessageType.readyForQuery:
         return this.finish();
       default:
         throw new LoginError(`message '${String.fromCharCode(type)}' before ReadyForQuery`);

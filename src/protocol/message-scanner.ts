@@ -80,11 +80,17 @@ export class MessageScanner {
   }
 }
 
+/** The message types pgfloat reads by name, outside the relay's own walk (transaction-tracker.ts). */
 export const MessageType = {
   backendKeyData: 0x4b, // 'K'
   readyForQuery: 0x5a, // 'Z'
   errorResponse: 0x45, // 'E'
+  noticeResponse: 0x4e, // 'N'
   authentication: 0x52, // 'R'
+  parameterStatus: 0x53, // 'S'
+  negotiateProtocolVersion: 0x76, // 'v'
+  /** Frontend: PasswordMessage, SASLInitialResponse and SASLResponse alike. */
+  password: 0x70, // 'p'
   terminate: 0x58, // 'X'
 } as const;
 

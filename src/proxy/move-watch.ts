@@ -1,16 +1,15 @@
 // What a session must remember from its startup to be moved later (sessions.move): its StartupMessage, how it authenticated, and the state it had when it last sent nothing.
 
 import { AuthCapture } from '../auth/auth-capture';
-import { MessageScanner } from '../protocol/message-scanner';
+import { MalformedAuthMessage, parseParameterStatus } from '../auth/auth-messages';
+import { MessageScanner, MessageType } from '../protocol/message-scanner';
 import type { Refusal } from '../protocol/refusal';
 import type { ListenerKind } from '../routing/routes';
 import type { ClientToServerPump } from './relay';
 import type { SessionIdentity } from './session-move';
 import type { SessionState } from './session-state';
 
-const PASSWORD_MESSAGES = new Set([0x70]); // 'p': password, SASLInitialResponse, SASLResponse
-const AUTHENTICATION = 0x52; // 'R'
-const PARAMETER_STATUS = 0x53; // 'S'
+const PASSWORD_MESSAGES = new Set([MessageType.password]);
 
 export class MoveWatch {
   private auth = new AuthCapture();
@@ -47,11 +46,21 @@ export class MoveWatch {
 
   /** A server message of the startup phase (the session passes Authentication and ParameterStatus on). */
   serverMessage(type: number, body: Buffer): void {
-    if (type === AUTHENTICATION) this.auth.server(type, body);
-    else if (type === PARAMETER_STATUS) recordParameter(this.reported, body);
+    if (type === MessageType.authentication) this.auth.server(type, body);
+    else if (type === MessageType.parameterStatus) this.record(body);
   }
 
-  static readonly startupTypes: readonly number[] = [AUTHENTICATION, PARAMETER_STATUS];
+  static readonly startupTypes: readonly number[] = [MessageType.authentication, MessageType.parameterStatus];
+
+  private record(parameterStatus: Buffer): void {
+    try {
+      const [name, value] = parseParameterStatus(parameterStatus);
+      this.reported[name] = value;
+    } catch (err) {
+      // The client reads it as it is; what pgfloat cannot read it does not report again after a move.
+      if (!(err instanceof MalformedAuthMessage)) throw err;
+    }
+  }
 
   /**
    * The startup's ReadyForQuery: the client's side of it has been watched to its end. A session
@@ -94,11 +103,4 @@ export class MoveWatch {
   moved(state: SessionState): void {
     this.knownState = state;
   }
-}
-
-function recordParameter(into: Record<string, string>, body: Buffer): void {
-  const nameEnd = body.indexOf(0);
-  const valueEnd = body.indexOf(0, nameEnd + 1);
-  if (nameEnd < 0 || valueEnd < 0) return;
-  into[body.toString('utf8', 0, nameEnd)] = body.toString('utf8', nameEnd + 1, valueEnd);
 }
