@@ -10,7 +10,8 @@ import type { Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind } from '../routing/routes';
 import { ServerToClientPump, type RelayCounters } from './relay';
-import { connectToServer } from './server-connection';
+import { connectOnRoute, type RouteAttempt } from './server-connection';
+import type { SessionLog } from './session-log';
 import { terminateServer } from './session-end';
 import { converse, exchange, firstError, singleValue } from './server-exchange';
 import { CAPTURE_QUERY, changedReports, parseCapture, restoreMessages, stateDifferences, type SessionState } from './session-state';
@@ -123,6 +124,7 @@ export async function moveSession(
   from: LeftServer,
   identityOf: (state: SessionState) => SessionIdentity,
   stillWanted: () => boolean,
+  log: SessionLog,
 ): Promise<Moved> {
   let state = from.known;
   try {
@@ -131,55 +133,58 @@ export async function moveSession(
     from.pump.stop();
     terminateServer(from.server);
   }
-  return reopenSession(env, identityOf(state), stillWanted);
+  return reopenSession(env, identityOf(state), stillWanted, log);
 }
 
 /**
- * Finds the session a server on its route (waiting like a new client while writes are held)
- * and makes it the same session there. `stillWanted` turning false (the client left) abandons
- * it. Throws MoveError.
+ * Finds the session a server on its route as a new client would (connectOnRoute: held while
+ * writes are held, waiting for routing while a primary refuses connections) and makes it the
+ * same session there. `stillWanted` turning false (the client left) abandons it. Throws MoveError.
  */
-async function reopenSession(env: MoveEnvironment, session: SessionIdentity, stillWanted: () => boolean): Promise<Moved> {
+async function reopenSession(env: MoveEnvironment, session: SessionIdentity, stillWanted: () => boolean, log: SessionLog): Promise<Moved> {
   const { auth } = session;
   if (auth.method === 'unmovable') throw new MoveError('auth', `its authentication cannot be repeated without the client: ${auth.why}`);
   if (session.state.unmovable.length > 0) throw new MoveError('state', `it holds what cannot move: ${session.state.unmovable.join(', ')}`);
   const deadline = Date.now() + env.holdMs;
+  let failedNode: string | undefined;
   for (;;) {
-    const decision = await env.router.decide(session.route);
-    if (!stillWanted()) throw new MoveError('client-left', 'the client left');
-    if (!decision.ok) throw new MoveError('no-route', decision.refusal.message, decision.refusal);
-    const node = env.nodes.get(decision.node)!;
+    const { node, server, pump } = await reachRoute(env, session.route, deadline, failedNode, stillWanted, log);
+    failedNode = undefined;
     try {
-      const moved = await openOn(env, session, node);
-      if (!stillWanted()) {
-        moved.server.destroy();
-        throw new MoveError('client-left', 'the client left');
-      }
+      const moved = await becomeSession(env, session, node, server, pump, await loginSecret(env, session, node.name));
+      if (!stillWanted()) throw new MoveError('client-left', 'the client left');
       // Routing changed while the session was being restored (the node fenced, say): decide again.
       if (env.router.allows(session.route, node.name)) return moved;
-      moved.server.destroy();
     } catch (err) {
-      // A primary that refuses connections, or is still starting, usually just died: a read-write
-      // session waits for routing to change, as a new client would.
+      server.destroy();
+      // A primary still starting or already stopping: a read-write session waits for routing to change.
       if (!(err instanceof MoveError && err.retry) || session.route !== 'readWrite' || Date.now() >= deadline) throw err;
-      env.onServerUnreachable(node.name);
-      await env.router.waitForChange(Math.min(deadline - Date.now(), 1000));
+      failedNode = node.name;
+      continue;
     }
+    server.destroy();
   }
 }
 
-async function openOn(env: MoveEnvironment, session: SessionIdentity, node: NodeAddress): Promise<Moved> {
-  const secret = await loginSecret(env, session, node.name);
-  const pump = new ServerToClientPump(env.counters);
-  const server = await connectToServer(node, pump, env).connected.catch((err: Error) => {
-    throw new MoveError('connect', `could not connect to ${node.name} (${node.host}:${node.port}): ${err.message}`, undefined, true);
+interface Reached {
+  node: NodeAddress;
+  server: Socket;
+  pump: ServerToClientPump;
+}
+
+/** connectOnRoute's outcome as a promise: a connected server, or the MoveError that says why not. */
+function reachRoute(env: MoveEnvironment, route: ListenerKind, deadline: number, failedNode: string | undefined, stillWanted: () => boolean, log: SessionLog): Promise<Reached> {
+  return new Promise((resolve, reject) => {
+    const attempt: RouteAttempt = {
+      stillWanted,
+      connecting: () => undefined,
+      connected: (node, server, pump) => resolve({ node, server, pump }),
+      refused: (refusal) =>
+        reject(refusal.reason === 'backend-unreachable' ? new MoveError('connect', refusal.message) : new MoveError('no-route', refusal.message, refusal)),
+    };
+    // Ending without an outcome means the client left; after one, this rejection changes nothing.
+    connectOnRoute(env, route, deadline, failedNode, attempt, log).then(() => reject(new MoveError('client-left', 'the client left')), reject);
   });
-  try {
-    return await becomeSession(env, session, node, server, pump, secret);
-  } catch (err) {
-    server.destroy();
-    throw err;
-  }
 }
 
 async function loginSecret(env: MoveEnvironment, session: SessionIdentity, node: string): Promise<LoginSecret> {

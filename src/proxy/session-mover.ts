@@ -77,6 +77,7 @@ export class SessionMover {
       { server: left.server, pump: left.serverPump, known },
       (state) => watch.identity(route, state),
       () => this.session.moving(),
+      this.log,
     ).then(
       (moved) => this.resumeOn(moved, from, unforwarded),
       (err: Error) => this.notMoved(refusal, err, unforwarded),
