@@ -1,10 +1,14 @@
 // A database node as every layer names it: where it is, how healthy it looks, where its WAL stands.
 
+import type { ServerTlsPolicy } from '../postgres/server-tls';
+
 /** Where a configured node is reached; `name` is the one the configuration gives it. */
 export interface NodeAddress {
   name: string;
   host: string;
   port: number;
+  /** How pgfloat's connections to it use TLS (config serverTls with the node's own on top); libpq's `prefer` when unset. */
+  tls?: ServerTlsPolicy;
 }
 
 /** up: last heartbeat answered; suspect: missed some; down: missed failuresBeforeDown in a row. */

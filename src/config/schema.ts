@@ -18,6 +18,41 @@ const nodeName = z
   .string()
   .regex(/^[A-Za-z0-9_.-]{1,63}$/, 'node names use letters, digits, "_", "." and "-" (at most 63)');
 
+const serverTlsMode = z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']);
+
+/** TLS from pgfloat to the servers, with libpq's sslmode meanings; files are PEM. */
+const serverTlsFields = {
+  mode: serverTlsMode,
+  /** Trusted CAs for verify-ca / verify-full (and require, as libpq does when a root file is given); the system's when null. */
+  ca: z.string().min(1).nullable(),
+  /** A client certificate and its key, for servers that ask for one (pg_hba `cert`, clientcert=verify-*). */
+  cert: z.string().min(1).nullable(),
+  key: z.string().min(1).nullable(),
+};
+
+const bothOrNeither = (t: { cert?: string | null; key?: string | null }): boolean => (t.cert == null) === (t.key == null);
+
+const serverTls = z
+  .object({
+    mode: serverTlsFields.mode.default('prefer'),
+    ca: serverTlsFields.ca.default(null),
+    cert: serverTlsFields.cert.default(null),
+    key: serverTlsFields.key.default(null),
+  })
+  .strict()
+  .refine(bothOrNeither, { message: 'serverTls needs both cert and key, or neither', path: ['key'] });
+
+/** A node's own serverTls: the keys it sets replace the top-level ones. */
+const nodeServerTls = z
+  .object({
+    mode: serverTlsFields.mode.optional(),
+    ca: serverTlsFields.ca.optional(),
+    cert: serverTlsFields.cert.optional(),
+    key: serverTlsFields.key.optional(),
+  })
+  .strict()
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'a node\'s serverTls sets cert and key together, or neither', path: ['key'] });
+
 const node = z
   .object({
     name: nodeName,
@@ -25,6 +60,7 @@ const node = z
     port: z.number().int().min(1).max(65535).default(5432),
     /** false for a reporting server: it serves read-only clients but is never promoted. */
     promotable: z.boolean().default(true),
+    serverTls: nodeServerTls.nullable().default(null),
     /** Set when pgfloat runs on the node's host: it can then stop, start and rejoin it itself. */
     // Relative to pgfloat's working directory; the tools it runs for the node start elsewhere.
     dataDir: z
@@ -160,6 +196,7 @@ export const configSchema = z
       .strict()
       .nullable()
       .default(null),
+    serverTls: serverTls.default({}),
     proxy: z
       .object({
         startupTimeoutMs: positiveMs.default(10_000),
@@ -246,9 +283,23 @@ export const configSchema = z
       .strict()
       .default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // libpq 15 (the tools pgfloat runs) has no system CA store: verification needs a root file.
+    const verifies = (mode: string | undefined): boolean => mode === 'verify-ca' || mode === 'verify-full';
+    config.nodes.forEach((n, index) => {
+      const own = n.serverTls ?? {};
+      const mode = own.mode ?? config.serverTls.mode;
+      const ca = own.ca !== undefined ? own.ca : config.serverTls.ca;
+      if (verifies(mode) && ca === null) {
+        const path = own.mode !== undefined || own.ca !== undefined ? ['nodes', index, 'serverTls', 'ca'] : ['serverTls', 'ca'];
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `serverTls.mode ${mode} needs a CA file (ca) to verify ${n.name}'s certificate against` });
+      }
+    });
+  });
 
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type NodeConfig = Config['nodes'][number];
+export type ServerTlsConfig = Config['serverTls'];
 export type RoutingRule = Config['routing']['rules'][number];

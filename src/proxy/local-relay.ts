@@ -1,5 +1,6 @@
 // The relay of one event loop: its client sessions, their cancel keys and byte counters. pgfloat runs one in its own process (proxy.workers: 1) or one in each worker.
 
+import { nodeAddress } from '../config/nodes';
 import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { NodeAddress } from '../cluster/node';
@@ -37,7 +38,7 @@ export interface RelaySettings {
 export function relaySettingsOf(config: Config): RelaySettings {
   const { proxy } = config;
   return {
-    nodes: config.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
+    nodes: config.nodes.map((n) => nodeAddress(config, n)),
     rules: config.routing.rules,
     tls: config.tls,
     startupTimeoutMs: proxy.startupTimeoutMs,

@@ -1,5 +1,6 @@
 // Composes one pgfloat instance: state store, monitor, failover runner, router, proxy listeners and admin API.
 
+import { nodeAddress } from '../config/nodes';
 import type { NodeAddress } from '../cluster/node';
 import type { ClusterState } from '../cluster/state';
 import type { ListenAddress } from '../config/address';
@@ -57,7 +58,7 @@ export class Pgfloat {
     private readonly config: Config,
     private readonly log: Logger,
   ) {
-    this.nodes = new Map(config.nodes.map((n) => [n.name, { name: n.name, host: n.host, port: n.port }]));
+    this.nodes = new Map(config.nodes.map((n) => [n.name, nodeAddress(config, n)]));
     this.nodeNames = config.nodes.map((n) => n.name);
     const { failover, switchover } = config;
     this.failoverOptions = {

@@ -22,6 +22,12 @@ export interface LocalClusterOptions {
   /** When set, the superuser gets this password and TCP connections use `authMethod`. */
   password?: string;
   authMethod?: AuthMethod;
+  /**
+   * Serve TLS with this certificate (copied beside the data directories for the server's user);
+   * `ca` also verifies client certificates. `hostsslOnly` turns every TCP pg_hba line into
+   * hostssl, so connections without TLS are rejected.
+   */
+  tls?: { cert: string; key: string; ca?: string; hostsslOnly?: boolean };
   /** Extra postgresql.conf settings for both nodes; strings are quoted for you (pass `'on'`, not `"'on'"`). */
   extraConf?: Record<string, string | number>;
   log?: (message: string) => void;
@@ -33,6 +39,8 @@ interface NodeContext {
   env: NodeJS.ProcessEnv;
   superuser: string;
   password: string | undefined;
+  /** Added to connection strings: how a client reaches servers that insist on TLS. */
+  sslParams: string;
   log: (message: string) => void;
 }
 
@@ -92,7 +100,7 @@ export class LocalNode {
 
   connectionString(database = 'postgres'): string {
     const password = this.ctx.password === undefined ? '' : `:${encodeURIComponent(this.ctx.password)}`;
-    return `postgres://${encodeURIComponent(this.ctx.superuser)}${password}@${this.host}:${this.port}/${encodeURIComponent(database)}`;
+    return `postgres://${encodeURIComponent(this.ctx.superuser)}${password}@${this.host}:${this.port}/${encodeURIComponent(database)}${this.ctx.sslParams}`;
   }
 
   /** The end of the server log, for error messages. */
@@ -153,6 +161,7 @@ export class LocalCluster {
       env: { HOME: baseDir },
       superuser: opts.superuser ?? 'postgres',
       password: opts.password,
+      sslParams: opts.tls === undefined ? '' : opts.tls.ca !== undefined ? `?sslmode=verify-full&sslrootcert=${encodeURIComponent(opts.tls.ca)}` : '?sslmode=require',
       log: opts.log ?? (() => undefined),
     };
     prepareBaseDir(baseDir, user);
@@ -278,11 +287,35 @@ async function initPrimary(node: LocalNode, opts: LocalClusterOptions, ctx: Node
     max_connections: 200,
     logging_collector: 'off',
     ...(opts.password !== undefined && { password_encryption: authMethod === 'md5' ? 'md5' : 'scram-sha-256' }),
+    ...(opts.tls !== undefined && serverTlsSettings(baseDir, opts.tls, ctx.user)),
     ...opts.extraConf,
   };
   appendFileSync(join(node.dataDir, 'postgresql.conf'), confBlock('pgfloat local cluster', settings));
+  if (opts.tls?.hostsslOnly) {
+    const hba = join(node.dataDir, 'pg_hba.conf');
+    writeFileSync(hba, readFileSync(hba, 'utf8').replace(/^host(\s)/gm, 'hostssl$1'));
+  }
   // initdb's host lines (127.0.0.1/32 and ::1/128, for all databases and for replication) already use authMethod.
   chmodSync(node.dataDir, 0o700);
+}
+
+/** The server reads its key only if its own user owns it with mode 0600; both nodes share the copies. */
+function serverTlsSettings(baseDir: string, tls: NonNullable<LocalClusterOptions['tls']>, user: RunAs | undefined): Record<string, string> {
+  const dir = join(baseDir, 'tls');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const copy = (from: string, name: string, mode: number): string => {
+    const to = join(dir, name);
+    writeFileSync(to, readFileSync(from), { mode });
+    if (user) chownSync(to, user.uid, user.gid);
+    return to;
+  };
+  if (user) chownSync(dir, user.uid, user.gid);
+  return {
+    ssl: 'on',
+    ssl_cert_file: copy(tls.cert, 'server.crt', 0o644),
+    ssl_key_file: copy(tls.key, 'server.key', 0o600),
+    ...(tls.ca !== undefined && { ssl_ca_file: copy(tls.ca, 'ca.crt', 0o644) }),
+  };
 }
 
 /** initdb stored a SCRAM hash; md5 clients would then be made to use SCRAM, so store an md5 hash instead. */

@@ -1,0 +1,149 @@
+// TLS from pgfloat to a server with libpq's sslmode meanings, for every connection pgfloat opens
+// there (relayed sessions, cancel requests, monitor and admin SQL) and the tools it runs.
+
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
+import type { Config, NodeConfig } from '../config/schema';
+
+export type ServerTlsMode = Config['serverTls']['mode'];
+
+/** A node's merged serverTls; file paths, so it travels to relay workers as is. */
+export interface ServerTlsPolicy {
+  mode: ServerTlsMode;
+  ca: string | null;
+  cert: string | null;
+  key: string | null;
+}
+
+export const DEFAULT_SERVER_TLS: ServerTlsPolicy = { mode: 'prefer', ca: null, cert: null, key: null };
+
+/** The top-level serverTls with the node's own keys on top. */
+export function serverTlsPolicy(config: Pick<Config, 'serverTls'>, node: Pick<NodeConfig, 'serverTls'>): ServerTlsPolicy {
+  const own = node.serverTls ?? {};
+  return {
+    mode: own.mode ?? config.serverTls.mode,
+    ca: own.ca !== undefined ? own.ca : config.serverTls.ca,
+    cert: own.cert !== undefined ? own.cert : config.serverTls.cert,
+    key: own.key !== undefined ? own.key : config.serverTls.key,
+  };
+}
+
+/** Whether the first attempt sends an SSLRequest ('allow' tries plaintext first, 'disable' never asks). */
+export function asksForTls(mode: ServerTlsMode): boolean {
+  return mode !== 'disable' && mode !== 'allow';
+}
+
+/** Whether a server that answers 'N' (or an unencrypted connection) is refused. */
+export function requiresTls(mode: ServerTlsMode): boolean {
+  return mode === 'require' || mode === 'verify-ca' || mode === 'verify-full';
+}
+
+/** What is checked of the server's certificate: as libpq, `require` with a CA file checks the chain like verify-ca. */
+export function verification(policy: ServerTlsPolicy): 'none' | 'chain' | 'chain-and-name' {
+  if (policy.mode === 'verify-full') return 'chain-and-name';
+  if (policy.mode === 'verify-ca' || (policy.mode === 'require' && policy.ca !== null)) return 'chain';
+  return 'none';
+}
+
+interface TlsFileContents {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** Read once per process (and again after forgetServerTlsFiles, on a reload): connections are opened all day. */
+const fileCache = new Map<string, Buffer>();
+
+function readTlsFile(kind: 'ca' | 'cert' | 'key', path: string): Buffer {
+  let contents = fileCache.get(path);
+  if (contents === undefined) {
+    try {
+      contents = readFileSync(path);
+    } catch (err) {
+      throw new Error(`cannot read serverTls.${kind} ${path}: ${(err as Error).message}`);
+    }
+    fileCache.set(path, contents);
+  }
+  return contents;
+}
+
+export function forgetServerTlsFiles(): void {
+  fileCache.clear();
+}
+
+function fileContents(policy: ServerTlsPolicy): TlsFileContents {
+  return {
+    ...(policy.ca !== null && { ca: readTlsFile('ca', policy.ca) }),
+    ...(policy.cert !== null && { cert: readTlsFile('cert', policy.cert) }),
+    ...(policy.key !== null && { key: readTlsFile('key', policy.key) }),
+  };
+}
+
+/**
+ * Options for tls.connect over a socket whose server answered 'S'. Without verification the
+ * certificate is still received (channel binding needs it) but not judged, as libpq's require.
+ */
+export function tlsConnectOptions(policy: ServerTlsPolicy, host: string): ConnectionOptions {
+  const check = verification(policy);
+  return {
+    ...fileContents(policy),
+    host,
+    // libpq sends SNI for host names only; Node warns on an IP address as servername.
+    ...(isIP(host) === 0 && { servername: host }),
+    rejectUnauthorized: check !== 'none',
+    ...(check !== 'chain-and-name' && { checkServerIdentity: () => undefined }),
+  };
+}
+
+/** node-postgres's `ssl` option for the first attempt: false for plaintext. */
+export function pgSslOption(policy: ServerTlsPolicy, host: string): false | ConnectionOptions {
+  if (!asksForTls(policy.mode)) return false;
+  const { host: _host, ...options } = tlsConnectOptions(policy, host);
+  return options;
+}
+
+/** libpq's environment for the tools pgfloat runs (pg_rewind, pg_basebackup). */
+export function libpqEnvironment(policy: ServerTlsPolicy): Record<string, string> {
+  return {
+    PGSSLMODE: policy.mode,
+    ...(policy.ca !== null && { PGSSLROOTCERT: policy.ca }),
+    ...(policy.cert !== null && { PGSSLCERT: policy.cert }),
+    ...(policy.key !== null && { PGSSLKEY: policy.key }),
+  };
+}
+
+/** The same as conninfo keywords (a standby's primary_conninfo, pg_rewind's --source-server). */
+export function libpqConninfo(policy: ServerTlsPolicy): Record<string, string> {
+  return {
+    sslmode: policy.mode,
+    ...(policy.ca !== null && { sslrootcert: policy.ca }),
+    ...(policy.cert !== null && { sslcert: policy.cert }),
+    ...(policy.key !== null && { sslkey: policy.key }),
+  };
+}
+
+/** Node's TLS error codes that mean the server's certificate failed a check (rather than the connection failing). */
+const VERIFICATION_CODES = new Set([
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+  'HOSTNAME_MISMATCH',
+]);
+
+/** Why a server's certificate was refused, naming the check; undefined if `err` is not a verification failure. */
+export function certificateFailure(err: unknown, policy: ServerTlsPolicy): string | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !VERIFICATION_CODES.has(code)) return undefined;
+  const check = code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH' ? 'host name' : 'certificate chain';
+  return `server certificate failed the ${check} check of serverTls.mode ${policy.mode}: ${(err as Error).message}`;
+}
