@@ -115,6 +115,20 @@ export function passwordMessage(text: string): Buffer {
   return typedMessage(MessageType.password, Buffer.from(`${text}\0`, 'utf8'));
 }
 
+/** AuthenticationSASL: the mechanisms the server offers. */
+export function authenticationSasl(mechanisms: readonly string[]): Buffer {
+  const code = Buffer.alloc(4);
+  code.writeInt32BE(AuthRequestCode.sasl, 0);
+  return typedMessage(MessageType.authentication, Buffer.concat([code, ...mechanisms.map((m) => Buffer.from(`${m}\0`, 'utf8')), Buffer.from([0])]));
+}
+
+/** AuthenticationSASLFinal: the server-final message. */
+export function authenticationSaslFinal(data: Buffer): Buffer {
+  const code = Buffer.alloc(4);
+  code.writeInt32BE(AuthRequestCode.saslFinal, 0);
+  return typedMessage(MessageType.authentication, Buffer.concat([code, data]));
+}
+
 function typedMessage(type: number, body: Buffer): Buffer {
   const out = Buffer.alloc(5 + body.length);
   out[0] = type;

@@ -18,6 +18,8 @@ export type RefusalReason =
   | 'unsupported-protocol'
   | 'shutting-down'
   | 'switchover'
+  /** A SCRAM login with channel-binding support that pgfloat cannot sign again for a TLS server. */
+  | 'channel-binding'
   /** proxy.workers: no relay worker was ready to take the client in time (all of them restarting). */
   | 'no-relay-worker';
 

@@ -96,6 +96,7 @@ export class LocalRelay implements RelayPlane {
       onEstablished: (listener, route, node) => this.metrics.onEstablished(listener, route, node),
       onServerUnreachable: (node) => hooks.onServerUnreachable(node),
       cancelElsewhere: hooks.cancelElsewhere,
+      rolePassword: hooks.rolePassword,
       move:
         settings.moveTimeoutMs === null || hooks.rolePassword === undefined
           ? undefined

@@ -52,6 +52,8 @@ export class ClientToServerPump {
   watch: BoundaryWatch | undefined;
   /** Sees each chunk before it is forwarded while set (the authentication, for a later move). */
   observe: ((chunk: Buffer) => void) | undefined;
+  /** Takes each chunk instead of the server while set (a login pgfloat rewrites; see auth-bridge); it forwards with send(). */
+  intercept: ((chunk: Buffer) => void) | undefined;
   /** Whether any client byte has gone to the server through this pump (since the startup, once the session is established). */
   forwardedAny = false;
 
@@ -79,12 +81,14 @@ export class ClientToServerPump {
     } else this.client.removeListener('data', this.onData);
     this.watch = undefined;
     this.observe = undefined;
+    this.intercept = undefined;
   }
 
   private readonly onData = (chunk: Buffer): void => {
     const watch = this.watch;
     if (watch !== undefined && !watch.admitClientChunk(chunk)) return;
     this.observe?.(chunk);
+    if (this.intercept !== undefined) return this.intercept(chunk);
     this.counters.clientToServerBytes += chunk.length;
     this.forwardedAny = true;
     this.busyPoller?.kick();
@@ -109,6 +113,14 @@ export class ClientToServerPump {
     this.waitingForDrain = false;
     this.client.resume();
   };
+
+  /** Forwards bytes an interceptor made (login messages: small, so no backpressure). */
+  send(bytes: Buffer): void {
+    this.counters.clientToServerBytes += bytes.length;
+    this.forwardedAny = true;
+    this.tracker.client(bytes, 0, bytes.length);
+    this.writer.write(bytes);
+  }
 }
 
 /**
@@ -131,6 +143,8 @@ export class ServerToClientPump {
   private events: Socket | undefined;
   /** Sees each chunk before it is forwarded while set; dropped once it returns false. */
   private observe: ((chunk: Buffer) => boolean) | undefined;
+  /** Takes each chunk instead of the client while set (a login pgfloat rewrites; see auth-bridge); it forwards with send(). */
+  intercept: ((chunk: Buffer) => void) | undefined;
   watch: BoundaryWatch | undefined;
 
   constructor(private readonly counters: RelayCounters) {}
@@ -196,6 +210,7 @@ export class ServerToClientPump {
     this.client = undefined;
     this.watch = undefined;
     this.observe = undefined;
+    this.intercept = undefined;
   }
 
   /**
@@ -212,6 +227,10 @@ export class ServerToClientPump {
     if (this.observe !== undefined && !this.observe(chunk)) this.observe = undefined;
     // Read after the observer, which may have stopped the pump (the session went elsewhere).
     if (this.client === undefined) return true;
+    if (this.intercept !== undefined) {
+      this.intercept(chunk);
+      return true;
+    }
     this.tracker!.server(chunk, 0, chunk.length);
     this.counters.serverToClientBytes += chunk.length;
     const writer = this.writer!;
@@ -234,4 +253,12 @@ export class ServerToClientPump {
     this.waitingForDrain = false;
     this.server?.resume();
   };
+
+  /** Forwards bytes an interceptor made (login messages: small, so no backpressure). */
+  send(bytes: Buffer): void {
+    if (this.client === undefined) return;
+    this.tracker!.server(bytes, 0, bytes.length);
+    this.counters.serverToClientBytes += bytes.length;
+    this.writer!.write(bytes);
+  }
 }

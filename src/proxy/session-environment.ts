@@ -34,6 +34,8 @@ export interface SessionEnvironment {
   onEstablished(listener: ListenerKind, route: ListenerKind, node: string): void;
   /** A cancel request for a key no session here holds: with workers, another worker's session may. */
   cancelElsewhere?: ((processId: number, secretKey: Buffer) => void) | undefined;
+  /** The auth query's answer for a role, asked of `node` (sessions.authQuery): moves, and SCRAM logins re-signed for a TLS server (auth-bridge). */
+  rolePassword?: ((user: string, node: string) => Promise<string | null>) | undefined;
   /** Set when sessions leaving a switched-over or fenced node move to the new one (sessions.move). */
   move: MoveSettings | undefined;
   onMove(event: MoveEvent): void;

@@ -1,6 +1,7 @@
 // One client connection: the startup handshake, routing, the server connection, then the relay.
 
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { NodeAddress } from '../cluster/node';
 import { SqlState } from '../protocol/codes';
@@ -12,6 +13,7 @@ import type { ListenerKind } from '../routing/routes';
 import { MoveWatch } from './move-watch';
 import { BoundaryWatch, type ServerToClientPump } from './relay';
 import { connectOnRoute, type RouteAttempt } from './server-connection';
+import { AuthBridge } from './auth-bridge';
 import { ServerLink, type ServerSocketEvents } from './server-link';
 import { endWithError, endWithErrorSoon, lingerThenDestroy, terminateServer } from './session-end';
 import type { SessionEnvironment } from './session-environment';
@@ -316,12 +318,31 @@ export class ClientSession implements TrackedSession {
       mover.watchServerEnd(link); // replaces this observer
       return true;
     }));
+    if ((server as TLSSocket).encrypted === true) this.bridgeChannelBinding(node, link);
     mover?.watch.watchClient(link.clientPump, this.pending);
     link.tracker.client(this.pending, 0, this.pending.length);
     this.unansweredStartup = this.pending.length === 0 ? startup : undefined;
     server.write(this.pending.length > 0 ? Buffer.concat([startup, this.pending]) : startup);
     this.pending = EMPTY;
     this.client.resume();
+  }
+
+  /** A server on TLS offers SCRAM channel binding, which cannot work through pgfloat: see auth/channel-binding. */
+  private bridgeChannelBinding(node: NodeAddress, link: ServerLink): void {
+    const user = this.user!;
+    const lookup = this.env.rolePassword;
+    AuthBridge.install(() => (lookup === undefined ? Promise.reject(new Error('no auth query here')) : lookup(user, node.name)), {
+      clientPump: link.clientPump,
+      serverPump: link.serverPump,
+      refuse: (err) =>
+        this.refuse({
+          reason: 'channel-binding',
+          code: SqlState.invalidAuthorizationSpecification,
+          message: `pgfloat cannot relay this SCRAM login to ${node.name} over TLS: ${err.message}`,
+          detail: 'The client supports channel binding, so its login must be signed again for the server, which needs the role\'s verifier.',
+          hint: 'Let pgfloat\'s monitor role run sessions.authQuery, or connect with channel_binding=disable.',
+        }),
+    });
   }
 
   /**
