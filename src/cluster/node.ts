@@ -1,13 +1,22 @@
 // A database node as every layer names it: where it is, how healthy it looks, where its WAL stands.
 
-import type { ServerTlsPolicy } from '../postgres/server-tls';
+/** libpq's sslmode values, which serverTls takes. */
+export type ServerTlsMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+
+/** How pgfloat's connections to a node use TLS: config serverTls with the node's own keys on top. File paths, so it travels to relay workers as is. */
+export interface ServerTlsPolicy {
+  mode: ServerTlsMode;
+  ca: string | null;
+  cert: string | null;
+  key: string | null;
+}
 
 /** Where a configured node is reached; `name` is the one the configuration gives it. */
 export interface NodeAddress {
   name: string;
   host: string;
   port: number;
-  /** How pgfloat's connections to it use TLS (config serverTls with the node's own on top); libpq's `prefer` when unset. */
+  /** libpq's `prefer` without files when unset. */
   tls?: ServerTlsPolicy;
 }
 

@@ -3,6 +3,7 @@
 import { resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
 import { parseAddress, type ListenAddress } from './address';
+import { serverTlsPolicy } from './nodes';
 
 const address = z.union([z.string(), z.number().int()]).transform((value, ctx): ListenAddress => {
   const parsed = parseAddress(String(value));
@@ -288,10 +289,9 @@ export const configSchema = z
     // libpq 15 (the tools pgfloat runs) has no system CA store: verification needs a root file.
     const verifies = (mode: string | undefined): boolean => mode === 'verify-ca' || mode === 'verify-full';
     config.nodes.forEach((n, index) => {
-      const own = n.serverTls ?? {};
-      const mode = own.mode ?? config.serverTls.mode;
-      const ca = own.ca !== undefined ? own.ca : config.serverTls.ca;
+      const { mode, ca } = serverTlsPolicy(config, n);
       if (verifies(mode) && ca === null) {
+        const own = n.serverTls ?? {};
         const path = own.mode !== undefined || own.ca !== undefined ? ['nodes', index, 'serverTls', 'ca'] : ['serverTls', 'ca'];
         ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `serverTls.mode ${mode} needs a CA file (ca) to verify ${n.name}'s certificate against` });
       }

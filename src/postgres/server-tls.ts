@@ -4,30 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import type { Config, NodeConfig } from '../config/schema';
+import type { ServerTlsMode, ServerTlsPolicy } from '../cluster/node';
 
-export type ServerTlsMode = Config['serverTls']['mode'];
-
-/** A node's merged serverTls; file paths, so it travels to relay workers as is. */
-export interface ServerTlsPolicy {
-  mode: ServerTlsMode;
-  ca: string | null;
-  cert: string | null;
-  key: string | null;
-}
+export type { ServerTlsMode, ServerTlsPolicy } from '../cluster/node';
 
 export const DEFAULT_SERVER_TLS: ServerTlsPolicy = { mode: 'prefer', ca: null, cert: null, key: null };
-
-/** The top-level serverTls with the node's own keys on top. */
-export function serverTlsPolicy(config: Pick<Config, 'serverTls'>, node: Pick<NodeConfig, 'serverTls'>): ServerTlsPolicy {
-  const own = node.serverTls ?? {};
-  return {
-    mode: own.mode ?? config.serverTls.mode,
-    ca: own.ca !== undefined ? own.ca : config.serverTls.ca,
-    cert: own.cert !== undefined ? own.cert : config.serverTls.cert,
-    key: own.key !== undefined ? own.key : config.serverTls.key,
-  };
-}
 
 /** Whether the first attempt sends an SSLRequest ('allow' tries plaintext first, 'disable' never asks). */
 export function asksForTls(mode: ServerTlsMode): boolean {

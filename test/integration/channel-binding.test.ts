@@ -6,7 +6,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { startCluster } from '../harness/cluster';
-import { connectClient, rejectionOf, runPsql } from '../harness/clients';
+import { connectClient, runPsql } from '../harness/clients';
 import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
 import { startPgfloat } from '../harness/pgfloat';
 import { makeTestCa } from '../harness/test-ca';

@@ -49,8 +49,8 @@ t.test('the documented example parses with defaults filled in', async (t) => {
   t.same(config.listen, { readWrite: { host: '0.0.0.0', port: 6432 }, readOnly: { host: '0.0.0.0', port: 6433 } });
   t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 }, token: null });
   t.same(config.nodes, [
-    { name: 'db1', host: '10.0.0.11', port: 5432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
-    { name: 'db2', host: '10.0.0.12', port: 5432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'db1', host: '10.0.0.11', port: 5432, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'db2', host: '10.0.0.12', port: 5432, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
   ]);
   t.same(config.monitor, {
     user: 'pgfloat_monitor',
@@ -139,6 +139,10 @@ t.test('bad configs name the key', async (t) => {
     ['sessions.move not a boolean', `${minimal}sessions: { move: sometimes }\n`, /^sessions\.move: /m],
     ['an empty auth query', `${minimal}sessions: { authQuery: '' }\n`, /^sessions\.authQuery: /m],
     ['zero move timeout', `${minimal}sessions: { moveTimeoutMs: 0 }\n`, /^sessions\.moveTimeoutMs: /m],
+    ['serverTls mode not a libpq sslmode', `${minimal}serverTls: { mode: always }\n`, /^serverTls\.mode: /m],
+    ['serverTls verify-full without a CA', `${minimal}serverTls: { mode: verify-full }\n`, /^serverTls\.ca: serverTls\.mode verify-full needs a CA file/m],
+    ['serverTls cert without key', `${minimal}serverTls: { cert: /etc/c.pem }\n`, /^serverTls\.key: serverTls needs both cert and key/m],
+    ['a node verifying without a CA', 'nodes:\n  - { name: a, host: h, serverTls: { mode: verify-ca } }\n', /^nodes\[0\]\.serverTls\.ca: serverTls\.mode verify-ca needs a CA file/m],
     ['top level not a mapping', '- a\n- b\n', /^\(root\): /m],
   ];
   for (const [name, text, pattern] of cases) {
