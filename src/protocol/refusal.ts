@@ -19,7 +19,9 @@ export type RefusalReason =
   | 'shutting-down'
   | 'switchover'
   /** proxy.workers: no relay worker was ready to take the client in time (all of them restarting). */
-  | 'no-relay-worker';
+  | 'no-relay-worker'
+  /** A TLS handshake failed or was not admitted (ALPN, client certificate): closed without a word, as PostgreSQL does. */
+  | 'tls-refused';
 
 export interface Refusal {
   reason: RefusalReason;
