@@ -4,7 +4,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ListenAddress } from '../config/address';
 import type { Logger } from '../log';
-import type { ReloadAnswer } from '../runtime/reload';
+import type { ReloadAnswer } from './reload';
 
 export interface OperationAnswer {
   accepted: boolean;

@@ -22,7 +22,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { LocalRelay, relaySettingsOf } from '../proxy/local-relay';
 import { ProxyServer } from '../proxy/proxy-server';
 import type { RelayPlane } from '../proxy/relay-plane';
-import { reloadAnswer, type ReloadAnswer } from './reload';
+import { reloadAnswer, type ReloadAnswer } from '../admin/reload';
 import { Router } from '../routing/router';
 import { computeRoutes, type ListenerKind, type RouteOptions } from '../routing/routes';
 import { relayLoops } from '../workers/worker-count';

@@ -140,6 +140,9 @@ t.test('bad configs name the key', async (t) => {
     ['an empty auth query', `${minimal}sessions: { authQuery: '' }\n`, /^sessions\.authQuery: /m],
     ['zero move timeout', `${minimal}sessions: { moveTimeoutMs: 0 }\n`, /^sessions\.moveTimeoutMs: /m],
     ['top level not a mapping', '- a\n- b\n', /^\(root\): /m],
+    ['tls clientCertificates require without a CA', `${minimal}tls: { cert: c.pem, key: k.pem, clientCertificates: require }\n`, /^tls\.ca: .*verify and require need a CA file/m],
+    ['tls clientCertificates verify without a CA', `${minimal}tls: { cert: c.pem, key: k.pem, clientCertificates: verify }\n`, /^tls\.ca: /m],
+    ['tls clientCertificates not a mode', `${minimal}tls: { cert: c.pem, key: k.pem, ca: ca.pem, clientCertificates: optional }\n`, /^tls\.clientCertificates: /m],
   ];
   for (const [name, text, pattern] of cases) {
     t.test(name, async (t) => {
