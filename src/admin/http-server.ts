@@ -1,9 +1,10 @@
-// The admin HTTP API: GET /status, /metrics, /health, /operations; POST operations behind a bearer token.
+// The admin HTTP API: GET /status, /metrics, /health, /operations; POST operations and /reload behind a bearer token.
 
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ListenAddress } from '../config/address';
 import type { Logger } from '../log';
+import type { ReloadAnswer } from './reload';
 
 export interface OperationAnswer {
   accepted: boolean;
@@ -27,6 +28,8 @@ export interface AdminHandlers {
   operate(op: AdminOperation): Promise<OperationAnswer>;
   operation(id: string): unknown;
   operations(): unknown[];
+  /** Re-reads the TLS files in every process (as SIGHUP does). */
+  reload(): Promise<ReloadAnswer>;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -78,6 +81,7 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
     if (req.method === 'POST' && OPERATION_PATH.test(path)) return this.handleOperation(req, res, path);
+    if (req.method === 'POST' && path === '/reload') return this.handleReload(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: `method ${req.method} not allowed on ${path}` });
     switch (path) {
       case '/status':
@@ -112,14 +116,29 @@ export class AdminServer {
     }
   }
 
+  /** 200 when every relay loop took the new files; 409 when any kept its previous certificate (the answer says why). */
+  private async handleReload(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!this.admit(req, res, '/reload')) return;
+    // The body is read (and must be JSON, or empty) as for the other POSTs, though nothing in it is used.
+    if ((await readJson(req)) === undefined) return sendJson(res, 400, { error: 'the request body must be a JSON object (or empty)' });
+    this.log.warn({ remote: req.socket.remoteAddress }, 'reload requested');
+    const answer = await this.handlers.reload();
+    return sendJson(res, answer.reloaded ? 200 : 409, answer);
+  }
+
+  /** Answers 401 and returns false unless the request carries the token. */
+  private admit(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    if (this.authorized(req)) return true;
+    this.log.warn({ path, remote: req.socket.remoteAddress }, 'admin operation refused: missing or wrong token');
+    res.setHeader('www-authenticate', 'Bearer');
+    sendJson(res, 401, {
+      error: this.token === undefined ? 'operations are disabled: set admin.token or PGFLOAT_ADMIN_TOKEN' : 'missing or wrong bearer token',
+    });
+    return false;
+  }
+
   private async handleOperation(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (!this.authorized(req)) {
-      this.log.warn({ path, remote: req.socket.remoteAddress }, 'admin operation refused: missing or wrong token');
-      res.setHeader('www-authenticate', 'Bearer');
-      return sendJson(res, 401, {
-        error: this.token === undefined ? 'operations are disabled: set admin.token or PGFLOAT_ADMIN_TOKEN' : 'missing or wrong bearer token',
-      });
-    }
+    if (!this.admit(req, res, path)) return;
     const body = await readJson(req);
     if (body === undefined) return sendJson(res, 400, { error: 'the request body must be a JSON object (or empty)' });
     const match = OPERATION_PATH.exec(path)!;

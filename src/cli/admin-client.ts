@@ -1,4 +1,4 @@
-// The CLI side of the admin API: `pgfloat status`, `switchover`, `failover`, `rejoin`, `adopt`, `fence`, `unfence` call it over HTTP.
+// The CLI side of the admin API: `pgfloat status`, `switchover`, `failover`, `rejoin`, `adopt`, `fence`, `unfence`, `reload` call it over HTTP.
 
 import Table from 'cli-table3';
 import type { PgfloatStatus } from '../admin/status';
@@ -98,6 +98,14 @@ export async function operate(target: AdminTarget, path: string, body?: unknown)
   const { status, json } = await call(target, 'POST', path, body ?? {});
   const message = String(json.message ?? json.error ?? `HTTP ${status}`);
   if (status === 202) return { message, operation: typeof json.operation === 'string' ? json.operation : undefined };
+  throw new CliError(message);
+}
+
+/** POST /reload: resolves with the answer's message when every relay loop reloaded, throws it otherwise. */
+export async function reload(target: AdminTarget): Promise<string> {
+  const { status, json } = await call(target, 'POST', '/reload', {});
+  const message = String(json.message ?? json.error ?? `HTTP ${status}`);
+  if (status === 200) return message;
   throw new CliError(message);
 }
 

@@ -7,7 +7,7 @@ import { createLogger } from '../log';
 import { runUntilSignal } from './run-instance';
 import { runSandbox } from './sandbox';
 import { registerWalCommands } from './wal-commands';
-import { CliError, fetchStatus, follow, formatStatus, operate, type AdminTarget } from './admin-client';
+import { CliError, fetchStatus, follow, formatStatus, operate, reload, type AdminTarget } from './admin-client';
 
 /** Exit statuses: 2 for bad configuration or usage, 1 for anything that failed at run time. */
 export const EXIT_CONFIG = 2;
@@ -120,6 +120,14 @@ for (const [command, description] of [
       say((await operate(target(opts), `/${command}/${encodeURIComponent(node)}`)).message);
     });
 }
+
+program
+  .command('reload')
+  .description('re-read the TLS certificate, key and CA files in every process, as SIGHUP does; open sessions keep theirs (token from PGFLOAT_ADMIN_TOKEN)')
+  .addOption(adminOption())
+  .action(async (opts: { admin: string }) => {
+    say(await reload(target(opts)));
+  });
 
 registerWalCommands(program);
 

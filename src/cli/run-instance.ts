@@ -1,4 +1,4 @@
-// Runs a pgfloat instance in the foreground until SIGINT/SIGTERM, then stops it cleanly.
+// Runs a pgfloat instance in the foreground until SIGINT/SIGTERM, then stops it cleanly; SIGHUP reloads its TLS files.
 
 import type { Config } from '../config/schema';
 import type { Logger } from '../log';
@@ -13,11 +13,15 @@ export async function runUntilSignal(
   const instance = new Pgfloat(config, log);
   await instance.start();
   onStarted?.(instance);
+  // The outcome is logged by reload() itself; a failed reload keeps the previous files and pgfloat running.
+  const reload = (): void => void instance.reload('SIGHUP').catch((err: Error) => log.error({ err: err.message }, 'reload failed'));
+  process.on('SIGHUP', reload);
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
+      process.removeListener('SIGHUP', reload);
       log.info({ signal }, 'stopping');
       instance
         .stop()

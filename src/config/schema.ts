@@ -189,12 +189,21 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** TLS toward clients; the files are read again on SIGHUP and POST /reload. */
     tls: z
       .object({
         cert: z.string().min(1),
         key: z.string().min(1),
+        /** Trusted CAs for client certificates (PEM). */
+        ca: z.string().min(1).nullable().default(null),
+        /** none: not asked for. verify: asked for, and one presented must verify against ca. require: a client without a valid one fails its handshake. */
+        clientCertificates: z.enum(['none', 'verify', 'require']).default('none'),
       })
       .strict()
+      .refine((t) => t.clientCertificates === 'none' || t.ca !== null, {
+        message: 'tls.clientCertificates verify and require need a CA file (tls.ca) to check client certificates against',
+        path: ['ca'],
+      })
       .nullable()
       .default(null),
     serverTls: serverTls.default({}),

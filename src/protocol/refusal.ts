@@ -21,7 +21,9 @@ export type RefusalReason =
   /** A SCRAM login with channel-binding support that pgfloat cannot sign again for a TLS server. */
   | 'channel-binding'
   /** proxy.workers: no relay worker was ready to take the client in time (all of them restarting). */
-  | 'no-relay-worker';
+  | 'no-relay-worker'
+  /** A TLS handshake failed or was not admitted (ALPN, client certificate): closed without a word, as PostgreSQL does. */
+  | 'tls-refused';
 
 export interface Refusal {
   reason: RefusalReason;

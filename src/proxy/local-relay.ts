@@ -12,19 +12,20 @@ import type { ListenerKind, Routes } from '../routing/routes';
 import { RoutingRules } from '../routing/rules';
 import { BusyPoller } from './busy-poll';
 import { CancelRegistry } from './cancel-registry';
-import type { RelayCounts, RelayPlane, RelaySnapshot, WorkerMetrics } from './relay-plane';
+import type { RelayCounts, RelayPlane, RelaySnapshot, TlsReloadReport, WorkerMetrics } from './relay-plane';
 import type { RelayCounters } from './relay';
 import { RelayMetrics } from './relay-metrics';
 import { ClientSession } from './session';
 import type { SessionEnvironment } from './session-environment';
 import { SessionRegistry, type DrainResult } from './session-registry';
-import { loadSecureContext, type TlsFiles } from './tls';
+import { ClientTls, type ClientTlsSettings } from './tls';
+import { forgetServerTlsFiles } from '../postgres/server-tls';
 
 /** What a relay needs of the configuration: plain data (a worker gets it over IPC), and no secrets. */
 export interface RelaySettings {
   nodes: NodeAddress[];
   rules: RoutingRule[];
-  tls: TlsFiles | null;
+  tls: ClientTlsSettings | null;
   startupTimeoutMs: number;
   connectTimeoutMs: number;
   keepaliveIdleMs: number;
@@ -85,7 +86,7 @@ export class LocalRelay implements RelayPlane {
       cancels: this.cancels,
       sessions: this.sessions,
       counters: this.counters,
-      secureContext: settings.tls ? loadSecureContext(settings.tls) : undefined,
+      tls: settings.tls ? new ClientTls(settings.tls) : undefined,
       startupTimeoutMs: settings.startupTimeoutMs,
       connectTimeoutMs: settings.connectTimeoutMs,
       keepaliveIdleMs: settings.keepaliveIdleMs,
@@ -151,5 +152,22 @@ export class LocalRelay implements RelayPlane {
   stop(refusal: Refusal): Promise<void> {
     this.sessions.dropAll(refusal);
     return Promise.resolve();
+  }
+
+  reloadTls(): Promise<TlsReloadReport[]> {
+    return Promise.resolve([this.reloadOwnTls('control')]);
+  }
+
+  /**
+   * This process's TLS files: the client-facing certificate for handshakes from now on, and the
+   * server-side files read again at the next connection. There is one LocalRelay per process (the
+   * control process's, or a worker's), so this reaches each process once.
+   */
+  reloadOwnTls(loop: string): TlsReloadReport {
+    forgetServerTlsFiles();
+    const tls = this.env.tls;
+    if (tls === undefined) return { loop, ok: true };
+    const result = tls.reload();
+    return result.ok ? { loop, ok: true, certificate: result.certificate } : { loop, ok: false, reason: result.reason };
   }
 }

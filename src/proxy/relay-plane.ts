@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { Refusal } from '../protocol/refusal';
+import type { CertificateSummary } from './tls';
 import type { ListenerKind, Routes } from '../routing/routes';
 import type { DrainResult } from './session-registry';
 
@@ -77,6 +78,20 @@ export interface RelayPlane {
   workerMetrics(): Promise<WorkerMetrics[]>;
   /** Ends every session with `refusal` (pgfloat stopping) and stops the workers. */
   stop(refusal: Refusal): Promise<void>;
+  /**
+   * Every loop re-reads the client-facing TLS files (and forgets the server-side ones it read);
+   * resolves with each loop's outcome once all answered. Never rejects.
+   */
+  reloadTls(): Promise<TlsReloadReport[]>;
+}
+
+/** One event loop's reload: `ok` false keeps its previous certificate. Without `tls` there is no certificate to report. */
+export interface TlsReloadReport {
+  /** "control", or "worker N". */
+  loop: string;
+  ok: boolean;
+  reason?: string;
+  certificate?: CertificateSummary;
 }
 
 export function emptyCounts(): RelayCounts {

@@ -1,6 +1,5 @@
 // What the relay gives each of its client sessions: routing, its registries and counters, settings, and where events are counted.
 
-import type { SecureContext } from 'node:tls';
 import type { NodeAddress } from '../cluster/node';
 import type { Logger } from '../log';
 import type { Refusal } from '../protocol/refusal';
@@ -11,6 +10,7 @@ import type { BusyPoller } from './busy-poll';
 import type { CancelRegistry } from './cancel-registry';
 import type { RelayCounters } from './relay';
 import type { SessionRegistry } from './session-registry';
+import type { ClientTls } from './tls';
 import type { MoveEvent, MoveSettings } from './session-move';
 
 export interface SessionEnvironment {
@@ -20,7 +20,8 @@ export interface SessionEnvironment {
   cancels: CancelRegistry;
   sessions: SessionRegistry;
   counters: RelayCounters;
-  secureContext: SecureContext | undefined;
+  /** Client-facing TLS (its certificate reloadable), when `tls` is configured. */
+  tls: ClientTls | undefined;
   startupTimeoutMs: number;
   connectTimeoutMs: number;
   keepaliveIdleMs: number;

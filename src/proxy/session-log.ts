@@ -16,6 +16,12 @@ export class SessionLog {
     private readonly bindings: Record<string, unknown>,
   ) {}
 
+  /** Adds fields to every line the session logs from now on (its client certificate's CN, say). */
+  bind(fields: Record<string, unknown>): void {
+    Object.assign(this.bindings, fields);
+    this.child = undefined;
+  }
+
   debug(fields: object, message: string): void {
     this.write('debug', fields, message);
   }

@@ -70,7 +70,7 @@ export class ClientSession implements TrackedSession {
     raw.setKeepAlive(true, env.keepaliveIdleMs);
     raw.on('error', (err) => this.fail(`client socket error: ${err.message}`));
     raw.on('close', () => this.close('client closed'));
-    this.handshake = new StartupHandshake(raw, env.secureContext, this.handshakeEvents);
+    this.handshake = new StartupHandshake(raw, env.tls, this.handshakeEvents);
     // PostgreSQL's backend just exits when authentication_timeout passes before the startup packet.
     this.armStartupTimer(`timeout: no complete startup packet within ${env.startupTimeoutMs} ms`, true);
     env.sessions.add(this);
@@ -253,6 +253,9 @@ export class ClientSession implements TrackedSession {
       this.client = socket;
       socket.on('error', (err) => this.fail(`TLS error: ${err.message}`));
       socket.on('close', () => this.close('client closed'));
+    },
+    onTlsEstablished: (clientCn) => {
+      if (clientCn !== undefined) this.log.bind({ clientCn });
     },
   };
 

@@ -22,6 +22,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { LocalRelay, relaySettingsOf } from '../proxy/local-relay';
 import { ProxyServer } from '../proxy/proxy-server';
 import type { RelayPlane } from '../proxy/relay-plane';
+import { reloadAnswer, type ReloadAnswer } from '../admin/reload';
 import { Router } from '../routing/router';
 import { computeRoutes, type ListenerKind, type RouteOptions } from '../routing/routes';
 import { relayLoops } from '../workers/worker-count';
@@ -128,6 +129,19 @@ export class Pgfloat {
     // Only once its sessions are gone: revoking the lease lets the others stop waiting for this instance.
     await this.backend.coordinator?.stop();
     await this.admin?.stop();
+  }
+
+  /**
+   * SIGHUP and POST /reload: every process re-reads the TLS files (client-facing certificate, key
+   * and CA; the server-side files at their next use). Open sessions keep what they negotiated; a
+   * loop whose new files are unusable keeps its previous certificate.
+   */
+  async reload(requestedBy: string): Promise<ReloadAnswer> {
+    const answer = reloadAnswer(await this.relay.reloadTls(), this.config.tls !== null);
+    const fields = { requestedBy, loops: answer.loops.length, certificate: answer.certificate };
+    if (answer.reloaded) this.log.info(fields, answer.message);
+    else this.log.error({ ...fields, failed: answer.loops.filter((l) => !l.ok) }, answer.message);
+    return answer;
   }
 
   address(kind: ListenerKind | 'admin'): ListenAddress | undefined {
@@ -277,6 +291,7 @@ export class Pgfloat {
         operate: (op) => this.operate(op),
         operation: (id) => this.operations.get(id),
         operations: () => this.operations.list(),
+        reload: () => this.reload('admin API'),
       },
       this.log.child({ component: 'admin' }),
       token,

@@ -5,7 +5,7 @@
 // session of that worker when the drop arrives.
 
 import type { RelaySettings } from '../proxy/local-relay';
-import type { RelayCounts, WorkerMetrics } from '../proxy/relay-plane';
+import type { RelayCounts, TlsReloadReport, WorkerMetrics } from '../proxy/relay-plane';
 import type { Refusal } from '../protocol/refusal';
 import type { ListenerKind, Routes } from '../routing/routes';
 
@@ -19,6 +19,8 @@ export type ToWorker =
   /** A cancel request another worker received: forward it if one of this worker's sessions holds the key. */
   | { t: 'cancel'; processId: number; secretKey: string }
   | { t: 'metrics'; id: number }
+  /** SIGHUP or POST /reload: read the TLS files again. */
+  | { t: 'reload-tls'; id: number }
   /** The answer to a worker's role-password request (sessions.move); a secret, so never logged. */
   | { t: 'role-password'; id: number; rolpassword: string | null; error?: string }
   | { t: 'stop'; refusal: Refusal };
@@ -30,6 +32,7 @@ export type FromWorker =
   | { t: 'dropped'; id: number; sessions: number }
   | { t: 'drained'; id: number; atBoundary: number; cut: number }
   | { t: 'metrics'; id: number; metrics: WorkerMetrics }
+  | { t: 'tls-reloaded'; id: number; report: TlsReloadReport }
   | { t: 'expedite'; node: string }
   | { t: 'cancel'; processId: number; secretKey: string }
   /** A moving session needs its role's verifier: the control process runs the auth query (workers hold no credentials). */

@@ -21,6 +21,7 @@ class RelayWorker {
     private readonly router: Router,
     private readonly registry: Registry,
     private readonly connectTimeoutMs: number,
+    private readonly slot: number,
     private readonly log: Logger,
   ) {
     // Counts go to the control process whenever they change: connection limits and /status are computed there.
@@ -57,6 +58,12 @@ class RelayWorker {
       case 'metrics':
         void this.registry.getMetricsAsJSON().then((metrics) => send({ t: 'metrics', id: message.id, metrics }));
         return;
+      case 'reload-tls': {
+        const report = this.relay.reloadOwnTls(`worker ${this.slot}`);
+        if (!report.ok) this.log.error({ reason: report.reason }, 'TLS reload failed: keeping the previous certificate');
+        send({ t: 'tls-reloaded', id: message.id, report });
+        return;
+      }
       case 'stop':
         void this.stop(message);
         return;
@@ -115,6 +122,8 @@ export function runRelayWorker(): void {
   // A terminal's ^C reaches the whole process group: the control process stops the workers in order.
   process.on('SIGINT', () => undefined);
   process.on('SIGTERM', () => undefined);
+  // A hangup of the terminal, or a SIGHUP sent to the group for a reload, must not end a worker: reloads reach it over IPC.
+  process.on('SIGHUP', () => undefined);
   // Without the control process there is no routing authority and no fence: relay nothing more.
   process.on('disconnect', () => process.exit(1));
   let worker: RelayWorker | undefined;
@@ -132,7 +141,7 @@ export function runRelayWorker(): void {
         cancelElsewhere: (processId, secretKey) => send({ t: 'cancel', processId, secretKey: secretKey.toString('hex') }),
         rolePassword: askRolePassword,
       });
-      worker = new RelayWorker(relay, router, registry, message.settings.connectTimeoutMs, log);
+      worker = new RelayWorker(relay, router, registry, message.settings.connectTimeoutMs, message.slot, log);
       send({ t: 'ready' });
       return;
     }

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { Registry } from 'prom-client';
 import { lineWriter, type Logger } from '../log';
 import { LocalRelay, type RelaySettings } from '../proxy/local-relay';
-import type { RelayPlane, RelaySnapshot, WorkerMetrics } from '../proxy/relay-plane';
+import type { RelayPlane, RelaySnapshot, TlsReloadReport, WorkerMetrics } from '../proxy/relay-plane';
 import type { DrainResult } from '../proxy/session-registry';
 import { SqlState } from '../protocol/codes';
 import { SHUTTING_DOWN, type Refusal } from '../protocol/refusal';
@@ -175,6 +175,22 @@ export class WorkerPool implements RelayPlane {
     return replies.flatMap((r) => (r?.t === 'metrics' ? [r.metrics] : []));
   }
 
+  /**
+   * This process (its refuser does TLS handshakes too) and then every live worker re-read the TLS
+   * files; resolves once each worker acknowledged, or did not within WORKER_ANSWER_MS (reported
+   * as not reloaded: a worker started later reads the files anew anyway).
+   */
+  async reloadTls(): Promise<TlsReloadReport[]> {
+    const own = this.refuser.reloadOwnTls('control');
+    const workers = await Promise.all(
+      this.table.liveSlots().map(async (slot): Promise<TlsReloadReport> => {
+        const reply = await this.ask(slot, { t: 'reload-tls' }, WORKER_ANSWER_MS, false);
+        return reply?.t === 'tls-reloaded' ? reply.report : { loop: `worker ${slot}`, ok: false, reason: 'the worker did not acknowledge the reload in time' };
+      }),
+    );
+    return [own, ...workers];
+  }
+
   /** Every worker ends its sessions with `refusal` and exits; one that does not in time is killed. */
   async stop(refusal: Refusal): Promise<void> {
     this.stopping = true;
@@ -245,6 +261,7 @@ export class WorkerPool implements RelayPlane {
       case 'dropped':
       case 'drained':
       case 'metrics':
+      case 'tls-reloaded':
         this.awaiting.get(message.id)?.(message);
         return;
       case 'stopped':

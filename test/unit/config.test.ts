@@ -144,6 +144,9 @@ t.test('bad configs name the key', async (t) => {
     ['serverTls cert without key', `${minimal}serverTls: { cert: /etc/c.pem }\n`, /^serverTls\.key: serverTls needs both cert and key/m],
     ['a node verifying without a CA', 'nodes:\n  - { name: a, host: h, serverTls: { mode: verify-ca } }\n', /^nodes\[0\]\.serverTls\.ca: serverTls\.mode verify-ca needs a CA file/m],
     ['top level not a mapping', '- a\n- b\n', /^\(root\): /m],
+    ['tls clientCertificates require without a CA', `${minimal}tls: { cert: c.pem, key: k.pem, clientCertificates: require }\n`, /^tls\.ca: .*verify and require need a CA file/m],
+    ['tls clientCertificates verify without a CA', `${minimal}tls: { cert: c.pem, key: k.pem, clientCertificates: verify }\n`, /^tls\.ca: /m],
+    ['tls clientCertificates not a mode', `${minimal}tls: { cert: c.pem, key: k.pem, ca: ca.pem, clientCertificates: optional }\n`, /^tls\.clientCertificates: /m],
   ];
   for (const [name, text, pattern] of cases) {
     t.test(name, async (t) => {
