@@ -7,6 +7,8 @@ import { checkpointPrimary, waitAccepting, waitForStreaming } from './replicatio
 import type { ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './types';
 import type { NodeAddress } from '../cluster/node';
 import { Deadline } from '../system/deadline';
+import { policyOf } from '../postgres/connect';
+import { libpqEnvironment } from '../postgres/server-tls';
 
 type Hook = keyof NodeConfig['commands'];
 
@@ -15,6 +17,8 @@ export class CommandNodeManager implements NodeManager {
 
   constructor(
     private readonly config: Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>,
+    /** The node with its serverTls: how pgfloat's own SQL reaches it while it waits on the hooks. */
+    private readonly nodeAddress: NodeAddress,
     private readonly ctx: ManagementContext,
     /** "nodes[1]", for messages. */
     private readonly configKey: string,
@@ -63,6 +67,8 @@ export class CommandNodeManager implements NodeManager {
         PGFLOAT_PRIMARY_PORT: String(primary.port),
         PGFLOAT_REBUILD: options.rebuild ? '1' : '0',
         PGFLOAT_REPLICATION_USER: this.ctx.replication.user,
+        // The primary's serverTls as libpq reads it, for the hook's pg_rewind or pg_basebackup (PGSSLMODE...).
+        ...libpqEnvironment(policyOf(primary)),
       },
       deadline.remaining('the rejoin hook'),
       progress,
@@ -78,7 +84,7 @@ export class CommandNodeManager implements NodeManager {
   }
 
   private address(): NodeAddress {
-    return { name: this.config.name, host: this.config.host, port: this.config.port };
+    return this.nodeAddress;
   }
 
   private async run(name: Hook, command: string, extra: Record<string, string>, timeoutMs: number, progress: Progress): Promise<void> {

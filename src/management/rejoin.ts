@@ -7,6 +7,8 @@ import { checkpointPrimary, verifyPrimary, waitForStreaming } from './replicatio
 import type { ManagementContext, Progress } from './types';
 import type { NodeAddress } from '../cluster/node';
 import type { Deadline } from '../system/deadline';
+import { policyOf } from '../postgres/connect';
+import { libpqConninfo } from '../postgres/server-tls';
 
 export type LocalRejoinMethod = 'rewound' | 'rebuilt';
 
@@ -52,11 +54,11 @@ export async function rejoinLocal(
         'pg_rewind',
         [
           `--target-pgdata=${server.dataDir}`,
-          `--source-server=${conninfo({ host: primary.host, port: String(primary.port), user: ctx.replication.user, dbname: ctx.credentials.database })}`,
+          `--source-server=${conninfo({ host: primary.host, port: String(primary.port), user: ctx.replication.user, dbname: ctx.credentials.database, ...libpqConninfo(policyOf(primary)) })}`,
           '--write-recovery-conf',
           '--progress',
         ],
-        { timeoutMs: deadline.remaining(`pg_rewind of ${server.name}`), password: ctx.replication.password },
+        { timeoutMs: deadline.remaining(`pg_rewind of ${server.name}`), password: ctx.replication.password, tls: policyOf(primary) },
       );
       progress(`pg_rewind of ${server.name} done: ${rewindSummary(output)}`);
       method = 'rewound';
@@ -110,7 +112,7 @@ async function basebackup(server: LocalServer, primary: NodeAddress, ctx: Manage
     await server.tool(
       'pg_basebackup',
       ['-D', server.dataDir, '-h', primary.host, '-p', String(primary.port), '-U', ctx.replication.user, '-R', '-X', 'stream', '-c', 'fast', '--no-password'],
-      { timeoutMs: deadline.remaining(`pg_basebackup of ${server.name}`), password: ctx.replication.password },
+      { timeoutMs: deadline.remaining(`pg_basebackup of ${server.name}`), password: ctx.replication.password, tls: policyOf(primary) },
     );
   } catch (err) {
     const kept = existsSync(old) ? `; the previous data directory is at ${old}` : '';
@@ -138,6 +140,8 @@ function configureStandby(server: LocalServer, primary: NodeAddress, ctx: Manage
         user: ctx.replication.user,
         ...(ctx.replication.password !== '' && { password: ctx.replication.password }),
         application_name: server.name,
+        // Read by the standby's own WAL receiver, running as the data directory's owner: it must be able to read these files.
+        ...libpqConninfo(policyOf(primary)),
       }),
     ],
     // A slot named in the copied files belongs to the other node's former upstream, and a missing slot stops streaming.
