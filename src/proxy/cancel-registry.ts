@@ -1,12 +1,15 @@
 // Maps each session's BackendKeyData to the server that issued it, so CancelRequests reach that server.
 
-import { connect } from 'node:net';
+import type { ServerTlsPolicy } from '../postgres/server-tls';
 import { cancelRequest } from '../protocol/startup';
+import { openServerSocket } from './server-socket';
 
 export interface BackendAddress {
   node: string;
   host: string;
   port: number;
+  /** The node's serverTls: a cancel goes the way sessions do, so its key is not sent in the clear where they are not. */
+  tls?: ServerTlsPolicy;
   /** The backend's own key, when it is not the one the client holds (the session moved to another server). */
   processId?: number;
   secretKey?: Buffer;
@@ -45,10 +48,16 @@ export class CancelRegistry {
   forward(processId: number, secretKey: Buffer, timeoutMs: number): BackendAddress | undefined {
     const backend = this.byKey.get(CancelRegistry.key(processId, secretKey));
     if (backend === undefined) return undefined;
-    const socket = connect({ host: backend.host, port: backend.port });
-    socket.setTimeout(timeoutMs, () => socket.destroy());
-    socket.on('error', () => socket.destroy());
-    socket.on('connect', () => socket.end(cancelRequest(backend.processId ?? processId, backend.secretKey ?? secretKey)));
+    const pending = openServerSocket({ name: backend.node, host: backend.host, port: backend.port, tls: backend.tls }, { connectTimeoutMs: timeoutMs, keepaliveIdleMs: timeoutMs });
+    pending.opened.then(
+      ({ socket }) => {
+        socket.setTimeout(timeoutMs, () => socket.destroy());
+        socket.on('error', () => socket.destroy());
+        socket.end(cancelRequest(backend.processId ?? processId, backend.secretKey ?? secretKey));
+        socket.resume(); // the server answers by closing; nothing else is read
+      },
+      () => undefined, // as PostgreSQL's own clients, a cancel that cannot be delivered is not reported
+    );
     return backend;
   }
 }

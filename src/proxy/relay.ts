@@ -127,6 +127,8 @@ export class ServerToClientPump {
   private server: Socket | undefined;
   private tracker: TransactionTracker | undefined;
   private waitingForDrain = false;
+  /** Set when the server socket is read through 'data' events (TLS): each chunk is its own, nothing to swap. */
+  private events: Socket | undefined;
   /** Sees each chunk before it is forwarded while set; dropped once it returns false. */
   private observe: ((chunk: Buffer) => boolean) | undefined;
   watch: BoundaryWatch | undefined;
@@ -137,6 +139,17 @@ export class ServerToClientPump {
   readonly onread = {
     buffer: (): Buffer => this.buffer,
     callback: (nread: number, buffer: Buffer): boolean => this.onChunk(viewOf(this.view, buffer, nread)),
+  };
+
+  /** For a server socket read through 'data' events rather than `onread` (a TLS one); it may be paused. */
+  readEvents(server: Socket): void {
+    this.events = server;
+    server.on('data', this.onDataEvent);
+    server.resume();
+  }
+
+  private readonly onDataEvent = (chunk: Buffer): void => {
+    if (!this.onChunk(chunk)) this.events?.pause();
   };
 
   private readonly nextBuffer = (): Buffer => nextBufferOnce(this.server!, this.generatorSlot!, this.buffer);
@@ -172,6 +185,7 @@ export class ServerToClientPump {
   private adopt(server: Socket): void {
     if (this.server === server) return;
     this.server = server;
+    if (this.events === server) return;
     // The handle has its first buffer: Node need not ask for one after every read, only after a change.
     this.generatorSlot = bufferGeneratorSlot(server);
     if (this.generatorSlot !== undefined) (server as unknown as Record<symbol, unknown>)[this.generatorSlot] = null;
@@ -189,6 +203,7 @@ export class ServerToClientPump {
    * one a pending client write points into (those were swapped out in onChunk).
    */
   release(): void {
+    if (this.buffer === NO_BUFFER) return;
     giveBackReadBuffer(this.buffer);
     this.buffer = NO_BUFFER;
   }
@@ -201,7 +216,7 @@ export class ServerToClientPump {
     this.counters.serverToClientBytes += chunk.length;
     const writer = this.writer!;
     const outcome = writer.write(chunk);
-    if ((outcome & HELD) !== 0) {
+    if ((outcome & HELD) !== 0 && this.events === undefined) {
       this.buffer = takeReadBuffer();
       if (this.generatorSlot !== undefined) armGenerator(this.server!, this.generatorSlot, this.nextBuffer);
     }

@@ -1,53 +1,34 @@
 // Opens the TCP connection from pgfloat to a PostgreSQL server for one client session; for a new session, on the node routing decides for it.
 
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { NodeAddress } from '../cluster/node';
 import { SqlState } from '../protocol/codes';
 import type { Refusal } from '../protocol/refusal';
 import type { Router } from '../routing/router';
 import type { ListenerKind } from '../routing/routes';
 import { ServerToClientPump, type RelayCounters } from './relay';
+import { openServerSocket } from './server-socket';
 import type { SessionLog } from './session-log';
 
-export interface ServerAddress {
-  host: string;
-  port: number;
-}
-
 export interface PendingConnection {
-  /** The socket while it connects: destroying it abandons the attempt (`connected` then rejects). */
-  socket: Socket;
-  /** Resolves once connected; rejects on refusal, error, close or `connectTimeoutMs`. */
+  /** Abandons the attempt at any step (`connected` then rejects). */
+  abandon(): void;
+  /** Resolves once the server may be sent the startup packet; rejects on refusal, failed verification, error, close or `connectTimeoutMs`. */
   connected: Promise<Socket>;
 }
 
-/** The socket reads straight into `pump`'s buffer (see ServerToClientPump). */
-export function connectToServer(node: ServerAddress, pump: ServerToClientPump, opts: { connectTimeoutMs: number; keepaliveIdleMs: number }): PendingConnection {
-  const socket = connect({
-    host: node.host,
-    port: node.port,
-    noDelay: true,
-    keepAlive: true,
-    keepAliveInitialDelay: opts.keepaliveIdleMs,
-    onread: pump.onread,
+/**
+ * A plaintext socket reads straight into `pump`'s buffer (see ServerToClientPump); a TLS one, or
+ * one that asked for TLS and was told no, through 'data' events.
+ */
+export function connectToServer(node: NodeAddress, pump: ServerToClientPump, opts: { connectTimeoutMs: number; keepaliveIdleMs: number }): PendingConnection {
+  const pending = openServerSocket(node, opts, pump.onread);
+  const connected = pending.opened.then(({ socket, events }) => {
+    socket.once('close', () => pump.release());
+    if (events) pump.readEvents(socket);
+    return socket;
   });
-  socket.once('close', () => pump.release());
-  const connected = new Promise<Socket>((resolve, reject) => {
-    const settle = (err?: Error): void => {
-      clearTimeout(timer);
-      socket.removeListener('error', settle);
-      socket.removeListener('close', abandoned);
-      if (err === undefined) return resolve(socket);
-      socket.destroy();
-      reject(err);
-    };
-    const abandoned = (): void => settle(new Error('connection attempt abandoned'));
-    const timer = setTimeout(() => settle(new Error(`connect timeout after ${opts.connectTimeoutMs} ms`)), opts.connectTimeoutMs);
-    socket.once('connect', () => settle());
-    socket.once('error', settle);
-    socket.once('close', abandoned);
-  });
-  return { socket, connected };
+  return { abandon: pending.abandon, connected };
 }
 
 /** What connecting a new session on its route needs of the relay (a SessionEnvironment has it all). */
@@ -64,8 +45,8 @@ export interface RouteConnectEnvironment {
 export interface RouteAttempt {
   /** False once the client has gone: the attempt stops, and a server connected meanwhile is destroyed. */
   stillWanted(): boolean;
-  /** The socket while it connects, so a client leaving can abort it; undefined once it has settled. */
-  connecting(socket: Socket | undefined): void;
+  /** How to abandon the attempt while it connects, so a client leaving can; undefined once it has settled. */
+  connecting(abandon: (() => void) | undefined): void;
   connected(node: NodeAddress, server: Socket, pump: ServerToClientPump): void;
   refused(refusal: Refusal): void;
 }
@@ -96,7 +77,7 @@ export async function connectOnRoute(
     let server: Socket;
     try {
       const pending = connectToServer(node, pump, env);
-      attempt.connecting(pending.socket);
+      attempt.connecting(pending.abandon);
       server = await pending.connected.finally(() => attempt.connecting(undefined));
     } catch (err) {
       if (!attempt.stillWanted()) return;

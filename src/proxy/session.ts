@@ -43,8 +43,8 @@ export class ClientSession implements TrackedSession {
   private readonly handshake: StartupHandshake;
   private cancelKey: string | undefined;
   private startupTimer: NodeJS.Timeout | undefined;
-  /** The server socket while it is still connecting, so a client leaving can abort it. */
-  private connecting: Socket | undefined;
+  /** Abandons the server connection while it is still being made, so a client leaving can. */
+  private connecting: (() => void) | undefined;
   /** Set by drain(): the session moves or closes at its next transaction boundary. */
   private draining = false;
   /** The startup packet while the session may still be routed again: the server has not answered it, the client sent nothing more. */
@@ -153,7 +153,7 @@ export class ClientSession implements TrackedSession {
       this.draining = false;
       // The client keeps the cancel key it was given: it now cancels on the new backend.
       if (this.cancelKey !== undefined) {
-        this.env.cancels.retarget(this.cancelKey, { node: node.name, host: node.host, port: node.port, processId: backend.processId, secretKey: backend.secretKey });
+        this.env.cancels.retarget(this.cancelKey, { node: node.name, host: node.host, port: node.port, tls: node.tls, processId: backend.processId, secretKey: backend.secretKey });
       }
       if (moved.reports.length > 0) this.client.write(Buffer.concat(moved.reports.map(([name, value]) => parameterStatus(name, value))));
       return (this.link = this.linkTo(node, moved.server, moved.pump, TransactionTracker.afterStartup()));
@@ -281,7 +281,7 @@ export class ClientSession implements TrackedSession {
     const deadline = (this.holdDeadline ??= Date.now() + this.env.holdMs);
     const attempt: RouteAttempt = {
       stillWanted: () => this.phase === 'connecting',
-      connecting: (socket) => (this.connecting = socket),
+      connecting: (abandon) => (this.connecting = abandon),
       refused: (refusal) => this.refuse(refusal),
       connected: (node, server, pump) => {
         this.phase = 'authenticating';
@@ -343,7 +343,7 @@ export class ClientSession implements TrackedSession {
   private onServerStartupMessage(node: NodeAddress, type: number, body: Buffer): void {
     this.mover?.watch.serverMessage(type, body);
     if (type === MessageType.backendKeyData && body.length >= 8) {
-      this.cancelKey = this.env.cancels.register(body.readInt32BE(0), body.subarray(4), { node: node.name, host: node.host, port: node.port });
+      this.cancelKey = this.env.cancels.register(body.readInt32BE(0), body.subarray(4), { node: node.name, host: node.host, port: node.port, tls: node.tls });
     } else if (type === MessageType.readyForQuery && this.phase === 'authenticating') {
       this.phase = 'relaying';
       clearTimeout(this.startupTimer);
@@ -403,7 +403,7 @@ export class ClientSession implements TrackedSession {
     this.handshake.finish();
     clearTimeout(this.startupTimer);
     if (this.cancelKey !== undefined) this.env.cancels.unregister(this.cancelKey);
-    this.connecting?.destroy();
+    this.connecting?.();
     if (destroyServer) this.link?.server.destroy();
     this.env.sessions.remove(this);
   }

@@ -1,0 +1,72 @@
+// Relayed sessions over TLS to the servers (serverTls): verified on both legs, a plaintext client
+// still encrypted to the server, cancels on the encrypted leg, and libpq's modes.
+
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import type { LocalCluster } from '../../src/sandbox/local-cluster';
+import { startCluster } from '../harness/cluster';
+import { backendKey, connectClient, rejectionOf, runPsql, sendCancel } from '../harness/clients';
+import { startPgfloat } from '../harness/pgfloat';
+import { makeTestCa } from '../harness/test-ca';
+import { waitForActiveQuery } from '../harness/waiting';
+
+const SSL_OF_BACKEND = 'select ssl from pg_stat_ssl where pid = pg_backend_pid()';
+
+async function serverLegEncrypted(url: string, ssl: object | false): Promise<boolean> {
+  const client = await connectClient({ connectionString: url, ssl });
+  try {
+    const { rows } = await client.query<{ ssl: boolean }>(SSL_OF_BACKEND);
+    return rows[0]!.ssl;
+  } finally {
+    await client.end();
+  }
+}
+
+t.test('serverTls', async (t) => {
+  const ca = await makeTestCa(t);
+  const serverCert = await ca.issue('server', 'localhost', ['localhost', '127.0.0.1']);
+  const proxyCert = await ca.issue('proxy', 'pgfloat', ['localhost', '127.0.0.1']);
+  const cluster: LocalCluster = await startCluster(t, { tls: { ...serverCert, ca: ca.ca } });
+  const caPem = readFileSync(ca.ca, 'utf8');
+
+  t.test('verify-full on both legs', async (t) => {
+    const pgfloat = await startPgfloat(t, cluster, { tls: proxyCert, serverTls: { mode: 'verify-full', ca: ca.ca } });
+    // node-postgres checks the host name (127.0.0.1, an IP SAN) when given a CA.
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), { ca: caPem }), true, 'a read-write client verifying pgfloat is relayed over TLS');
+    t.equal(await serverLegEncrypted(pgfloat.readOnlyUrl(), { ca: caPem }), true, 'a read-only client too');
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true, 'a plaintext client still gets a TLS server leg');
+
+    const psql = await runPsql(`${pgfloat.readWriteUrl()}?sslmode=verify-full&sslrootcert=${encodeURIComponent(ca.ca)}`, ['-A', '-t', '-c', SSL_OF_BACKEND, '-c', 'create table if not exists tls_writes(n int)', '-c', 'insert into tls_writes values (1)']);
+    t.equal(psql.code, 0, 'psql with verify-full writes through pgfloat', { stderr: psql.stderr });
+    t.match(psql.stdout, /^t$/m);
+
+    const client = await connectClient({ connectionString: pgfloat.readWriteUrl(), ssl: { ca: caPem }, application_name: 'tls-cancel' });
+    t.teardown(() => client.end());
+    const running = client.query('select pg_sleep(60)');
+    const cancelled = rejectionOf(running);
+    await waitForActiveQuery(cluster.primary, 'tls-cancel', 'select pg_sleep(60)');
+    const { processId, secretKey } = backendKey(client);
+    await sendCancel(pgfloat.readWritePort, processId, secretKey);
+    t.equal((await cancelled).code, '57014', 'a cancel reaches the backend over the encrypted leg');
+  });
+
+  t.test('prefer (the default) encrypts to a server that offers TLS', async (t) => {
+    const pgfloat = await startPgfloat(t, cluster);
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true);
+  });
+
+  t.test('disable stays in plaintext', async (t) => {
+    const pgfloat = await startPgfloat(t, cluster, { serverTls: { mode: 'disable' } });
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), false);
+  });
+});
+
+t.test('serverTls against servers without TLS', async (t) => {
+  const cluster = await startCluster(t);
+  const preferring = await startPgfloat(t, cluster);
+  for (let i = 0; i < 3; i++) t.equal(await serverLegEncrypted(preferring.readWriteUrl(), false), false, `prefer falls back to plaintext (connection ${i + 1})`);
+  const requiring = await startPgfloat(t, cluster, { serverTls: { mode: 'require' } });
+  const err = await rejectionOf(connectClient({ connectionString: requiring.readOnlyUrl(), ssl: false }));
+  t.match(err.message, /does not support SSL, and serverTls.mode is require/, 'require refuses a server without TLS, and says why');
+  t.equal(err.code, '08006', 'as a connection failure');
+});
