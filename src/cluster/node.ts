@@ -1,6 +1,16 @@
 // A database node as every layer names it: where it is, how healthy it looks, where its WAL stands.
 
-import type { ServerTlsPolicy } from '../postgres/server-tls';
+/** libpq's sslmode values, as serverTls.mode takes them; postgres/server-tls.ts says what each does. */
+export const SERVER_TLS_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type ServerTlsMode = (typeof SERVER_TLS_MODES)[number];
+
+/** A node's merged serverTls; file paths, so it travels to relay workers as is. Defined here, the lowest layer, so config and postgres both build on it. */
+export interface ServerTlsPolicy {
+  mode: ServerTlsMode;
+  ca: string | null;
+  cert: string | null;
+  key: string | null;
+}
 
 /** Where a configured node is reached; `name` is the one the configuration gives it. */
 export interface NodeAddress {

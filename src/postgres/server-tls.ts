@@ -4,22 +4,14 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import type { Config, NodeConfig } from '../config/schema';
+import type { ServerTlsMode, ServerTlsPolicy } from '../cluster/node';
 
-export type ServerTlsMode = Config['serverTls']['mode'];
-
-/** A node's merged serverTls; file paths, so it travels to relay workers as is. */
-export interface ServerTlsPolicy {
-  mode: ServerTlsMode;
-  ca: string | null;
-  cert: string | null;
-  key: string | null;
-}
+export type { ServerTlsMode, ServerTlsPolicy };
 
 export const DEFAULT_SERVER_TLS: ServerTlsPolicy = { mode: 'prefer', ca: null, cert: null, key: null };
 
 /** The top-level serverTls with the node's own keys on top. */
-export function serverTlsPolicy(config: Pick<Config, 'serverTls'>, node: Pick<NodeConfig, 'serverTls'>): ServerTlsPolicy {
+export function serverTlsPolicy(config: { serverTls: ServerTlsPolicy }, node: { serverTls: Partial<ServerTlsPolicy> | null }): ServerTlsPolicy {
   const own = node.serverTls ?? {};
   return {
     mode: own.mode ?? config.serverTls.mode,

@@ -94,8 +94,8 @@ t.test('check-config of a good file exits 0 and prints JSON without the password
   };
   t.same(shown.listen, { readWrite: { host: '127.0.0.1', port: 7432 }, readOnly: null });
   t.same(shown.nodes, [
-    { name: 'n1', host: '127.0.0.1', port: 15432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
-    { name: 'n2', host: '127.0.0.1', port: 15433, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'n1', host: '127.0.0.1', port: 15432, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'n2', host: '127.0.0.1', port: 15433, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
   ]);
   t.equal(shown.monitor.user, 'mon');
   t.equal(shown.monitor.password, '[set]');

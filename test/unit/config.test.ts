@@ -49,8 +49,8 @@ t.test('the documented example parses with defaults filled in', async (t) => {
   t.same(config.listen, { readWrite: { host: '0.0.0.0', port: 6432 }, readOnly: { host: '0.0.0.0', port: 6433 } });
   t.same(config.admin, { listen: { host: '127.0.0.1', port: 8008 }, token: null });
   t.same(config.nodes, [
-    { name: 'db1', host: '10.0.0.11', port: 5432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
-    { name: 'db2', host: '10.0.0.12', port: 5432, promotable: true, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'db1', host: '10.0.0.11', port: 5432, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
+    { name: 'db2', host: '10.0.0.12', port: 5432, promotable: true, serverTls: null, dataDir: null, commands: { stop: null, start: null, rejoin: null } },
   ]);
   t.same(config.monitor, {
     user: 'pgfloat_monitor',
