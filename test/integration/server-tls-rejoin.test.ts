@@ -2,6 +2,13 @@
 // heartbeats, promotion, pg_rewind and the rejoined standby's replication all run verified.
 
 import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '../../src/log';
+import { managerFor } from '../../src/management/node-manager';
+import type { ManagementContext } from '../../src/management/types';
+import { findPgBinaries } from '../../src/postgres/binaries';
 import { queryOnce } from '../harness/clients';
 import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
 import { startCluster } from '../harness/cluster';
@@ -56,3 +63,44 @@ t.test('hostssl-only servers under verify-full: failover, writes through pgfloat
   await eventually(async () => (await tryQuery(proxy.readOnlyUrl(), 'select 1 from tls_writes where id = 2'))?.length === 1, 'row 2 to be read from n1 through pgfloat');
   t.pass('a read-only client through pgfloat reads the write made after the failover from the rejoined n1');
 });
+
+t.test("operators' hooks get the serverTls of the server they talk to as libpq's PGSSL* variables", async (t) => {
+  t.setTimeout(120_000);
+  const ca = await makeTestCa(t);
+  const server = await ca.issue('server', 'localhost', ['localhost', '127.0.0.1']);
+  const cluster = await startCluster(t, { tls: { ...server, ca: ca.ca, hostsslOnly: true } });
+  const [n1, n2] = cluster.nodes;
+  const dir = mkdtempSync(join(tmpdir(), 'pgfloat-hooks-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const record = (name: string): string => `env | grep '^PGSSL' > ${dir}/${name}.env; true`;
+  const ctx: ManagementContext = {
+    binaries: findPgBinaries(),
+    credentials: { user: 'postgres', password: '', database: 'postgres' },
+    replication: { user: 'postgres', password: '' },
+    log: silentLogger,
+    serverTls: { mode: 'verify-full', ca: ca.ca, cert: null, key: null },
+  };
+  // n2 already streams from n1: the rejoin hook only records what it was given.
+  const manager = managerFor(
+    { name: n2.name, host: n2.host, port: n2.port, dataDir: n2.dataDir, commands: { stop: record('stop'), start: null, rejoin: record('rejoin') } },
+    ctx,
+    1,
+  )!;
+  // pgfloat's own environment may carry libpq settings: they must not mix with the server's.
+  process.env.PGSSLCERT = join(dir, 'pgfloat-own.crt');
+  t.teardown(() => delete process.env.PGSSLCERT);
+  await manager.stop(() => undefined);
+  t.same(envOf(join(dir, 'stop.env')), { PGSSLMODE: 'verify-full', PGSSLROOTCERT: ca.ca }, "the stop hook gets the node's own serverTls");
+  const primary = { name: n1.name, host: n1.host, port: n1.port, tls: { mode: 'require' as const, ca: null, cert: null, key: null } };
+  t.equal(await manager.rejoin(primary, { rebuild: false, timeoutMs: 60_000 }, () => undefined), 'command', 'the rejoin hook ran, and n2 was seen streaming over verify-full');
+  t.same(envOf(join(dir, 'rejoin.env')), { PGSSLMODE: 'require' }, "the rejoin hook gets the primary's, and none of pgfloat's own PGSSL*");
+});
+
+function envOf(path: string): Record<string, string> {
+  return Object.fromEntries(
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+}
