@@ -6,12 +6,16 @@ import { roleOf } from '../monitor/observation';
 import type { CoreState } from '../failover/types';
 import type { Routes } from '../routing/routes';
 import { receiveLagOf, replayLagOf } from '../failover/helpers';
+import type { TlsState } from '../postgres/connect';
+
+const TLS_STATES: readonly TlsState[] = ['encrypted', 'plaintext', 'failed', 'unknown'];
 
 export class Metrics {
   readonly registry = new Registry();
   private readonly heartbeat: Histogram<'node'>;
   private readonly nodeUp: Gauge<'node'>;
   private readonly nodeRole: Gauge<'node' | 'role'>;
+  private readonly nodeTls: Gauge<'node' | 'state'>;
   private readonly verifiedPrimary: Gauge<'node'>;
   private readonly splitBrain: Gauge;
   private readonly epoch: Gauge;
@@ -46,6 +50,12 @@ export class Metrics {
       name: 'pgfloat_node_role',
       help: '1 for the role the node was last seen in (primary, standby, unknown)',
       labelNames: ['node', 'role'],
+      registers,
+    });
+    this.nodeTls = new Gauge({
+      name: 'pgfloat_node_tls',
+      help: "1 for what pgfloat's last heartbeat connection to the node negotiated (encrypted, plaintext), or failed (a refused certificate: alert), or unknown",
+      labelNames: ['node', 'state'],
       registers,
     });
     this.verifiedPrimary = new Gauge({
@@ -111,6 +121,8 @@ export class Metrics {
     this.nodeUp.set({ node: health.node }, health.status === 'up' ? 1 : 0);
     const role = roleOf(health);
     for (const r of ['primary', 'standby', 'unknown']) this.nodeRole.set({ node: health.node, role: r }, r === role ? 1 : 0);
+    const tls = observation.tls?.state ?? 'unknown';
+    for (const state of TLS_STATES) this.nodeTls.set({ node: health.node, state }, state === tls ? 1 : 0);
   }
 
   onRoutes(routes: Routes, nodeNames: readonly string[]): void {

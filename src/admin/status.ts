@@ -9,6 +9,8 @@ import type { InstanceStatus } from '../state/etcd-coordinator';
 import type { OperationRecord } from '../operations/operations';
 import { receiveLagOf, replayLagOf } from '../failover/helpers';
 import type { NodeAddress } from '../cluster/node';
+import type { TlsState } from '../postgres/connect';
+import { DEFAULT_SERVER_TLS, type ServerTlsMode } from '../postgres/server-tls';
 
 export interface NodeStatus {
   name: string;
@@ -31,6 +33,18 @@ export interface NodeStatus {
   heartbeatMs: number | null;
   lastError: string | null;
   lastSeenAt: string | null;
+  /**
+   * pgfloat's own connection to the node (serverTls): the mode, what the monitor's last attempt
+   * negotiated, and when TLS kept it from connecting (a refused certificate), which check failed.
+   */
+  tls: NodeTlsStatus;
+}
+
+export interface NodeTlsStatus {
+  mode: ServerTlsMode;
+  /** unknown: no attempt got as far as TLS (no server, a timeout) since the last connection closed. */
+  state: TlsState;
+  error: string | null;
 }
 
 export interface PgfloatStatus {
@@ -162,5 +176,10 @@ function nodeStatus(
     heartbeatMs: health.last?.reachable && health.last.latencyMs !== undefined ? Math.round(health.last.latencyMs * 100) / 100 : null,
     lastError: health.last?.reachable === false ? (health.last.error ?? null) : null,
     lastSeenAt: seen ? new Date(seen.at).toISOString() : null,
+    tls: {
+      mode: (node.tls ?? DEFAULT_SERVER_TLS).mode,
+      state: health.last?.tls?.state ?? 'unknown',
+      error: health.last?.tls?.error ?? null,
+    },
   };
 }

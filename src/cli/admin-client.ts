@@ -1,7 +1,7 @@
 // The CLI side of the admin API: `pgfloat status`, `switchover`, `failover`, `rejoin`, `adopt`, `fence`, `unfence`, `reload` call it over HTTP.
 
 import Table from 'cli-table3';
-import type { PgfloatStatus } from '../admin/status';
+import type { NodeStatus, PgfloatStatus } from '../admin/status';
 
 export interface AdminTarget {
   url: string;
@@ -43,7 +43,7 @@ export async function fetchStatus(target: AdminTarget): Promise<PgfloatStatus> {
 
 export function formatStatus(s: PgfloatStatus): string {
   const table = new Table({
-    head: ['node', 'address', 'health', 'role', 'fenced', 'timeline', 'lsn', 'lag: received / replayed', 'sessions', 'last error'],
+    head: ['node', 'address', 'health', 'role', 'fenced', 'timeline', 'lsn', 'lag: received / replayed', 'sessions', 'tls', 'last error'],
     style: { head: [], border: [] },
   });
   for (const n of s.nodes) {
@@ -57,7 +57,9 @@ export function formatStatus(s: PgfloatStatus): string {
       n.lsn ?? '-',
       n.role === 'standby' ? `${n.receiveLagBytes ?? '-'} / ${n.replayLagBytes ?? '-'}` : '-',
       n.sessions,
-      n.lastError ?? '',
+      formatTls(n),
+      // A refused certificate says which check failed; the raw error would only name the TLS code.
+      n.tls?.error ?? n.lastError ?? '',
     ]);
   }
   const lines = [
@@ -82,6 +84,13 @@ export function formatStatus(s: PgfloatStatus): string {
   if (s.lastFailover) lines.push(`last failover: ${s.lastFailover.at} ${s.lastFailover.oldPrimary ?? '-'} -> ${s.lastFailover.newPrimary} (${s.lastFailover.reason})`);
   if (s.coordination && !s.coordination.connected) lines.push(`NO ETCD LEASE: this instance routes no writes (${s.coordination.reason ?? 'unknown'})`);
   return `${lines.join('\n')}\n${table.toString()}\n${s.instances ? formatInstances(s) : ''}`;
+}
+
+/** "verify-full encrypted", "verify-ca FAILED": the node's serverTls.mode and what pgfloat's last connection negotiated. */
+function formatTls(n: NodeStatus): string {
+  // An older instance's /status has no tls.
+  if (n.tls === undefined) return '-';
+  return `${n.tls.mode} ${n.tls.state === 'failed' ? 'FAILED' : n.tls.state}`;
 }
 
 /** One row per pgfloat instance: whether it decides, what it sees of each node, the state revision it applied. */

@@ -1,9 +1,10 @@
 // A database node as every layer names it: where it is, how healthy it looks, where its WAL stands.
 
-/** libpq's sslmode values, which serverTls takes. */
-export type ServerTlsMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+/** libpq's sslmode values, as serverTls.mode takes them; postgres/server-tls.ts says what each does. */
+export const SERVER_TLS_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type ServerTlsMode = (typeof SERVER_TLS_MODES)[number];
 
-/** How pgfloat's connections to a node use TLS: config serverTls with the node's own keys on top. File paths, so it travels to relay workers as is. */
+/** A node's merged serverTls; file paths, so it travels to relay workers as is. Defined here, the lowest layer, so config and postgres both build on it. */
 export interface ServerTlsPolicy {
   mode: ServerTlsMode;
   ca: string | null;
@@ -16,7 +17,7 @@ export interface NodeAddress {
   name: string;
   host: string;
   port: number;
-  /** libpq's `prefer` without files when unset. */
+  /** How pgfloat's connections to it use TLS (config serverTls with the node's own on top); libpq's `prefer` when unset. */
   tls?: ServerTlsPolicy;
 }
 

@@ -1,6 +1,7 @@
 // Reads a YAML config file, validates it and reports the first problems by key path.
 
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { parseDocument } from 'yaml';
 import type { ZodError } from 'zod';
 import type { ListenAddress } from './address';
@@ -23,7 +24,41 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   } catch (err) {
     throw new ConfigError(`cannot read config file: ${(err as Error).message}`, file);
   }
-  return parseConfigText(text, file, env);
+  const config = parseConfigText(text, file, env);
+  checkServerTlsFiles(config, file);
+  return config;
+}
+
+/**
+ * serverTls files are read on the first connection to a node, which may be long after startup
+ * (or from a failover): a missing or unreadable file, or PEM that does not load, stops pgfloat now,
+ * naming the key. Only pgfloat's own reading is checked: the tools and a standby's WAL receiver
+ * read them as the data directory's owner.
+ */
+export function checkServerTlsFiles(config: Config, source: string): void {
+  const sections: Array<[string, Partial<Record<'ca' | 'cert' | 'key', string | null>>]> = [
+    ['serverTls', config.serverTls],
+    ...config.nodes.map((n, i): [string, Partial<Record<'ca' | 'cert' | 'key', string | null>>] => [`nodes[${i}].serverTls`, n.serverTls ?? {}]),
+  ];
+  for (const [key, section] of sections) {
+    const contents: Partial<Record<'ca' | 'cert' | 'key', Buffer>> = {};
+    for (const kind of ['ca', 'cert', 'key'] as const) {
+      const path = section[kind];
+      if (path === undefined || path === null) continue;
+      try {
+        contents[kind] = readFileSync(path);
+      } catch (err) {
+        throw new ConfigError(`${key}.${kind}: cannot read ${path}: ${(err as Error).message}`, source);
+      }
+    }
+    try {
+      // What tls.connect will do with them: unparsable PEM, or a key that is not the certificate's, fails here.
+      createSecureContext(contents);
+    } catch (err) {
+      const which = Object.keys(contents).map((k) => `${key}.${k}`).join(', ');
+      throw new ConfigError(`${which}: not usable for TLS: ${(err as Error).message}`, source);
+    }
+  }
 }
 
 export function parseConfigText(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {

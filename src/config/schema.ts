@@ -2,6 +2,7 @@
 
 import { resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
+import { SERVER_TLS_MODES } from '../cluster/node';
 import { parseAddress, type ListenAddress } from './address';
 import { serverTlsPolicy } from './nodes';
 
@@ -19,7 +20,7 @@ const nodeName = z
   .string()
   .regex(/^[A-Za-z0-9_.-]{1,63}$/, 'node names use letters, digits, "_", "." and "-" (at most 63)');
 
-const serverTlsMode = z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']);
+const serverTlsMode = z.enum(SERVER_TLS_MODES);
 
 /** TLS from pgfloat to the servers, with libpq's sslmode meanings; files are PEM. */
 const serverTlsFields = {

@@ -7,6 +7,8 @@ import { checkpointPrimary, waitAccepting, waitForStreaming } from './replicatio
 import type { ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './types';
 import type { NodeAddress } from '../cluster/node';
 import { Deadline } from '../system/deadline';
+import { policyOf } from '../postgres/connect';
+import { LIBPQ_TLS_VARIABLES, libpqEnvironment } from '../postgres/server-tls';
 
 type Hook = keyof NodeConfig['commands'];
 
@@ -15,6 +17,8 @@ export class CommandNodeManager implements NodeManager {
 
   constructor(
     private readonly config: Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>,
+    /** The node with its serverTls: how pgfloat's own SQL reaches it while it waits on the hooks. */
+    private readonly nodeAddress: NodeAddress,
     private readonly ctx: ManagementContext,
     /** "nodes[1]", for messages. */
     private readonly configKey: string,
@@ -29,7 +33,7 @@ export class CommandNodeManager implements NodeManager {
   async stop(progress: Progress): Promise<void> {
     const command = this.hook('stop');
     progress(`stopping ${this.node} with ${this.configKey}.commands.stop`);
-    await this.run('stop', command, {}, this.hookTimeoutMs, progress);
+    await this.run('stop', command, {}, this.nodeAddress, this.hookTimeoutMs, progress);
   }
 
   /** Runs the start hook, then waits (within the same time budget) until the server answers a query. */
@@ -37,7 +41,7 @@ export class CommandNodeManager implements NodeManager {
     const command = this.hook('start');
     const deadline = new Deadline(this.hookTimeoutMs, `starting ${this.node}`);
     progress(`starting ${this.node} with ${this.configKey}.commands.start`);
-    await this.run('start', command, {}, deadline.remaining('the start hook'), progress);
+    await this.run('start', command, {}, this.nodeAddress, deadline.remaining('the start hook'), progress);
     progress(`waiting for ${this.node} to accept connections`);
     await waitAccepting(this.address(), this.ctx, deadline);
     progress(`${this.node} accepts connections`);
@@ -64,6 +68,7 @@ export class CommandNodeManager implements NodeManager {
         PGFLOAT_REBUILD: options.rebuild ? '1' : '0',
         PGFLOAT_REPLICATION_USER: this.ctx.replication.user,
       },
+      primary,
       deadline.remaining('the rejoin hook'),
       progress,
     );
@@ -78,17 +83,22 @@ export class CommandNodeManager implements NodeManager {
   }
 
   private address(): NodeAddress {
-    return { name: this.config.name, host: this.config.host, port: this.config.port };
+    return this.nodeAddress;
   }
 
-  private async run(name: Hook, command: string, extra: Record<string, string>, timeoutMs: number, progress: Progress): Promise<void> {
+  /**
+   * `server` is the one the hook's PostgreSQL tools would talk to (the node itself, or the primary
+   * a rejoin follows): its serverTls is given as libpq's PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY.
+   */
+  private async run(name: Hook, command: string, extra: Record<string, string>, server: NodeAddress, timeoutMs: number, progress: Progress): Promise<void> {
     const env = hookEnvironment({
+      ...libpqEnvironment(policyOf(server)),
       PGFLOAT_NODE_NAME: this.config.name,
       PGFLOAT_NODE_HOST: this.config.host,
       PGFLOAT_NODE_PORT: String(this.config.port),
       ...(this.config.dataDir !== null && { PGFLOAT_DATA_DIR: this.config.dataDir }),
       ...extra,
-    });
+    }, LIBPQ_TLS_VARIABLES);
     const key = `${this.configKey}.commands.${name}`;
     // Hooks run as pgfloat itself, from its working directory, like fencing.command.
     const result = await runProcess('/bin/sh', ['-c', command], { env, timeoutMs, cwd: process.cwd() }).catch((err: Error) => {
@@ -101,3 +111,4 @@ export class CommandNodeManager implements NodeManager {
     progress(`${key} finished${tail ? `: ${outputTail(result.output, 3).replace(/\n/g, ' | ')}` : ''}`);
   }
 }
+

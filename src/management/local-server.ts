@@ -8,6 +8,7 @@ import { describeExit, outputTail, runProcess, type ProcessResult } from '../sys
 import type { Progress } from './types';
 import type { NodeAddress } from '../cluster/node';
 import { toolEnvironment } from '../system/environment';
+import { libpqEnvironment, type ServerTlsPolicy } from '../postgres/server-tls';
 
 export type ServerState = 'running' | 'stopped';
 
@@ -18,6 +19,8 @@ export interface ToolCall {
   timeoutMs: number;
   /** Given to the tool as PGPASSWORD (never on its command line); empty: libpq's .pgpass and the like decide. */
   password?: string;
+  /** The serverTls of the server the tool connects to (the primary, for pg_rewind and pg_basebackup), as libpq's PGSSL* variables. */
+  tls?: ServerTlsPolicy;
 }
 
 export class LocalServer {
@@ -178,6 +181,7 @@ export class LocalServer {
       // libpq reads .pgpass from HOME, and our own home may be unreadable to the owner.
       HOME: homeOf(owner) ?? process.env.HOME ?? dirname(this.dataDir),
       ...(call.password ? { PGPASSWORD: call.password } : {}),
+      ...(call.tls !== undefined && libpqEnvironment(call.tls)),
     });
     return runProcess(this.binaries.path(tool), args, { user: owner, env, timeoutMs: call.timeoutMs });
   }

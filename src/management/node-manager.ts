@@ -9,6 +9,8 @@ import { rejoinLocal } from './rejoin';
 import type { ManagedNodeConfig, ManagementContext, NodeManager, Progress, RejoinMethod, RejoinOptions } from './types';
 import type { NodeAddress } from '../cluster/node';
 import { Deadline } from '../system/deadline';
+import { serverTlsPolicy } from '../config/nodes';
+import { DEFAULT_SERVER_TLS } from '../postgres/server-tls';
 
 /** A manager for every node the configuration lets pgfloat manage (nodes[].dataDir or nodes[].commands). */
 export function managersFor(config: Config, log: Logger): Map<string, NodeManager> {
@@ -22,6 +24,7 @@ export function managersFor(config: Config, log: Logger): Map<string, NodeManage
     credentials: { user: monitor.user, password: monitor.password, database: monitor.database },
     replication: { user: management.replicationUser ?? monitor.user, password: management.replicationPassword },
     log,
+    serverTls: config.serverTls,
     rejoinTimeoutMs: management.rejoinTimeoutMs,
   };
   config.nodes.forEach((node, index) => {
@@ -46,11 +49,13 @@ export function managerFor(node: ManagedNodeConfig, ctx: ManagementContext, inde
   const { stop, start, rejoin } = node.commands;
   const stopStartMs = ctx.stopStartTimeoutMs ?? DEFAULT_STOP_START_TIMEOUT_MS;
   const rejoinMs = ctx.rejoinTimeoutMs ?? DEFAULT_REJOIN_TIMEOUT_MS;
+  const tls = serverTlsPolicy({ serverTls: ctx.serverTls ?? DEFAULT_SERVER_TLS }, { serverTls: node.serverTls ?? null });
+  const address: NodeAddress = { name: node.name, host: node.host, port: node.port, tls };
   let inner: NodeManager;
   if (stop !== null || start !== null || rejoin !== null) {
-    inner = new CommandNodeManager(node, ctx, configKey, stopStartMs, rejoinMs);
+    inner = new CommandNodeManager(node, address, ctx, configKey, stopStartMs, rejoinMs);
   } else if (node.dataDir !== null) {
-    const server = new LocalServer({ name: node.name, host: node.host, port: node.port }, node.dataDir, ctx.binaries, `${configKey}.dataDir`);
+    const server = new LocalServer(address, node.dataDir, ctx.binaries, `${configKey}.dataDir`);
     inner = new LocalNodeManager(server, ctx, stopStartMs, rejoinMs);
   } else {
     return undefined;

@@ -5,9 +5,10 @@ import type { NodeConfig } from '../config/schema';
 import type { Logger } from '../log';
 import type { AdminCredentials } from '../postgres/admin-session';
 import type { PgBinaries } from '../postgres/binaries';
+import type { ServerTlsConfig } from '../config/schema';
 
-/** What managing a node needs from its configuration. */
-export type ManagedNodeConfig = Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'>;
+/** What managing a node needs from its configuration; without serverTls, the top-level one applies. */
+export type ManagedNodeConfig = Pick<NodeConfig, 'name' | 'host' | 'port' | 'dataDir' | 'commands'> & Partial<Pick<NodeConfig, 'serverTls'>>;
 
 export interface ManagementContext {
   /** PostgreSQL binaries for local nodes (pg_ctl, pg_rewind, pg_basebackup, postgres); undefined: local operations fail saying so. */
@@ -17,6 +18,8 @@ export interface ManagementContext {
   /** The role pg_rewind, pg_basebackup and the standby's primary_conninfo use (management.replicationUser). */
   replication: { user: string; password: string };
   log: Logger;
+  /** The top-level serverTls (libpq's prefer when unset): with a node's own keys on top, how SQL and tools reach it. */
+  serverTls?: ServerTlsConfig;
   /** Default budget of a rejoin (management.rejoinTimeoutMs); 30 minutes when unset. */
   rejoinTimeoutMs?: number;
   /** Budget of a stop or a start, hooks included; 2 minutes when unset. */

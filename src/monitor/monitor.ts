@@ -19,10 +19,13 @@ export interface MonitorEvents {
 
 export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly probes: NodeProbe[];
+  private readonly targets: ReadonlyMap<string, ProbeTarget>;
   private readonly health = new Map<string, NodeHealth>();
   private readonly timers = new Set<NodeJS.Timeout>();
   /** Per node: ends the wait before its next heartbeat. */
   private readonly wakers = new Map<string, () => void>();
+  /** Per node: the TLS failure last logged, so a refused certificate is logged when it changes, not every heartbeat. */
+  private readonly tlsFailures = new Map<string, string>();
   private running = false;
   private stopped = false;
 
@@ -33,6 +36,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   ) {
     super();
     this.probes = targets.map((t) => new NodeProbe(t, options, options.timeoutMs));
+    this.targets = new Map(targets.map((t) => [t.name, t]));
     for (const t of targets) this.health.set(t.name, { node: t.name, status: 'unknown', consecutiveFailures: 0 });
   }
 
@@ -107,7 +111,26 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       if (next.status === 'up') this.log.info(fields, 'node health changed');
       else this.log.warn(fields, 'node health changed');
     }
+    this.logTls(observation);
     this.emit('heartbeat', next, observation);
+  }
+
+  private logTls(observation: NodeObservation): void {
+    const { node, tls } = observation;
+    if (tls === undefined || tls.state === 'unknown') return;
+    const logged = this.tlsFailures.get(node);
+    const target = this.targets.get(node);
+    const fields = { node, host: target?.host, port: target?.port, mode: target?.tls?.mode ?? 'prefer' };
+    if (tls.state === 'failed') {
+      const failure = tls.error ?? 'TLS failed';
+      if (failure === logged) return;
+      this.tlsFailures.set(node, failure);
+      // The node is unreachable to pgfloat until this changes: routing and failover treat it as down.
+      this.log.error({ ...fields, reason: failure }, 'server TLS refused: pgfloat will not use this node');
+    } else if (logged !== undefined) {
+      this.tlsFailures.delete(node);
+      this.log.info({ ...fields, tls: tls.state }, 'server TLS accepted again');
+    }
   }
 
   private nextHealth(previous: NodeHealth, observation: NodeObservation): NodeHealth {

@@ -1,14 +1,13 @@
 // One persistent monitor connection to one node and the heartbeat query it runs.
 
-import { Client } from 'pg';
+import type { Client } from 'pg';
+import type { NodeAddress } from '../cluster/node';
 import { MONITOR_APPLICATION_NAME } from '../postgres/admin-session';
-import type { NodeObservation } from './observation';
+import { connectPg, isEncrypted, policyOf, tlsFailure } from '../postgres/connect';
+import type { NodeObservation, ObservedTls } from './observation';
 
-export interface ProbeTarget {
-  name: string;
-  host: string;
-  port: number;
-}
+/** A node as the monitor reaches it: its address and serverTls. */
+export type ProbeTarget = NodeAddress;
 
 export interface ProbeCredentials {
   user: string;
@@ -55,6 +54,10 @@ interface ClientWithStream {
 
 export class NodeProbe {
   private client: Client | undefined;
+  /** What the open connection negotiated; set when it connects. */
+  private negotiated: ObservedTls | undefined;
+  /** Grows at every discard: a connect that a timed-out heartbeat left running must not become the client after it. */
+  private generation = 0;
 
   constructor(
     readonly target: ProbeTarget,
@@ -73,6 +76,8 @@ export class NodeProbe {
       const row = await Promise.race([this.query(), timeout]);
       return this.toObservation(row, performance.now() - started);
     } catch (err) {
+      // A connection that failed after TLS was settled (a query error, a restart) still tells what it negotiated.
+      const tls = this.negotiated ?? this.failedTls(err);
       this.discard();
       return {
         node: this.target.name,
@@ -80,6 +85,7 @@ export class NodeProbe {
         reachable: false,
         error: (err as Error).message,
         latencyMs: performance.now() - started,
+        tls,
       };
     } finally {
       clearTimeout(timer);
@@ -92,20 +98,26 @@ export class NodeProbe {
 
   private async query(): Promise<HeartbeatRow> {
     if (this.client === undefined) {
-      const client = new Client({
-        host: this.target.host,
-        port: this.target.port,
-        user: this.credentials.user,
-        password: this.credentials.password,
-        database: this.credentials.database,
-        application_name: MONITOR_APPLICATION_NAME,
-        connectionTimeoutMillis: this.timeoutMs,
-        keepAlive: true,
-      });
-      // An error on an idle client (server restarted) must not become an uncaught exception.
-      client.on('error', () => this.discard(client));
+      const generation = this.generation;
+      const client = await connectPg(
+        this.target,
+        {
+          user: this.credentials.user,
+          password: this.credentials.password,
+          database: this.credentials.database,
+          application_name: MONITOR_APPLICATION_NAME,
+          connectionTimeoutMillis: this.timeoutMs,
+          keepAlive: true,
+        },
+        // An error on an idle client (server restarted) must not become an uncaught exception.
+        (c) => c.on('error', () => this.discard(c)),
+      );
+      if (generation !== this.generation) {
+        client.end().catch(() => undefined);
+        throw new Error('heartbeat connection abandoned');
+      }
       this.client = client;
-      await client.connect();
+      this.negotiated = { state: isEncrypted(client) ? 'encrypted' : 'plaintext' };
     }
     const result = await this.client.query<HeartbeatRow>(HEARTBEAT_SQL);
     const row = result.rows[0];
@@ -113,9 +125,18 @@ export class NodeProbe {
     return row;
   }
 
+  private failedTls(err: unknown): ObservedTls {
+    const failure = tlsFailure(err, policyOf(this.target));
+    return failure === undefined ? { state: 'unknown' } : { state: 'failed', error: failure };
+  }
+
   private discard(client: Client | undefined = this.client): void {
+    if (client === this.client) this.generation++;
     if (client === undefined) return;
-    if (client === this.client) this.client = undefined;
+    if (client === this.client) {
+      this.client = undefined;
+      this.negotiated = undefined;
+    }
     (client as unknown as ClientWithStream).connection?.stream?.destroy();
     client.end().catch(() => undefined);
   }
@@ -138,6 +159,7 @@ export class NodeProbe {
       walReceiverStatus: row.receiver_status ?? undefined,
       walReceiverAgeMs: row.receiver_age_ms ?? undefined,
       replayDelaySeconds: row.replay_delay ?? undefined,
+      tls: this.negotiated,
     };
   }
 }

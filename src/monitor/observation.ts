@@ -1,6 +1,13 @@
 // What a heartbeat learns about one node, and the health verdict built from consecutive heartbeats.
 
 import type { HealthStatus, NodePositions } from '../cluster/node';
+import type { TlsState } from '../postgres/connect';
+
+/** What the heartbeat's connection negotiated, or why TLS kept it from connecting (error: which check failed). */
+export interface ObservedTls {
+  state: TlsState;
+  error?: string;
+}
 
 export interface NodeObservation extends NodePositions {
   node: string;
@@ -14,6 +21,7 @@ export interface NodeObservation extends NodePositions {
   /** How long ago, by the standby's own clock, its WAL receiver last heard from the primary. */
   walReceiverAgeMs?: number;
   replayDelaySeconds?: number;
+  tls?: ObservedTls;
 }
 
 export interface NodeHealth {

@@ -1,6 +1,7 @@
 // One short-lived connection to a server as pgfloat's admin role, closed whatever the work does.
 
-import { Client } from 'pg';
+import type { Client } from 'pg';
+import { connectPg } from './connect';
 import type { NodeAddress } from '../cluster/node';
 
 export interface AdminCredentials {
@@ -38,22 +39,22 @@ export async function withAdminSession<T>(
   limits: SessionLimits,
   work: (client: Client) => Promise<T>,
 ): Promise<T> {
-  const client = new Client({
-    host: node.host,
-    port: node.port,
-    user: credentials.user,
-    password: credentials.password,
-    database: credentials.database,
-    application_name: ADMIN_APPLICATION_NAME,
-    connectionTimeoutMillis: Math.max(1, limits.connectTimeoutMs),
-    query_timeout: Math.max(1, limits.queryTimeoutMs),
+  const client = await connectPg(
+    node,
+    {
+      user: credentials.user,
+      password: credentials.password,
+      database: credentials.database,
+      application_name: ADMIN_APPLICATION_NAME,
+      connectionTimeoutMillis: Math.max(1, limits.connectTimeoutMs),
+      query_timeout: Math.max(1, limits.queryTimeoutMs),
+    },
+    // An error on the idle socket after the work (a server shutting down) must not become an uncaught exception.
+    (c) => c.on('error', () => undefined),
+  ).catch((err: Error) => {
+    throw new NodeUnreachableError(node, err);
   });
-  // An error on the idle socket after the work (a server shutting down) must not become an uncaught exception.
-  client.on('error', () => undefined);
   try {
-    await client.connect().catch((err: Error) => {
-      throw new NodeUnreachableError(node, err);
-    });
     return await work(client);
   } finally {
     client.end().catch(() => undefined);

@@ -84,7 +84,10 @@ export function pgSslOption(policy: ServerTlsPolicy, host: string): false | Conn
   return options;
 }
 
-/** libpq's environment for the tools pgfloat runs (pg_rewind, pg_basebackup). */
+/** Every variable libpqEnvironment may set: a command given some of them must not inherit the others from pgfloat. */
+export const LIBPQ_TLS_VARIABLES = ['PGSSLMODE', 'PGSSLROOTCERT', 'PGSSLCERT', 'PGSSLKEY'] as const;
+
+/** libpq's environment for the tools pgfloat runs (pg_rewind, pg_basebackup) and operators' commands. */
 export function libpqEnvironment(policy: ServerTlsPolicy): Record<string, string> {
   return {
     PGSSLMODE: policy.mode,

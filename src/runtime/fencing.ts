@@ -3,6 +3,7 @@
 import type { NodeAddress } from '../cluster/node';
 import type { ServerAdmin } from '../postgres/server-admin';
 import { hookEnvironment } from '../system/environment';
+import { DEFAULT_SERVER_TLS, LIBPQ_TLS_VARIABLES, libpqEnvironment } from '../postgres/server-tls';
 import { describeExit, outputTail, runProcess } from '../system/process';
 
 export type FencingAction = 'none' | 'sql' | 'command';
@@ -35,7 +36,11 @@ export class Fencing {
   /** The command runs as pgfloat, from its working directory, like nodes[].commands. */
   private async runCommand(node: NodeAddress): Promise<string> {
     const { command, timeoutMs } = this.options;
-    const env = hookEnvironment({ PGFLOAT_NODE_NAME: node.name, PGFLOAT_NODE_HOST: node.host, PGFLOAT_NODE_PORT: String(node.port) });
+    const env = hookEnvironment(
+      // The node's serverTls as libpq reads it, for a psql or pg_ctl the command runs against the node.
+      { ...libpqEnvironment(node.tls ?? DEFAULT_SERVER_TLS), PGFLOAT_NODE_NAME: node.name, PGFLOAT_NODE_HOST: node.host, PGFLOAT_NODE_PORT: String(node.port) },
+      LIBPQ_TLS_VARIABLES,
+    );
     const result = await runProcess('/bin/sh', ['-c', command!], { env, timeoutMs, cwd: process.cwd() }).catch((err: Error) => {
       throw new Error(`fencing command could not start: ${err.message}`);
     });

@@ -78,7 +78,7 @@ export class Pgfloat {
     this.synchronous = new SynchronousGuard(this.serverAdmin, failover.keepSynchronousWhenAlone, failover.promoteTimeoutMs, log.child({ component: 'synchronous' }));
     this.managers = managersFor(config, log.child({ component: 'management' }));
     this.backend = createStateBackend(config, log.child({ component: 'etcd' }));
-    this.monitor = new Monitor(config.nodes, { ...config.monitor }, log.child({ component: 'monitor' }));
+    this.monitor = new Monitor([...this.nodes.values()], { ...config.monitor }, log.child({ component: 'monitor' }));
     this.router = new Router({ fallbackToPrimary: config.readOnly.fallbackToPrimary, holdMs: failover.holdMs }, log.child({ component: 'router' }));
     this.metrics = new Metrics(this.nodeNames);
     this.relay = this.createRelay();
@@ -152,7 +152,7 @@ export class Pgfloat {
     const core = this.runner?.state;
     return buildStatus({
       startedAt: this.startedAt,
-      nodes: this.config.nodes,
+      nodes: [...this.nodes.values()],
       routes: this.router.current(),
       health: this.monitor.snapshot(),
       cluster: this.cluster(),

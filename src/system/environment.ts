@@ -16,12 +16,13 @@ export function toolEnvironment(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 
 /**
  * For operators' commands (fencing.command, nodes[].commands): pgfloat's environment without its
+ * `notInherited` variables (its PGSSL*, which would mix with the server's) and without its
  * own PGFLOAT_* variables, which hold its secrets (PGFLOAT_MONITOR_PASSWORD, PGFLOAT_ETCD_PASSWORD,
  * PGFLOAT_ADMIN_TOKEN...) and could hold stale copies of the variables a command is given; then
  * the command's own variables.
  */
-export function hookEnvironment(variables: Record<string, string>): NodeJS.ProcessEnv {
+export function hookEnvironment(variables: Record<string, string>, notInherited: readonly string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith(PGFLOAT_OWN)) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith(PGFLOAT_OWN) && !notInherited.includes(k)) env[k] = v;
   return { ...env, ...variables };
 }

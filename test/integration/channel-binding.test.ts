@@ -61,6 +61,8 @@ t.test('channel binding with TLS on both legs', async (t) => {
   });
   // Last: the switchover leaves two primaries (the old one is fenced, not stopped, when pgfloat does not manage it).
   t.test('a session that logged in through the bridge moves at a switchover', async (t) => {
+    // The first instance would see the new primary as a second one, and fence it.
+    await pgfloat.stop();
     const managed = await startPgfloat(t, cluster, { tls: proxyCert, serverTls: { mode: 'verify-full', ca: ca.ca }, admin: { listen: '127.0.0.1:0', token: TEST_TOKEN } }, { password: PASSWORD });
     const client = await connectClient({ host: '127.0.0.1', port: managed.readWritePort, user: 'postgres', password: PASSWORD, database: 'postgres', ssl: { ca: caPem }, enableChannelBinding: true } as never);
     t.teardown(() => client.end());
