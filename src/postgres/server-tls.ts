@@ -1,14 +1,22 @@
 // TLS from pgfloat to a server with libpq's sslmode meanings, for every connection pgfloat opens
 // there (relayed sessions, cancel requests, monitor and admin SQL) and the tools it runs.
 
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { ConnectionOptions } from 'node:tls';
+import { createSecureContext, type ConnectionOptions } from 'node:tls';
 import type { ServerTlsMode, ServerTlsPolicy } from '../cluster/node';
 
 export type { ServerTlsMode, ServerTlsPolicy } from '../cluster/node';
 
 export const DEFAULT_SERVER_TLS: ServerTlsPolicy = { mode: 'prefer', ca: null, cert: null, key: null };
+
+/** Every PEM block of a CA file parses as a certificate, and there is one at least. */
+export function checkCertificates(pem: Buffer): void {
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new Error('no PEM certificate in the CA file');
+  for (const block of blocks) new X509Certificate(block);
+}
 
 /** Whether the first attempt sends an SSLRequest ('allow' tries plaintext first, 'disable' never asks). */
 export function asksForTls(mode: ServerTlsMode): boolean {
@@ -33,7 +41,7 @@ interface TlsFileContents {
   key?: Buffer;
 }
 
-/** Read once per process (and again after forgetServerTlsFiles, on a reload): connections are opened all day. */
+/** Read once per process (and again by reloadServerTlsFiles): connections are opened all day. */
 const fileCache = new Map<string, Buffer>();
 
 function readTlsFile(kind: 'ca' | 'cert' | 'key', path: string): Buffer {
@@ -49,8 +57,44 @@ function readTlsFile(kind: 'ca' | 'cert' | 'key', path: string): Buffer {
   return contents;
 }
 
-export function forgetServerTlsFiles(): void {
+/**
+ * A reload: reads every file of `policies` again and checks each set loads as TLS would use it.
+ * Only when all do are they used from the next connection on; otherwise the files read before
+ * stay in use and the reason comes back, naming the file, never its contents.
+ */
+export function reloadServerTlsFiles(policies: readonly ServerTlsPolicy[]): { ok: true } | { ok: false; reason: string } {
+  const fresh = new Map<string, Buffer>();
+  try {
+    for (const policy of policies) {
+      const contents: TlsFileContents = {};
+      for (const kind of ['ca', 'cert', 'key'] as const) {
+        const path = policy[kind];
+        if (path === null) continue;
+        let data = fresh.get(path);
+        if (data === undefined) {
+          try {
+            data = readFileSync(path);
+          } catch (err) {
+            throw new Error(`cannot read serverTls.${kind} ${path}: ${(err as Error).message}`);
+          }
+          fresh.set(path, data);
+        }
+        contents[kind] = data;
+      }
+      try {
+        // createSecureContext takes a CA file without a certificate in it silently.
+        if (contents.ca !== undefined) checkCertificates(contents.ca);
+        createSecureContext(contents);
+      } catch (err) {
+        throw new Error(`serverTls files ${[policy.ca, policy.cert, policy.key].filter((p) => p !== null).join(', ')} are not usable for TLS: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
   fileCache.clear();
+  for (const [path, data] of fresh) fileCache.set(path, data);
+  return { ok: true };
 }
 
 function fileContents(policy: ServerTlsPolicy): TlsFileContents {

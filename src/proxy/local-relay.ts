@@ -19,7 +19,7 @@ import { ClientSession } from './session';
 import type { SessionEnvironment } from './session-environment';
 import { SessionRegistry, type DrainResult } from './session-registry';
 import { ClientTls, type ClientTlsSettings } from './tls';
-import { forgetServerTlsFiles } from '../postgres/server-tls';
+import { DEFAULT_SERVER_TLS, reloadServerTlsFiles } from '../postgres/server-tls';
 
 /** What a relay needs of the configuration: plain data (a worker gets it over IPC), and no secrets. */
 export interface RelaySettings {
@@ -164,10 +164,11 @@ export class LocalRelay implements RelayPlane {
    * control process's, or a worker's), so this reaches each process once.
    */
   reloadOwnTls(loop: string): TlsReloadReport {
-    forgetServerTlsFiles();
+    const server = reloadServerTlsFiles([...this.env.nodes.values()].map((n) => n.tls ?? DEFAULT_SERVER_TLS));
     const tls = this.env.tls;
-    if (tls === undefined) return { loop, ok: true };
-    const result = tls.reload();
-    return result.ok ? { loop, ok: true, certificate: result.certificate } : { loop, ok: false, reason: result.reason };
+    const client = tls?.reload();
+    const reasons = [...(client?.ok === false ? [client.reason] : []), ...(server.ok ? [] : [server.reason])];
+    if (reasons.length > 0) return { loop, ok: false, reason: reasons.join('; ') };
+    return { loop, ok: true, ...(client?.ok === true && { certificate: client.certificate }) };
   }
 }

@@ -105,7 +105,13 @@ export function openServerSocket(node: NodeAddress, opts: ServerSocketOptions, o
           return settle(undefined, { socket: tcp, events: true, encrypted: false });
         }
         answeredPlaintext.delete(key);
-        const secure = (tls = tlsConnect({ ...tlsConnectOptions(policy, node.host), socket: tcp }));
+        let options;
+        try {
+          options = tlsConnectOptions(policy, node.host);
+        } catch (err) {
+          return settle(err as Error); // a serverTls file that cannot be read
+        }
+        const secure = (tls = tlsConnect({ ...options, socket: tcp }));
         secure.once('close', abandoned);
         secure.once('error', (err) => settle(new Error(certificateFailure(err, policy) ?? `TLS handshake failed: ${err.message}`)));
         secure.once('secureConnect', () => {

@@ -4,6 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import { checkCertificates } from '../postgres/server-tls';
 
 export type ClientCertificates = 'none' | 'verify' | 'require';
 
@@ -52,17 +53,13 @@ function readTlsFile(key: 'cert' | 'key' | 'ca', path: string): Buffer {
   }
 }
 
-/** Node's createSecureContext takes a CA file with no certificate in it without complaint: checked here, one block at a time. */
+/** Node's createSecureContext takes a CA file with no certificate in it without complaint: checked here. */
 function checkCaFile(path: string, pem: Buffer): void {
-  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw new ClientTlsError(`tls.ca ${path}: no PEM certificate in it`);
-  blocks.forEach((block, index) => {
-    try {
-      new X509Certificate(block);
-    } catch (err) {
-      throw new ClientTlsError(`tls.ca ${path}: certificate ${index + 1} is not valid: ${(err as Error).message}`);
-    }
-  });
+  try {
+    checkCertificates(pem);
+  } catch (err) {
+    throw new ClientTlsError(`tls.ca ${path}: ${(err as Error).message}`);
+  }
 }
 
 /** Reads and checks the files; every error names the file and the reason, never what is in it. */

@@ -2,7 +2,10 @@
 // still encrypted to the server, cancels on the encrypted leg, and libpq's modes.
 
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { postOperation, TEST_TOKEN } from '../harness/cli';
 import type { LocalCluster } from '../../src/sandbox/local-cluster';
 import { startCluster } from '../harness/cluster';
 import { backendKey, connectClient, rejectionOf, runPsql, sendCancel } from '../harness/clients';
@@ -48,6 +51,29 @@ t.test('serverTls', async (t) => {
     const { processId, secretKey } = backendKey(client);
     await sendCancel(pgfloat.readWritePort, processId, secretKey);
     t.equal((await cancelled).code, '57014', 'a cancel reaches the backend over the encrypted leg');
+  });
+
+  t.test('a reload reads the serverTls files again, and keeps them when the new ones are broken', async (t) => {
+    const caFile = join(mkdtempSync(join(tmpdir(), 'pgfloat-server-ca-')), 'ca.crt');
+    t.teardown(() => rmSync(dirname(caFile), { recursive: true, force: true }));
+    copyFileSync(ca.ca, caFile);
+    const pgfloat = await startPgfloat(t, cluster, { admin: { listen: '127.0.0.1:0', token: TEST_TOKEN }, serverTls: { mode: 'verify-full', ca: caFile } });
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true, 'verified against the CA file');
+    writeFileSync(caFile, 'not a certificate\n');
+    const broken = await postOperation(pgfloat.adminUrl, '/reload');
+    t.equal(broken.status, 409, 'a CA file that is no certificate is refused');
+    t.match(JSON.stringify(broken.json), /serverTls files .*ca\.crt are not usable for TLS/, 'naming the file');
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true, 'the CA read before stays in use');
+    const other = await makeTestCa(t, 'another CA');
+    writeFileSync(caFile, Buffer.concat([readFileSync(other.ca), readFileSync(ca.ca)]));
+    const rotated = await postOperation(pgfloat.adminUrl, '/reload');
+    t.equal(rotated.status, 200, 'a bundle of the next CA and the current one is taken', { json: rotated.json });
+    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true, 'and sessions still verify the servers');
+    writeFileSync(caFile, readFileSync(other.ca));
+    t.equal((await postOperation(pgfloat.adminUrl, '/reload')).status, 200, 'the next CA alone loads too');
+    // The monitor keeps its open connections, as sessions do; new connections verify against the new CA.
+    const refused = await rejectionOf(connectClient({ connectionString: pgfloat.readOnlyUrl(), ssl: false }));
+    t.match(refused.message, /certificate chain check of serverTls.mode verify-full/, 'and from then on servers signed by the old CA are refused, saying why');
   });
 
   t.test('prefer (the default) encrypts to a server that offers TLS', async (t) => {
