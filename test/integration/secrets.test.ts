@@ -3,7 +3,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,8 @@ import { startCluster } from '../harness/cluster';
 import { eventually, startPgfloat, stateDirFor } from '../harness/pgfloat';
 import { freePort } from '../../src/sandbox/ports';
 import { pickPorts } from '../harness/pgfloat-process';
+import { makeTestCa } from '../harness/test-ca';
+import { unprivilegedUser } from '../../src/system/os-user';
 
 const MONITOR_PASSWORD = 'monitorPw-3b9f27c1';
 const REPLICATION_PASSWORD = 'replicationPw-8e41d2a6';
@@ -54,8 +56,26 @@ function scramSecrets(verifier: string, password: string): Record<string, string
   };
 }
 
+/** The base64 lines of a PEM private key: any of them in an output would be part of the key. */
+function keyLines(name: string, file: string): Record<string, string> {
+  const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.length >= 32 && !l.startsWith('-----'));
+  if (lines.length === 0) throw new Error(`${file} has no key lines`);
+  return Object.fromEntries(lines.map((line, i) => [`${name}, line ${i + 1}`, line]));
+}
+
 t.test('no secret in any output', async (t) => {
-  const cluster = await startCluster(t, { password: MONITOR_PASSWORD, authMethod: 'md5' });
+  // TLS on both legs, with a client certificate to the servers: the private keys' contents are secrets too.
+  const ca = await makeTestCa(t);
+  const serverCert = await ca.issue('server', 'localhost', ['localhost', '127.0.0.1']);
+  const proxyCert = await ca.issue('proxy', 'pgfloat', ['localhost', '127.0.0.1']);
+  const pgfloatClientCert = await ca.issue('pgfloat-client', 'postgres');
+  // pg_rewind reads the client key as the servers' OS user: libpq takes a root-owned key of mode 0640.
+  const owner = unprivilegedUser();
+  if (owner !== undefined) chownSync(pgfloatClientCert.key, 0, owner.gid);
+  chmodSync(pgfloatClientCert.key, 0o640);
+  Object.assign(SECRETS, keyLines('client-facing TLS key (tls.key)', proxyCert.key), keyLines('client certificate key to the servers (serverTls.key)', pgfloatClientCert.key));
+  const tlsConfig = { tls: proxyCert, serverTls: { mode: 'verify-full', ca: ca.ca, ...pgfloatClientCert } };
+  const cluster = await startCluster(t, { password: MONITOR_PASSWORD, authMethod: 'md5', tls: { ...serverCert, ca: ca.ca } });
   const superuser = cluster.primary.connectionString();
   for (const sql of [
     `set password_encryption = 'scram-sha-256'; create role app_scram login password '${SCRAM_PASSWORD}'`,
@@ -73,7 +93,7 @@ t.test('no secret in any output', async (t) => {
   const proxy = await startPgfloat(
     t,
     cluster,
-    { admin: { listen: '127.0.0.1:0', token: ADMIN_TOKEN }, management: { replicationUser: 'replicator', replicationPassword: REPLICATION_PASSWORD } },
+    { admin: { listen: '127.0.0.1:0', token: ADMIN_TOKEN }, management: { replicationUser: 'replicator', replicationPassword: REPLICATION_PASSWORD }, ...tlsConfig },
     { password: MONITOR_PASSWORD, log, managed: true },
   );
   const admin = proxy.adminUrl;
@@ -92,6 +112,10 @@ t.test('no secret in any output', async (t) => {
       const wrong = await rejectionOf(connectClient({ ...at, user, password: `${password}-wrong` }));
       t.equal(wrong.code, '28P01', `${user} with a wrong password: 28P01`);
     }
+    // Over TLS on both legs, by a client that could bind: pgfloat signs its SCRAM login again for the server.
+    const bound = await connectClient({ ...at, user: 'app_scram', password: SCRAM_PASSWORD, ssl: { ca: readFileSync(ca.ca, 'utf8') }, enableChannelBinding: true } as never);
+    t.same((await bound.query('select current_user as u')).rows, [{ u: 'app_scram' }], 'app_scram logs in over TLS with channel binding on offer');
+    await bound.end();
     const ro = await queryOnce<{ r: boolean }>({ ...at, port: proxy.readOnlyPort, user: 'app_scram', password: SCRAM_PASSWORD }, 'select pg_is_in_recovery() as r');
     t.same(ro, [{ r: true }], 'and on the read-only port');
     t.equal((await rejectionOf(connectClient({ ...at, user: 'nobody', password: SCRAM_PASSWORD }))).code, '28P01', 'an unknown user');
@@ -114,6 +138,7 @@ t.test('no secret in any output', async (t) => {
       nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
       monitor: { password: MONITOR_PASSWORD },
       management: { replicationUser: 'replicator', replicationPassword: REPLICATION_PASSWORD },
+      ...tlsConfig,
       state: { dir: stateDirFor(t) },
       failover: { enabled: false },
       log: { level: 'trace' },
