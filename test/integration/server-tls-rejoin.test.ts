@@ -9,14 +9,14 @@ import { silentLogger } from '../../src/log';
 import { managerFor } from '../../src/management/node-manager';
 import type { ManagementContext } from '../../src/management/types';
 import { findPgBinaries } from '../../src/postgres/binaries';
-import { queryOnce } from '../harness/clients';
+import { connectClient, queryOnce } from '../harness/clients';
 import { operationResult, postOperation, TEST_TOKEN } from '../harness/cli';
 import { startCluster } from '../harness/cluster';
 import { crashServer, nodeStatus, tryQuery } from '../harness/faults';
 import { eventually, startPgfloat } from '../harness/pgfloat';
 import { makeTestCa } from '../harness/test-ca';
 
-t.test('hostssl-only servers under verify-full: failover, writes through pgfloat, and a rejoin by pg_rewind over TLS', async (t) => {
+t.test('hostssl-only servers under verify-full: failover, writes through pgfloat, a rejoin by pg_rewind over TLS, and a switchover back', async (t) => {
   t.setTimeout(240_000);
   const ca = await makeTestCa(t);
   const server = await ca.issue('server', 'localhost', ['localhost', '127.0.0.1']);
@@ -62,6 +62,22 @@ t.test('hostssl-only servers under verify-full: failover, writes through pgfloat
   t.same(nodeStatus(proxy.instance.status(), 'n1').tls, { mode: 'verify-full', state: 'encrypted', error: null }, 'the rejoined n1 is verified');
   await eventually(async () => (await tryQuery(proxy.readOnlyUrl(), 'select 1 from tls_writes where id = 2'))?.length === 1, 'row 2 to be read from n1 through pgfloat');
   t.pass('a read-only client through pgfloat reads the write made after the failover from the rejoined n1');
+
+  // A switchover back: n2 rejoins by pg_rewind over TLS, and an idle session moves to n1 on a verified leg.
+  const session = await connectClient(proxy.readWriteUrl());
+  t.teardown(() => session.end());
+  await session.query("SET work_mem = '6MB'");
+  const switched = await postOperation(proxy.adminUrl, '/switchover', {});
+  t.equal(switched.status, 202, 'the switchover is accepted');
+  const switchover = await operationResult(proxy.adminUrl, String(switched.json.operation), 180_000);
+  t.equal(switchover.state, 'succeeded', `the switchover succeeded (${switchover.result})`);
+  t.match(switchover.result, /n2 follows it as a standby \(rewound\)/, 'n2 rejoined by pg_rewind');
+  const { rows } = await session.query<{ port: number; w: string; ssl: boolean }>(
+    "select inet_server_port() as port, current_setting('work_mem') as w, (select ssl from pg_stat_ssl where pid = pg_backend_pid()) as ssl",
+  );
+  t.same(rows, [{ port: n1.port, w: '6MB', ssl: true }], 'the idle session moved to n1 with its setting, over TLS');
+  await queryOnce(proxy.readWriteUrl(), "insert into tls_writes values (3, 'after the switchover')");
+  t.same(await queryOnce(n1.connectionString(), 'select count(*)::int as n from tls_writes'), [{ n: 3 }], 'writes go to n1');
 });
 
 t.test("operators' hooks get the serverTls of the server they talk to as libpq's PGSSL* variables", async (t) => {

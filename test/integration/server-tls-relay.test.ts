@@ -1,5 +1,5 @@
-// Relayed sessions over TLS to the servers (serverTls): verified on both legs, a plaintext client
-// still encrypted to the server, cancels on the encrypted leg, and libpq's modes.
+// Relayed sessions over TLS to servers that take only TLS (serverTls): verified on both legs, a
+// plaintext client still encrypted to the server, cancels on the encrypted leg, and libpq's modes.
 
 import t from 'tap';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +29,7 @@ t.test('serverTls', async (t) => {
   const ca = await makeTestCa(t);
   const serverCert = await ca.issue('server', 'localhost', ['localhost', '127.0.0.1']);
   const proxyCert = await ca.issue('proxy', 'pgfloat', ['localhost', '127.0.0.1']);
-  const cluster: LocalCluster = await startCluster(t, { tls: { ...serverCert, ca: ca.ca } });
+  const cluster: LocalCluster = await startCluster(t, { tls: { ...serverCert, ca: ca.ca, hostsslOnly: true } });
   const caPem = readFileSync(ca.ca, 'utf8');
 
   t.test('verify-full on both legs', async (t) => {
@@ -81,9 +81,11 @@ t.test('serverTls', async (t) => {
     t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), true);
   });
 
-  t.test('disable stays in plaintext', async (t) => {
+  t.test('disable cannot reach servers that take only TLS', async (t) => {
     const pgfloat = await startPgfloat(t, cluster, { serverTls: { mode: 'disable' } });
-    t.equal(await serverLegEncrypted(pgfloat.readWriteUrl(), false), false);
+    const refused = await rejectionOf(connectClient({ connectionString: pgfloat.readOnlyUrl(), ssl: false }));
+    t.equal(refused.code, '57P03', 'a client is refused by pgfloat, which found no usable server');
+    t.match(JSON.stringify(pgfloat.instance.status().nodes), /no encryption/, "and /status shows the servers' reason");
   });
 });
 
